@@ -1,0 +1,3 @@
+"""The MCP server: app, configuration, CLI, transports."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""Command line: flags over the environment, then serve MCP on the chosen transport.
+
+Under stdio, stdout is the protocol wire: only `--help`, `--version` and `check` print to it,
+and they never start the server. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from server import __version__
+from server.config import SECRET_FIELDS, Settings, load_settings
+
+log = logging.getLogger("swarm_inference_mcp")
+
+
+def _flag_type(annotation: Any) -> Any:
+    if annotation is bool:
+        return None
+    if annotation in (int, float):
+        return annotation
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarm-inference-mcp",
+        description="MCP server that asks the Fortytwo and Swarms inference APIs for a second opinion. "
+        "Serves MCP over stdio by default. Every flag overrides the environment variable named in its help; "
+        "API keys are read from the environment only.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} [env {field.alias}; default {field.default}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=_flag_type(field.annotation), default=None, help=help_text)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    """Everything we and the SDK log goes to stderr; the SDK's own set-up then finds a handler and adds none."""
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ, vars(args))
+    except (ValidationError, OSError) as exc:
+        sys.stderr.write(f"swarm-inference-mcp: invalid configuration: {_config_problem(exc)}\n")
+        return 2
+    configure_logging(settings.log_level)
+
+    from server.app import create_server  # the SDK import is the bulk of start-up; not needed for --help
+
+    server = create_server(settings)
+    for spec_name, endpoint in settings.endpoints().items():
+        if endpoint.api_key is None:
+            log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
+    try:
+        server.run("stdio")
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _config_problem(exc: ValidationError | OSError) -> str:
+    if isinstance(exc, OSError):
+        return f"cannot read a file it names ({exc.strerror})"
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        field = Settings.model_fields.get(name)
+        where = field.alias if field and field.alias else name
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,139 @@
+"""The one settings object: read once from the environment, overridden by CLI flags, passed in.
+
+Provider settings keep the vendors' own prefixes (`FORTYTWO_`, `SWARMS_`); the server's own
+settings all start with `SWARM_MCP_`. Every setting except a secret is also a CLI flag, named after
+the field (`--max-retries`, `--fortytwo-base-url`); secrets are never flags, since flags show in `ps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from tools import PROVIDERS
+from tools.upstream import Endpoint
+
+SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token"})
+
+
+class Settings(BaseModel):
+    """Every knob of the server. Field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    fortytwo_api_key: SecretStr | None = Field(None, alias="FORTYTWO_API_KEY", description="Fortytwo API key.")
+    fortytwo_base_url: str = Field(
+        "https://api.fortytwo.network/v1",
+        alias="FORTYTWO_BASE_URL",
+        description="Fortytwo API base; requests go to {base}/chat/completions.",
+    )
+    fortytwo_model: str = Field("fortytwo-prime", alias="FORTYTWO_MODEL", description="Default model of ask_fortytwo.")
+    fortytwo_max_concurrency: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        alias="FORTYTWO_MAX_CONCURRENCY",
+        description="Most simultaneous requests to Fortytwo; further calls wait their turn.",
+    )
+    swarms_api_key: SecretStr | None = Field(None, alias="SWARMS_API_KEY", description="Swarms API key.")
+    swarms_base_url: str = Field(
+        "https://api.swarms.world/v1",
+        alias="SWARMS_BASE_URL",
+        description="Swarms API base; requests go to {base}/chat/completions.",
+    )
+    swarms_model: str = Field("gpt-4.1-mini", alias="SWARMS_MODEL", description="Default model of ask_swarm.")
+    swarms_max_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        alias="SWARMS_MAX_CONCURRENCY",
+        description="Most simultaneous requests to Swarms; further calls wait their turn.",
+    )
+    timeout: float = Field(
+        600.0,
+        gt=0,
+        alias="SWARM_MCP_TIMEOUT",
+        description="Default deadline of one call in seconds, retries included (swarms take minutes).",
+    )
+    max_timeout: float = Field(
+        1800.0,
+        gt=0,
+        alias="SWARM_MCP_MAX_TIMEOUT",
+        description="Largest deadline a call may ask for with timeout_s; larger values are lowered to it.",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, alias="SWARM_MCP_CONNECT_TIMEOUT", description="Seconds to open a connection upstream."
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        alias="SWARM_MCP_MAX_RETRIES",
+        description="Retries after a 429, 502/503/504 or refused connection; 0 turns retries off.",
+    )
+    retry_server_errors: bool = Field(
+        False,
+        alias="SWARM_MCP_RETRY_SERVER_ERRORS",
+        description="Also retry HTTP 500, which may bill a job twice.",
+    )
+    heartbeat: float = Field(
+        15.0,
+        gt=0,
+        alias="SWARM_MCP_HEARTBEAT",
+        description="Seconds of silence before a heartbeat progress notification (when the client asked for progress).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="SWARM_MCP_LOG_LEVEL", description="Level of the log written to stderr."
+    )
+
+    @field_validator("fortytwo_base_url", "swarms_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def deadline_s(self, requested: float | None) -> float:
+        """The deadline of one call: what it asked for, or the default, never above the maximum."""
+        return min(requested if requested is not None else self.timeout, self.max_timeout)
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """One `Endpoint` per provider, from the `<provider>_*` fields."""
+        return {
+            spec.name: Endpoint(
+                spec=spec,
+                base_url=getattr(self, f"{spec.name}_base_url"),
+                api_key=getattr(self, f"{spec.name}_api_key"),
+                model=getattr(self, f"{spec.name}_model"),
+                max_concurrency=getattr(self, f"{spec.name}_max_concurrency"),
+            )
+            for spec in PROVIDERS
+        }
+
+
+def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings from the environment, then CLI overrides (by field name); empty values count as unset.
+
+    A key file is never read from a flag; `SWARM_MCP_TOKEN_FILE` is read here, once.
+    """
+    data: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.alias or name
+        value = environ.get(alias, "").strip()
+        if value:
+            data[name] = value
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            data[name] = value
+    token_file = environ.get("SWARM_MCP_TOKEN_FILE", "").strip()
+    if token_file and "token" in Settings.model_fields and "token" not in data:
+        data["token"] = Path(token_file).read_text(encoding="utf-8").strip()
+    return Settings.model_validate(data)

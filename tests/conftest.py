@@ -1,0 +1,77 @@
+"""Fixtures shared by every test: the loopback fake upstream, settings pointing at it, a clean env."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from server.app import create_server
+from server.config import Settings, load_settings
+from tests.fake_upstream import FakeUpstream
+
+ENV_PREFIXES = ("FORTYTWO_", "SWARMS_", "SWARM_MCP_")
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's shell must not reach a test: no real keys, no proxies, no overrides."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIXES) or name in PROXY_VARS:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_server: FakeUpstream) -> FakeUpstream:
+    fake_server.reset()
+    return fake_server
+
+
+def fake_env(fake: FakeUpstream, **extra: str) -> dict[str, str]:
+    """Environment variables that point the server at the fake upstream with the right keys."""
+    env = {
+        "FORTYTWO_API_KEY": fake.keys["fortytwo"],
+        "FORTYTWO_BASE_URL": fake.url("fortytwo"),
+        "SWARMS_API_KEY": fake.keys["swarms"],
+        "SWARMS_BASE_URL": fake.url("swarms"),
+        "SWARM_MCP_HEARTBEAT": "5",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def make_settings(fake: FakeUpstream) -> Callable[..., Settings]:
+    def make(**extra: str) -> Settings:
+        return load_settings(fake_env(fake, **extra))
+
+    return make
+
+
+@pytest.fixture
+def connect(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    """`async with connect(SWARM_MCP_MAX_RETRIES="0") as client:` — an in-process MCP client."""
+
+    @asynccontextmanager
+    async def open_client(*, mode: str = "auto", **extra: str) -> AsyncIterator[Client]:
+        async with Client(create_server(make_settings(**extra)), mode=mode) as client:
+            yield client
+
+    return open_client

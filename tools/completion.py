@@ -1,0 +1,171 @@
+"""Turning what an upstream sent into a `Completion`: a whole JSON answer, or streamed chunks.
+
+Pure functions and one accumulator, no I/O. Everything malformed becomes a `BadResponseError`
+with a sentence that names what was wrong, never the body itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tools.errors import BadResponseError, ServerError, upstream_reason
+from tools.models import ChoiceOut, Usage
+
+
+@dataclass
+class Completion:
+    """One answer from an upstream, whatever the transport."""
+
+    id: str | None
+    model: str | None
+    choices: list[ChoiceOut]
+    usage: Usage | None
+    attempts: int = 1
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason
+
+
+def _content_text(content: Any) -> str | None:
+    """Message content as text: a string, or the text parts of an OpenAI-style parts list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "".join(texts) if texts else None
+    return None
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Usage.model_validate(raw)
+    except ValueError:
+        return None
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_completion(provider: str, body: bytes) -> Completion:
+    """Parse a non-streamed chat completion, refusing anything that carries no answer."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadResponseError(provider, "the answer was not valid JSON (truncated or not an API response).") from None
+    if not isinstance(data, dict):
+        raise BadResponseError(provider, "the answer was JSON but not a chat completion object.")
+    if "error" in data and "choices" not in data:
+        etype, message = upstream_reason(body)
+        raise ServerError(provider, f"the answer carried an error instead of choices ({etype or 'error'}: {message}).")
+    raw_choices = data.get("choices")
+    if not isinstance(raw_choices, list) or not raw_choices:
+        raise BadResponseError(provider, "the answer had no choices.")
+    choices: list[ChoiceOut] = []
+    for position, raw in enumerate(raw_choices):
+        message = raw.get("message") if isinstance(raw, dict) else None
+        text = _content_text(message.get("content")) if isinstance(message, dict) else None
+        if text is None:
+            raise BadResponseError(provider, f"choice {position} of the answer had no text content.")
+        index = raw.get("index", position)
+        choices.append(
+            ChoiceOut(
+                index=index if isinstance(index, int) else position,
+                text=text,
+                finish_reason=_opt_str(raw.get("finish_reason")),
+            )
+        )
+    return Completion(
+        id=_opt_str(data.get("id")),
+        model=_opt_str(data.get("model")),
+        choices=sorted(choices, key=lambda c: c.index),
+        usage=_usage(data.get("usage")),
+    )
+
+
+@dataclass
+class StreamAccumulator:
+    """Builds a `Completion` from OpenAI-style `chat.completion.chunk` events as they arrive."""
+
+    provider: str
+    id: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    done: bool = False
+    chunks: int = 0
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    finish: dict[int, str | None] = field(default_factory=dict)
+
+    def feed(self, data: str) -> str:
+        """Take one event's data; return the new text it added to the first choice ("" if none).
+
+        Raises `ServerError` for an error object inside the stream, `BadResponseError` for data
+        that is not a chunk.
+        """
+        if data.strip() == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise BadResponseError(self.provider, "the stream sent an event that was not valid JSON.") from None
+        if not isinstance(chunk, dict):
+            raise BadResponseError(self.provider, "the stream sent an event that was not a chunk object.")
+        if "error" in chunk:
+            self.raise_error(data)
+        self.chunks += 1
+        self.id = self.id or _opt_str(chunk.get("id"))
+        self.model = self.model or _opt_str(chunk.get("model"))
+        self.usage = _usage(chunk.get("usage")) or self.usage
+        added = ""
+        for position, raw in enumerate(chunk.get("choices") or []):
+            if not isinstance(raw, dict):
+                continue
+            index = raw.get("index", position)
+            index = index if isinstance(index, int) else position
+            delta = raw.get("delta") or raw.get("message") or {}
+            piece = _content_text(delta.get("content")) if isinstance(delta, dict) else None
+            parts = self.texts.setdefault(index, [])
+            if piece:
+                parts.append(piece)
+                if index == 0:
+                    added += piece
+            if raw.get("finish_reason") is not None:
+                self.finish[index] = _opt_str(raw.get("finish_reason"))
+        return added
+
+    def raise_error(self, data: str) -> None:
+        """An `error` event (or an error object in a data event): report it with its own words."""
+        etype, message = upstream_reason(data.encode())
+        said = f"{etype}: {message}" if etype and message else message or etype or "no details"
+        raise ServerError(
+            self.provider,
+            f"the stream reported an error after {self.chunks} chunks ({said}).",
+            partial_text=self.partial_text or None,
+        )
+
+    @property
+    def partial_text(self) -> str:
+        return "".join(self.texts.get(0, []))
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream ended properly: `[DONE]`, or every choice saw a finish reason."""
+        return self.done or (bool(self.texts) and all(i in self.finish for i in self.texts))
+
+    def result(self) -> Completion:
+        if not self.texts:
+            raise BadResponseError(self.provider, "the stream ended without any answer.")
+        choices = [
+            ChoiceOut(index=i, text="".join(self.texts[i]), finish_reason=self.finish.get(i)) for i in sorted(self.texts)
+        ]
+        return Completion(id=self.id, model=self.model, choices=choices, usage=self.usage)

@@ -1,0 +1,264 @@
+"""Every way a call to a provider can fail, and the one place their sentences are written.
+
+```
+UpstreamError                     kind          retryable
+├── ConfigError                   config        no   (no API key set)
+├── BudgetError                   budget        no   (the token budget is spent)
+├── StatusError                                      (the upstream answered an error status)
+│   ├── BadRequestError           bad_request   no   400, 422
+│   ├── AuthError                 auth          no   401, 403
+│   ├── PaymentError              payment       no   402
+│   ├── NotFoundError             not_found     no   404
+│   ├── RateLimitedError          rate_limited  yes  429
+│   └── ServerError               upstream      502/503/504 yes; 500 and others no
+├── DeadlineError                 timeout       no   (the call's deadline passed)
+├── NetworkError                  network       only when the request never left
+├── BadResponseError              bad_response  no   (not JSON, no choices, null content, broken stream)
+└── CancelledError                cancelled     no   (the server shut down under the call)
+```
+
+`status_error()` is the only mapping from an HTTP status to a class. `UpstreamError.sentence` is
+the only text a person sees; it never includes a request body, a traceback or an API key (any
+text that came from the upstream is passed through `redact` first by the code that raises).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+_MAX_UPSTREAM_TEXT = 300
+_RETRY_AFTER_IN_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+
+
+class UpstreamError(Exception):
+    """A provider call that did not produce an answer.
+
+    `provider` is the display name ("Fortytwo"); `attempts` is filled in by the retry loop.
+    `partial_text` holds what a stream delivered before it failed, if anything.
+    """
+
+    kind: ClassVar[str] = "upstream"
+    retryable_default: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        provider: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+        attempts: int | None = None,
+        partial_text: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.provider = provider
+        self.detail = detail
+        self.status = status
+        self.retryable = self.retryable_default if retryable is None else retryable
+        self.retry_after_s = retry_after_s
+        self.attempts = attempts
+        self.partial_text = partial_text
+
+    @property
+    def sentence(self) -> str:
+        """One sentence a person can act on, plus the partial answer when a stream broke."""
+        text = f"{self.provider}: {self.detail}"
+        if self.partial_text:
+            text += f"\n\n[partial answer, incomplete]\n{self.partial_text}"
+        return text
+
+    def __str__(self) -> str:
+        return self.sentence
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured form a program reads: `{"kind", "message", "status", ...}`."""
+        return {
+            "kind": self.kind,
+            "message": f"{self.provider}: {self.detail}",
+            "provider": self.provider,
+            "status": self.status,
+            "retryable": self.retryable,
+            "retry_after_s": self.retry_after_s,
+            "attempts": self.attempts,
+            "partial_text": self.partial_text,
+        }
+
+
+class ConfigError(UpstreamError):
+    kind = "config"
+
+
+class BudgetError(UpstreamError):
+    kind = "budget"
+
+
+class StatusError(UpstreamError):
+    """The upstream answered with an error status; `upstream_type` is its own error type, if any."""
+
+    def __init__(self, provider: str, detail: str, *, upstream_type: str | None = None, **kw: Any) -> None:
+        super().__init__(provider, detail, **kw)
+        self.upstream_type = upstream_type
+
+
+class BadRequestError(StatusError):
+    kind = "bad_request"
+
+
+class AuthError(StatusError):
+    kind = "auth"
+
+
+class PaymentError(StatusError):
+    kind = "payment"
+
+
+class NotFoundError(StatusError):
+    kind = "not_found"
+
+
+class RateLimitedError(StatusError):
+    kind = "rate_limited"
+    retryable_default = True
+
+
+class ServerError(StatusError):
+    kind = "upstream"
+
+
+class DeadlineError(UpstreamError):
+    kind = "timeout"
+
+
+class NetworkError(UpstreamError):
+    kind = "network"
+
+
+class BadResponseError(UpstreamError):
+    kind = "bad_response"
+
+
+class CancelledError(UpstreamError):
+    kind = "cancelled"
+
+
+_STATUS_CLASSES: dict[int, type[StatusError]] = {
+    400: BadRequestError,
+    422: BadRequestError,
+    401: AuthError,
+    403: AuthError,
+    402: PaymentError,
+    404: NotFoundError,
+    429: RateLimitedError,
+}
+_RETRYABLE_SERVER_STATUSES = frozenset({502, 503, 504})
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret in `text` with `***` (an upstream may echo a key back in its message)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_UPSTREAM_TEXT else text[: _MAX_UPSTREAM_TEXT - 1] + "…"
+
+
+def upstream_reason(body: bytes) -> tuple[str | None, str | None]:
+    """The upstream's own (type, message) from an error body, or (None, None) if it gave none.
+
+    Both vendors use `{"error": {"message", "type"}}`; FastAPI validation errors come as
+    `{"detail": "..."}` or `{"detail": [{"loc", "msg", "type"}, ...]}`. HTML pages and other
+    non-JSON bodies yield nothing: we never echo a raw body.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    error = data.get("error")
+    if isinstance(error, dict):
+        etype, message = error.get("type"), error.get("message")
+        return (etype if isinstance(etype, str) else None, message if isinstance(message, str) else None)
+    if isinstance(error, str):
+        return None, error
+    detail = data.get("detail")
+    if isinstance(detail, str):
+        return None, detail
+    if isinstance(detail, list) and detail:
+        parts = []
+        for item in detail[:3]:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+        return "validation_error", "; ".join(parts) or None
+    message = data.get("message")
+    return None, message if isinstance(message, str) else None
+
+
+def parse_retry_after(headers: Mapping[str, str], message: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait, from `Retry-After` (seconds or HTTP date) or Fortytwo's "Retry after 10s" text."""
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
+    if message:
+        match = _RETRY_AFTER_IN_TEXT.search(message)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def status_error(
+    provider: str,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    key_env: str,
+    secrets: tuple[str, ...],
+) -> StatusError:
+    """Map an HTTP error answer to its error class and write the sentence a person reads."""
+    utype, umessage = upstream_reason(body)
+    umessage = _clip(redact(umessage, secrets)) if umessage else None
+    utype = _clip(redact(utype, secrets)) if utype else None
+    said = f" ({utype}: {umessage})" if utype and umessage else f" ({umessage or utype})" if umessage or utype else ""
+    retry_after = parse_retry_after(headers, umessage) if status in (429, 503) else None
+
+    cls: type[StatusError] = _STATUS_CLASSES.get(status, ServerError)
+    retryable: bool | None = None
+    if cls is AuthError:
+        advice = f"check that {key_env} holds a valid key with access to this model"
+    elif cls is PaymentError:
+        advice = "the account needs credit or a paid plan"
+    elif cls is NotFoundError:
+        advice = "check the model name (list_models shows what the provider serves)"
+    elif cls is BadRequestError:
+        advice = "correct the arguments and call again"
+    elif cls is RateLimitedError:
+        advice = f"retry after {retry_after:g} s" if retry_after is not None else "wait a little and retry"
+    else:
+        retryable = status in _RETRYABLE_SERVER_STATUSES
+        advice = "the provider failed; try again later"
+    detail = f"HTTP {status}{said}; {advice}."
+    return cls(
+        provider,
+        detail,
+        status=status,
+        upstream_type=utype,
+        retryable=retryable,
+        retry_after_s=retry_after,
+    )

@@ -1,0 +1,145 @@
+"""What every provider tool shares: the prompt-or-messages arguments, the provider description, and
+the result shape.
+
+A provider module subclasses `ChatArgs` with the fields its chat-completions schema defines;
+`ChatArgs.request_body` turns any of them into a request body, so the mapping lives here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_TEXT = 500_000
+"""Longest prompt, system text or message content we accept (characters): far above any model's
+context, low enough that a runaway argument is refused here instead of being paid for upstream."""
+MAX_MESSAGES = 500
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(BaseModel):
+    """One chat message, as both vendors' schemas define it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = Field(description="Who wrote the message: system, user or assistant.")
+    content: str = Field(min_length=1, max_length=MAX_TEXT, description="The message text.")
+
+
+class ChatArgs(BaseModel):
+    """Arguments every provider tool takes. Unknown arguments are refused, not dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"prompt", "system", "messages", "model", "timeout_s"})
+    """Fields that shape the call but are not sent upstream under their own name."""
+
+    prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        description="The question to ask, as plain text. Give either `prompt` or `messages`, not both.",
+    )
+    system: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        description="Optional system instruction sent before `prompt`. Only valid together with `prompt`.",
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_MESSAGES,
+        description="A whole conversation instead of `prompt`: a list of {role, content} messages, "
+        "role one of system/user/assistant. Give either `prompt` or `messages`, not both.",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Model id to ask. Leave out to use the server's configured default.",
+    )
+    timeout_s: float | None = Field(
+        default=None,
+        ge=1,
+        le=86_400,
+        description="Optional deadline for this call in seconds (at least 1), retries included. "
+        "Leave out for the server's default, which allows for slow swarms; "
+        "values above the server's maximum are lowered to it.",
+    )
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> ChatArgs:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` (a string) or `messages` (a list of {role, content})")
+        if self.system is not None and self.messages is not None:
+            raise ValueError("`system` goes with `prompt`; with `messages`, put a system message in the list")
+        return self
+
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """The conversation as the upstream expects it; `null` fields are left out."""
+        if self.messages is not None:
+            return [m.model_dump(exclude_none=True) for m in self.messages]
+        messages: list[dict[str, Any]] = []
+        if self.system is not None:
+            messages.append({"role": "system", "content": self.system})
+        messages.append({"role": "user", "content": self.prompt})
+        return messages
+
+    def request_body(self, default_model: str) -> dict[str, Any]:
+        """The chat-completions body: only what the caller set, plus model and messages."""
+        body: dict[str, Any] = {"model": self.model or default_model, "messages": self.chat_messages()}
+        body.update(self.model_dump(exclude_none=True, exclude=set(self.LOCAL_FIELDS)))
+        return body
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What the server needs to know to offer one provider as a tool.
+
+    `name` is the settings key and the `provider` field of results; `label` is what people read.
+    """
+
+    name: str
+    label: str
+    tool_name: str
+    title: str
+    description: str
+    args_model: type[ChatArgs]
+    key_env: str
+    auth: Literal["bearer", "x-api-key"]
+    default_base_url: str
+    default_model: str
+
+
+class Usage(BaseModel):
+    """Token counts as the upstream reported them."""
+
+    prompt_tokens: int = Field(description="Tokens in the request.")
+    completion_tokens: int = Field(description="Tokens in the answer.")
+    total_tokens: int = Field(description="Both together.")
+
+
+class ChoiceOut(BaseModel):
+    """One of several answers, when `n` > 1."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+class Answer(BaseModel):
+    """Structured content of a successful call."""
+
+    provider: str = Field(description="Which provider answered: fortytwo or swarms.")
+    model: str | None = Field(description="The model the upstream says answered.")
+    id: str | None = Field(description="The upstream's completion id.")
+    text: str = Field(description="The answer (the first choice's text).")
+    finish_reason: str | None = Field(description="Why the answer ended: stop, length, content_filter.")
+    usage: Usage | None = Field(description="Token usage, or null when the upstream did not report it.")
+    latency_ms: int = Field(description="Wall time of the call, retries included.")
+    attempts: int = Field(description="Upstream requests made for this answer (1 unless retried).")
+    choices: list[ChoiceOut] | None = Field(default=None, description="Every choice, when more than one came back.")

@@ -1,0 +1,262 @@
+"""The one place HTTP happens: auth, deadline, concurrency cap, retries, streaming.
+
+`Upstream.complete()` takes a provider name and a request body and returns a `Completion` or
+raises one `UpstreamError`. It never formats text for a person beyond the error sentences built
+in `tools.errors`, and it knows nothing of MCP except the progress callback it may be handed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx2
+from pydantic import SecretStr
+
+from tools.completion import Completion, StreamAccumulator, parse_completion
+from tools.errors import (
+    BadResponseError,
+    ConfigError,
+    DeadlineError,
+    NetworkError,
+    UpstreamError,
+    status_error,
+)
+from tools.models import ProviderSpec
+from tools.progress import ProgressFn, ProgressReporter
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_BODY = 64 * 1024
+"""We read at most this much of an error answer: enough for any JSON error, not a whole HTML site."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One provider as configured: where it is, the key, the default model, the concurrency cap."""
+
+    spec: ProviderSpec
+    base_url: str
+    api_key: SecretStr | None
+    model: str
+    max_concurrency: int
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        if self.spec.auth == "bearer":
+            return {"Authorization": f"Bearer {key}"}
+        return {"x-api-key": key}
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.api_key.get_secret_value(),) if self.api_key else ()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed attempt is tried again, and how long we wait first.
+
+    Only failures where the upstream cannot have run the job to completion are retried: 429,
+    502/503/504, and a connection that could not be opened. A 500 may mean the job ran (and was
+    billed), so it is retried only with `retry_server_errors`.
+    """
+
+    max_retries: int = 2
+    retry_server_errors: bool = False
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    max_wait_s: float = 60.0
+    """The longest server-requested wait we sleep through; a longer one fails at once with it."""
+
+    def should_retry(self, err: UpstreamError, attempt: int) -> bool:
+        if attempt > self.max_retries:
+            return False
+        return err.retryable or (self.retry_server_errors and err.kind == "upstream" and err.status == 500)
+
+    def wait_s(self, err: UpstreamError, attempt: int) -> float:
+        if err.retry_after_s is not None:
+            return err.retry_after_s
+        backoff = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+
+
+@dataclass
+class _CallState:
+    """What one call has done so far, read when its deadline cuts it short."""
+
+    stream: StreamAccumulator
+    attempts: int = 0
+
+
+class Upstream:
+    """Sends chat completions to the configured providers over one shared `httpx2.AsyncClient`."""
+
+    def __init__(
+        self,
+        client: httpx2.AsyncClient,
+        endpoints: Mapping[str, Endpoint],
+        retry: RetryPolicy,
+        heartbeat_s: float,
+    ) -> None:
+        self._client = client
+        self.endpoints = dict(endpoints)
+        self._retry = retry
+        self._heartbeat_s = heartbeat_s
+        self._limiters = {name: anyio.CapacityLimiter(ep.max_concurrency) for name, ep in endpoints.items()}
+
+    async def complete(
+        self,
+        provider: str,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        on_progress: ProgressFn | None = None,
+    ) -> Completion:
+        """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`."""
+        endpoint = self.endpoints[provider]
+        label = endpoint.spec.label
+        if endpoint.api_key is None:
+            raise ConfigError(label, f"no API key is set; set {endpoint.spec.key_env} in the server's environment.")
+        reporter = ProgressReporter(on_progress, label, self._heartbeat_s) if on_progress else None
+        state = _CallState(StreamAccumulator(label))
+        failure: UpstreamError | None = None
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as deadline:
+            async with anyio.create_task_group() as tg:
+                if reporter is not None:
+                    tg.start_soon(reporter.run_heartbeats)
+                try:
+                    return await self._attempts(endpoint, body, reporter, state, deadline.deadline)
+                except UpstreamError as err:
+                    failure = err  # raised below, outside the task group, so it is not wrapped in a group
+                finally:
+                    tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        raise DeadlineError(
+            label,
+            f"no answer within the {timeout_s:g} s deadline; raise timeout_s or SWARM_MCP_TIMEOUT for slow swarms.",
+            attempts=state.attempts,
+            partial_text=state.stream.partial_text or None,
+        )
+
+    async def _attempts(
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        reporter: ProgressReporter | None,
+        state: _CallState,
+        deadline: float,
+    ) -> Completion:
+        """The retry loop: each attempt waits for a place under the provider's concurrency cap."""
+        label = endpoint.spec.label
+        while True:
+            state.attempts += 1
+            try:
+                async with self._limiters[endpoint.spec.name]:
+                    if reporter is None:
+                        completion = await self._post(endpoint, body)
+                    else:
+                        state.stream = StreamAccumulator(label)
+                        completion = await self._stream(endpoint, body, state.stream, reporter)
+                completion.attempts = state.attempts
+                return completion
+            except UpstreamError as err:
+                err.attempts = state.attempts
+                if not self._retry.should_retry(err, state.attempts):
+                    raise
+                wait = self._retry.wait_s(err, state.attempts)
+                if wait > self._retry.max_wait_s or anyio.current_time() + wait >= deadline:
+                    log.info("%s: not waiting %.1f s to retry; it would overrun the deadline", label, wait)
+                    raise
+                log.info("%s: attempt %d failed (%s); retrying in %.1f s", label, state.attempts, err.kind, wait)
+                await anyio.sleep(wait)
+
+    async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> Completion:
+        label = endpoint.spec.label
+        started = anyio.current_time()
+        try:
+            async with self._client.stream("POST", endpoint.url, json=body, headers=endpoint.headers()) as response:
+                if response.status_code >= 400:
+                    raise await self._status_error(endpoint, response)
+                content = await response.aread()
+        except httpx2.TransportError as exc:
+            raise _transport_error(label, exc, received=False) from None
+        log.info("%s: HTTP %d in %.2f s", label, response.status_code, anyio.current_time() - started)
+        return parse_completion(label, content)
+
+    async def _stream(
+        self, endpoint: Endpoint, body: dict[str, Any], acc: StreamAccumulator, reporter: ProgressReporter
+    ) -> Completion:
+        label = endpoint.spec.label
+        try:
+            async with self._client.sse(
+                endpoint.url, method="POST", json={**body, "stream": True}, headers=endpoint.headers()
+            ) as source:
+                response = source.response
+                if response.status_code >= 400:
+                    raise await self._status_error(endpoint, response)
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    # Some OpenAI-compatible servers ignore `stream` and answer in one piece.
+                    return parse_completion(label, await response.aread())
+                async for event in source:
+                    if event.event == "error":
+                        acc.raise_error(event.data)
+                    added = acc.feed(event.data)
+                    if acc.done:
+                        break
+                    await reporter.text(added)
+        except httpx2.TransportError as exc:
+            raise _transport_error(label, exc, received=acc.chunks > 0, partial=acc.partial_text) from None
+        await reporter.flush()
+        if not acc.complete:
+            raise NetworkError(
+                label,
+                f"the stream broke off after {acc.chunks} chunks, before the answer was finished.",
+                partial_text=acc.partial_text or None,
+            )
+        return acc.result()
+
+    async def _status_error(self, endpoint: Endpoint, response: httpx2.Response) -> UpstreamError:
+        body = b""
+        try:
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) >= MAX_ERROR_BODY:
+                    break
+        except httpx2.TransportError:
+            pass  # the status alone still says what went wrong
+        return status_error(
+            endpoint.spec.label,
+            response.status_code,
+            body,
+            response.headers,
+            key_env=endpoint.spec.key_env,
+            secrets=endpoint.secrets(),
+        )
+
+
+def _transport_error(label: str, exc: httpx2.TransportError, *, received: bool, partial: str = "") -> UpstreamError:
+    """A connection-level failure. Only one that kept the request from leaving is retryable."""
+    if isinstance(exc, httpx2.ConnectTimeout | httpx2.ConnectError):
+        return NetworkError(
+            label, "could not connect to the API (refused or unreachable); check the base URL.", retryable=True
+        )
+    if isinstance(exc, httpx2.DecodingError | httpx2.SSEError):
+        return BadResponseError(label, "the answer could not be decoded.", partial_text=partial or None)
+    if received:
+        return NetworkError(
+            label,
+            "the connection broke while the answer was streaming; it was not retried, since the job had run.",
+            partial_text=partial or None,
+        )
+    return NetworkError(
+        label,
+        "the connection was closed before an answer arrived; it was not retried, since the job may have run.",
+    )
