@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from mcp.server.mcpserver import Context, MCPServer
@@ -86,8 +86,9 @@ def create_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | 
 
 
 def _provider_tool(spec: ProviderSpec) -> Tool:
-    arg_model: type[ArgModelBase] = create_model(
-        f"{spec.tool_name}Arguments", __base__=(spec.args_model, _WholeArguments), __doc__=spec.description
+    bases: tuple[type[ArgModelBase], ...] = (spec.args_model, _WholeArguments)  # type: ignore[assignment]  # a mix-in
+    arg_model = cast(
+        "type[ArgModelBase]", create_model(f"{spec.tool_name}Arguments", __base__=bases, __doc__=spec.description)
     )
 
     async def ask(args: ChatArgs, ctx: Context[AppState, Any]) -> CallToolResult:
@@ -157,10 +158,7 @@ def answer_result(spec: ProviderSpec, completion: Completion, latency_ms: int) -
         attempts=completion.attempts,
         choices=completion.choices if many else None,
     )
-    if many:
-        text = "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in completion.choices)
-    else:
-        text = completion.text
+    text = "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in completion.choices) if many else completion.text
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
         structured_content=answer.model_dump(mode="json"),

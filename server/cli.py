@@ -7,6 +7,7 @@ and they never start the server. Logs go to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -68,16 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
 
-    from server.app import create_server  # the SDK import is the bulk of start-up; not needed for --help
+    # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
+    from server.app import create_server  # noqa: PLC0415
 
     server = create_server(settings)
     for spec_name, endpoint in settings.endpoints().items():
         if endpoint.api_key is None:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs needed for two calls
 
 SPECS = Path(__file__).parent / "specs"
 PROVIDERS = ("fortytwo", "swarms")
@@ -86,7 +86,7 @@ def chunk(
     usage: dict[str, int] | None = None,
     *,
     model: str = "fake-model",
-    id: str = "chatcmpl-fake",  # noqa: A002 - the field's name upstream
+    id: str = "chatcmpl-fake",
 ) -> dict[str, Any]:
     delta = {"content": text} if text is not None else {}
     out: dict[str, Any] = {
@@ -272,7 +272,7 @@ class FakeUpstream:
     def completion(self, record: Received, text: str | None = None) -> dict[str, Any]:
         body = record.body if isinstance(record.body, dict) else {}
         n = body.get("n") or 1
-        choices = [
+        choices: list[dict[str, Any]] = [
             {
                 "index": i,
                 "message": {"role": "assistant", "content": text if text is not None else self.answer_text(record, i)},

@@ -166,6 +166,7 @@ class StreamAccumulator:
         if not self.texts:
             raise BadResponseError(self.provider, "the stream ended without any answer.")
         choices = [
-            ChoiceOut(index=i, text="".join(self.texts[i]), finish_reason=self.finish.get(i)) for i in sorted(self.texts)
+            ChoiceOut(index=i, text="".join(self.texts[i]), finish_reason=self.finish.get(i))
+            for i in sorted(self.texts)
         ]
         return Completion(id=self.id, model=self.model, choices=choices, usage=self.usage)

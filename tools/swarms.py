@@ -46,9 +46,7 @@ class SwarmsMessage(Message):
         min_length=1,
         description="The message text, or a list of content parts ({type: text, text} or {type: image_url, ...}).",
     )
-    name: str | None = Field(
-        default=None, min_length=1, max_length=64, description="Optional name of the participant."
-    )
+    name: str | None = Field(default=None, min_length=1, max_length=64, description="Optional name of the participant.")
 
 
 class SwarmsArgs(ChatArgs):

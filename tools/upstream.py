@@ -83,7 +83,7 @@ class RetryPolicy:
     def wait_s(self, err: UpstreamError, attempt: int) -> float:
         if err.retry_after_s is not None:
             return err.retry_after_s
-        backoff = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        backoff: float = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
         return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
 
 

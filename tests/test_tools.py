@@ -1,0 +1,346 @@
+"""The two tools through the in-memory MCP client, against the loopback fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp_types import CallToolResult, TextContent
+
+from server.app import create_server
+from server.config import load_settings
+from tests.fake_upstream import FakeUpstream, Reply, error_body
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def error_of(result: CallToolResult) -> dict[str, Any]:
+    assert result.is_error, text_of(result)
+    assert result.structured_content is not None
+    error = result.structured_content["error"]
+    assert isinstance(error, dict)
+    return error
+
+
+async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connect: Callable[..., Any]) -> None:
+    async with connect() as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == {"ask_fortytwo", "ask_swarm"}
+    for tool in tools.values():
+        assert tool.description
+        assert len(tool.description) > 80
+        assert tool.annotations is not None
+        assert tool.annotations.read_only_hint is True
+        assert tool.annotations.open_world_hint is True
+        schema = tool.input_schema
+        assert schema["additionalProperties"] is False
+        for name, prop in schema["properties"].items():
+            assert prop.get("description"), f"{tool.name}.{name} has no description"
+        for definition in schema.get("$defs", {}).values():
+            for name, prop in definition["properties"].items():
+                assert prop.get("description"), f"{tool.name} nested {name} has no description"
+        assert tool.output_schema is not None
+        assert {"provider", "model", "id", "text", "finish_reason", "usage", "latency_ms"} <= set(
+            tool.output_schema["properties"]
+        )
+    assert set(tools["ask_fortytwo"].input_schema["properties"]) == {
+        "prompt", "system", "messages", "model", "timeout_s", "max_tokens", "max_completion_tokens", "response_format",
+    }  # fmt: skip
+    assert set(tools["ask_swarm"].input_schema["properties"]) == {
+        "prompt", "system", "messages", "model", "timeout_s", "temperature", "top_p", "n", "max_tokens",
+        "max_completion_tokens", "presence_penalty", "frequency_penalty", "user", "max_loops",
+    }  # fmt: skip
+
+
+async def test_fortytwo_maps_every_argument(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect() as client:
+        result = await client.call_tool(
+            "ask_fortytwo",
+            {
+                "prompt": "Is P = NP?",
+                "system": "Be brief.",
+                "model": "fortytwo-prime",
+                "max_tokens": 64,
+                "max_completion_tokens": 48,
+                "response_format": {"type": "json_object", "extra": {"nested": [1, 2]}},
+            },
+        )
+    assert not result.is_error, text_of(result)
+    (request,) = fake.seen("fortytwo")
+    assert request.schema_errors == []
+    assert request.headers["authorization"] == f"Bearer {fake.keys['fortytwo']}"
+    assert "x-api-key" not in request.headers
+    assert request.body == {
+        "model": "fortytwo-prime",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is P = NP?"}],
+        "max_tokens": 64,
+        "max_completion_tokens": 48,
+        "response_format": {"type": "json_object", "extra": {"nested": [1, 2]}},
+    }
+
+
+async def test_only_set_arguments_are_sent_and_the_default_model_comes_from_the_env(
+    connect: Callable[..., Any], fake: FakeUpstream
+) -> None:
+    async with connect(FORTYTWO_MODEL="fortytwo-custom", SWARMS_MODEL="swarm-custom") as client:
+        await client.call_tool("ask_fortytwo", {"prompt": "hi", "max_tokens": None})
+        await client.call_tool("ask_swarm", {"prompt": "hi"})
+    assert fake.seen("fortytwo")[0].body == {
+        "model": "fortytwo-custom",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert fake.seen("swarms")[0].body == {"model": "swarm-custom", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_built_in_default_models(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect() as client:
+        await client.call_tool("ask_fortytwo", {"prompt": "hi"})
+        await client.call_tool("ask_swarm", {"prompt": "hi"})
+    assert fake.seen("fortytwo")[0].body["model"] == "fortytwo-prime"
+    assert fake.seen("swarms")[0].body["model"] == "gpt-4.1-mini"
+
+
+async def test_swarm_maps_every_argument(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello", "name": "ada"},
+        {"role": "assistant", "content": "Hi."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
+            ],
+        },
+    ]
+    async with connect() as client:
+        result = await client.call_tool(
+            "ask_swarm",
+            {
+                "messages": messages,
+                "model": "gpt-4.1",
+                "temperature": 0.7,
+                "top_p": 0.9,
+                "n": 1,
+                "max_tokens": 100,
+                "max_completion_tokens": 90,
+                "presence_penalty": -0.5,
+                "frequency_penalty": 1.5,
+                "user": "user-42",
+                "max_loops": 3,
+            },
+        )
+    assert not result.is_error, text_of(result)
+    (request,) = fake.seen("swarms")
+    assert request.schema_errors == []
+    assert request.headers["x-api-key"] == fake.keys["swarms"]
+    assert "authorization" not in request.headers
+    assert request.body == {
+        "model": "gpt-4.1",
+        "messages": messages,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "n": 1,
+        "max_tokens": 100,
+        "max_completion_tokens": 90,
+        "presence_penalty": -0.5,
+        "frequency_penalty": 1.5,
+        "user": "user-42",
+        "max_loops": 3,
+    }
+
+
+async def test_result_text_and_structured_content(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect() as client:
+        result = await client.call_tool("ask_fortytwo", {"prompt": "what is 6 x 7"})
+    assert not result.is_error
+    assert text_of(result) == "fortytwo says: what is 6 x 7"
+    data = result.structured_content
+    assert data is not None
+    assert data["provider"] == "fortytwo"
+    assert data["model"] == "fortytwo-prime"
+    assert data["id"].startswith("chatcmpl-")
+    assert data["text"] == "fortytwo says: what is 6 x 7"
+    assert data["finish_reason"] == "stop"
+    assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    assert isinstance(data["latency_ms"], int)
+    assert data["latency_ms"] >= 0
+    assert data["attempts"] == 1
+    assert data["choices"] is None
+
+
+async def test_several_choices_are_labelled(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect() as client:
+        result = await client.call_tool("ask_swarm", {"prompt": "name a colour", "n": 3})
+    assert not result.is_error
+    assert text_of(result) == (
+        "[choice 1]\nswarms says: name a colour\n\n"
+        "[choice 2]\nswarms says: name a colour (choice 2)\n\n"
+        "[choice 3]\nswarms says: name a colour (choice 3)"
+    )
+    data = result.structured_content
+    assert data is not None
+    assert [c["index"] for c in data["choices"]] == [0, 1, 2]
+    assert data["text"] == "swarms says: name a colour"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "names"),
+    [
+        ({}, "exactly one of `prompt`"),
+        ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "exactly one of `prompt`"),
+        ({"messages": [{"role": "user", "content": "b"}], "system": "s"}, "`system` goes with `prompt`"),
+        ({"prompt": "a", "temperature": 0.5}, "temperature"),
+        ({"prompt": "a", "bogus": 1}, "bogus"),
+        ({"prompt": ""}, "prompt"),
+        ({"messages": [{"role": "robot", "content": "b"}]}, "role"),
+        ({"messages": []}, "messages"),
+        ({"prompt": "a", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "a", "timeout_s": 0.5}, "timeout_s"),
+        ({"prompt": "a", "response_format": "json"}, "response_format"),
+    ],
+)
+async def test_fortytwo_argument_errors(
+    connect: Callable[..., Any], fake: FakeUpstream, arguments: dict[str, Any], names: str
+) -> None:
+    async with connect() as client:
+        result = await client.call_tool("ask_fortytwo", arguments)
+        assert result.is_error
+        assert names in text_of(result)
+        assert not (await client.call_tool("ask_fortytwo", {"prompt": "still fine"})).is_error
+    assert len(fake.seen()) == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "names"),
+    [
+        ({"prompt": "a", "temperature": 2.5}, "temperature"),
+        ({"prompt": "a", "top_p": -0.1}, "top_p"),
+        ({"prompt": "a", "n": 11}, "n"),
+        ({"prompt": "a", "presence_penalty": 3}, "presence_penalty"),
+        ({"prompt": "a", "frequency_penalty": -2.5}, "frequency_penalty"),
+        ({"prompt": "a", "max_loops": 0}, "max_loops"),
+        ({"prompt": "a", "response_format": {"type": "json_object"}}, "response_format"),
+        ({"messages": [{"role": "user", "content": [{"type": "audio", "data": "x"}]}]}, "messages.0"),
+    ],
+)
+async def test_swarm_argument_errors(
+    connect: Callable[..., Any], fake: FakeUpstream, arguments: dict[str, Any], names: str
+) -> None:
+    async with connect() as client:
+        result = await client.call_tool("ask_swarm", arguments)
+    assert result.is_error
+    assert names in text_of(result)
+    assert fake.seen() == []
+
+
+async def test_missing_key_still_lists_tools_and_names_the_variable(fake: FakeUpstream) -> None:
+    settings = load_settings({"FORTYTWO_BASE_URL": fake.url("fortytwo"), "SWARMS_BASE_URL": fake.url("swarms")})
+    async with Client(create_server(settings)) as client:
+        assert len((await client.list_tools()).tools) == 2
+        for tool, variable in (("ask_fortytwo", "FORTYTWO_API_KEY"), ("ask_swarm", "SWARMS_API_KEY")):
+            result = await client.call_tool(tool, {"prompt": "hi"})
+            assert variable in text_of(result)
+            assert error_of(result)["kind"] == "config"
+    assert fake.seen() == []
+
+
+SPEC_ERRORS = [
+    (400, error_body("Missing required field: model_id", "invalid_request_error"), "bad_request"),
+    (401, error_body("Invalid authentication credentials", "authentication_error"), "auth"),
+    (402, error_body("Insufficient credits", "payment_required"), "payment"),
+    (403, {"detail": "Forbidden"}, "auth"),
+    (404, error_body("Model not found", "model_not_found"), "not_found"),
+    (422, {"detail": [{"loc": ["body", "messages"], "msg": "field required", "type": "missing"}]}, "bad_request"),
+    (500, error_body("Internal server error", "internal_error"), "upstream"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "kind"), SPEC_ERRORS)
+@pytest.mark.parametrize("tool", ["ask_fortytwo", "ask_swarm"])
+async def test_error_statuses_become_one_clear_sentence(
+    connect: Callable[..., Any], fake: FakeUpstream, tool: str, status: int, body: Any, kind: str
+) -> None:
+    provider = "fortytwo" if tool == "ask_fortytwo" else "swarms"
+    fake.script(provider, Reply(status=status, json=body))
+    async with connect() as client:
+        result = await client.call_tool(tool, {"prompt": "hi"})
+    error = error_of(result)
+    sentence = text_of(result)
+    assert error["kind"] == kind
+    assert error["status"] == status
+    assert error["attempts"] == 1
+    assert sentence.startswith("Fortytwo: " if provider == "fortytwo" else "Swarms: ")
+    assert f"HTTP {status}" in sentence
+    assert "\n" not in sentence
+    assert "Traceback" not in sentence
+    assert "hi" not in sentence.split(";")[0].replace("HTTP", "")  # the request body is never echoed
+    upstream_words = body["error"]["message"] if "error" in body else "Forbidden" if status == 403 else "messages"
+    assert upstream_words in sentence
+    if kind == "auth":
+        assert ("FORTYTWO_API_KEY" if provider == "fortytwo" else "SWARMS_API_KEY") in sentence
+
+
+async def test_wrong_key_is_an_auth_error_naming_the_variable(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect(SWARMS_API_KEY="sw-wrong-key-9999") as client:
+        result = await client.call_tool("ask_swarm", {"prompt": "hi"})
+    assert error_of(result)["kind"] == "auth"
+    assert "SWARMS_API_KEY" in text_of(result)
+    assert "sw-wrong-key-9999" not in text_of(result)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind", "words"),
+    [
+        (Reply(status=502, body=b"<html><body>Bad gateway</body></html>", content_type="text/html"), "upstream", ""),
+        (Reply(body=b"<html>maintenance</html>", content_type="text/html"), "bad_response", "not valid JSON"),
+        (Reply(body=b'{"id": "x", "choices": [{"message": {"content": "cut'), "bad_response", "not valid JSON"),
+        (Reply(json={"id": "x", "choices": [], "usage": None}), "bad_response", "no choices"),
+        (Reply(json={"id": "x", "choices": [{"index": 0, "message": {"content": None}}]}), "bad_response", "no text"),
+        (Reply(body=b""), "bad_response", "not valid JSON"),
+    ],
+)
+async def test_malformed_answers(
+    connect: Callable[..., Any], fake: FakeUpstream, reply: Reply, kind: str, words: str
+) -> None:
+    fake.script("fortytwo", reply)
+    async with connect(SWARM_MCP_MAX_RETRIES="0") as client:
+        result = await client.call_tool("ask_fortytwo", {"prompt": "hi"})
+    assert error_of(result)["kind"] == kind
+    assert words in text_of(result)
+    assert "<html" not in text_of(result)
+
+
+async def test_missing_usage_is_null_not_an_error(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    answer = {"id": "x", "model": "m", "choices": [{"index": 0, "message": {"content": "ok"}}], "usage": None}
+    fake.script("swarms", Reply(json=answer))
+    async with connect() as client:
+        result = await client.call_tool("ask_swarm", {"prompt": "hi"})
+    assert not result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["usage"] is None
+    assert result.structured_content["finish_reason"] is None
+
+
+async def test_unreachable_upstream_is_a_network_error(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect(FORTYTWO_BASE_URL="http://127.0.0.1:9/v1", SWARM_MCP_MAX_RETRIES="0") as client:
+        result = await client.call_tool("ask_fortytwo", {"prompt": "hi"})
+    error = error_of(result)
+    assert error["kind"] == "network"
+    assert "could not connect" in text_of(result)
+
+
+async def test_any_openai_compatible_base_url_works(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    """A base URL is used as given (a trailing slash is fine): requests go to {base}/chat/completions."""
+    async with connect(FORTYTWO_BASE_URL=fake.url("fortytwo") + "/") as client:
+        result = await client.call_tool("ask_fortytwo", {"prompt": "hi"})
+    assert not result.is_error
+    assert fake.seen("fortytwo")[0].path == "/fortytwo/v1/chat/completions"
