@@ -18,10 +18,12 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jsonschema  # type: ignore[import-untyped]  # no stubs needed for two calls
 
 SPECS = Path(__file__).parent / "specs"
@@ -29,6 +31,13 @@ PROVIDERS = ("fortytwo", "swarms")
 LOOPBACK = "127.0.0.1"
 HANG_LIMIT_S = 60.0
 """A hanging reply gives up after this long, so a broken test can never wedge the suite."""
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until `condition()` holds: the fake runs in threads, so there is no event to await."""
+    with anyio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the state lives in another thread
+            await anyio.sleep(0.01)
 
 
 @dataclass

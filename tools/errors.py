@@ -18,8 +18,8 @@ UpstreamError                     kind          retryable
 ```
 
 `status_error()` is the only mapping from an HTTP status to a class. `UpstreamError.sentence` is
-the only text a person sees; it never includes a request body, a traceback or an API key (any
-text that came from the upstream is passed through `redact` first by the code that raises).
+the only text a person sees; it never includes a request body, a traceback or an API key (every
+error leaving `Upstream` has been through `UpstreamError.redact` with all configured keys).
 """
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ class UpstreamError(Exception):
         self.retry_after_s = retry_after_s
         self.attempts = attempts
         self.partial_text = partial_text
+
+    def redact(self, secrets: tuple[str, ...]) -> UpstreamError:
+        """Blank out every secret in the text that came from upstream (it may echo a key back)."""
+        self.detail = redact(self.detail, secrets)
+        if self.partial_text:
+            self.partial_text = redact(self.partial_text, secrets)
+        return self
 
     @property
     def sentence(self) -> str:
@@ -229,12 +236,11 @@ def status_error(
     headers: Mapping[str, str],
     *,
     key_env: str,
-    secrets: tuple[str, ...],
 ) -> StatusError:
     """Map an HTTP error answer to its error class and write the sentence a person reads."""
     utype, umessage = upstream_reason(body)
-    umessage = _clip(redact(umessage, secrets)) if umessage else None
-    utype = _clip(redact(utype, secrets)) if utype else None
+    umessage = _clip(umessage) if umessage else None
+    utype = _clip(utype) if utype else None
     said = f" ({utype}: {umessage})" if utype and umessage else f" ({umessage or utype})" if umessage or utype else ""
     retry_after = parse_retry_after(headers, umessage) if status in (429, 503) else None
 
@@ -252,7 +258,8 @@ def status_error(
         advice = f"retry after {retry_after:g} s" if retry_after is not None else "wait a little and retry"
     else:
         retryable = status in _RETRYABLE_SERVER_STATUSES
-        advice = "the provider failed; try again later"
+        later = f"after {retry_after:g} s" if retry_after is not None else "later"
+        advice = f"the provider failed; try again {later}"
     detail = f"HTTP {status}{said}; {advice}."
     return cls(
         provider,

@@ -55,9 +55,6 @@ class Endpoint:
             return {"Authorization": f"Bearer {key}"}
         return {"x-api-key": key}
 
-    def secrets(self) -> tuple[str, ...]:
-        return (self.api_key.get_secret_value(),) if self.api_key else ()
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -110,6 +107,7 @@ class Upstream:
         self._retry = retry
         self._heartbeat_s = heartbeat_s
         self._limiters = {name: anyio.CapacityLimiter(ep.max_concurrency) for name, ep in endpoints.items()}
+        self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
 
     async def complete(
         self,
@@ -137,14 +135,14 @@ class Upstream:
                     failure = err  # raised below, outside the task group, so it is not wrapped in a group
                 finally:
                     tg.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        raise DeadlineError(
-            label,
-            f"no answer within the {timeout_s:g} s deadline; raise timeout_s or SWARM_MCP_TIMEOUT for slow swarms.",
-            attempts=state.attempts,
-            partial_text=state.stream.partial_text or None,
-        )
+        if failure is None:
+            failure = DeadlineError(
+                label,
+                f"no answer within the {timeout_s:g} s deadline; raise timeout_s or SWARM_MCP_TIMEOUT for slow swarms.",
+                attempts=state.attempts,
+                partial_text=state.stream.partial_text or None,
+            )
+        raise failure.redact(self._secrets)
 
     async def _attempts(
         self,
@@ -181,13 +179,15 @@ class Upstream:
     async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> Completion:
         label = endpoint.spec.label
         started = anyio.current_time()
+        answered = False
         try:
             async with self._client.stream("POST", endpoint.url, json=body, headers=endpoint.headers()) as response:
+                answered = True
                 if response.status_code >= 400:
                     raise await self._status_error(endpoint, response)
                 content = await response.aread()
         except httpx2.TransportError as exc:
-            raise _transport_error(label, exc, received=False) from None
+            raise _transport_error(label, exc, received=answered) from None
         log.info("%s: HTTP %d in %.2f s", label, response.status_code, anyio.current_time() - started)
         return parse_completion(label, content)
 
@@ -238,7 +238,6 @@ class Upstream:
             body,
             response.headers,
             key_env=endpoint.spec.key_env,
-            secrets=endpoint.secrets(),
         )
 
 
@@ -253,7 +252,7 @@ def _transport_error(label: str, exc: httpx2.TransportError, *, received: bool, 
     if received:
         return NetworkError(
             label,
-            "the connection broke while the answer was streaming; it was not retried, since the job had run.",
+            "the connection broke while the answer was arriving; it was not retried, since the job had run.",
             partial_text=partial or None,
         )
     return NetworkError(
