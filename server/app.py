@@ -1,47 +1,49 @@
 """`create_server(settings)`: the MCP face of the providers.
 
-The lifespan owns the one HTTP client (and with it every connection pool and concurrency cap);
-each provider becomes one tool whose arguments are that provider's pydantic model, validated by
-the SDK before our code runs. This module is also the one place an `UpstreamError` becomes an
-MCP error result.
+The lifespan owns the one HTTP client (and with it every connection pool and concurrency cap) and
+the task group shared upstream jobs run in. Each tool's arguments are one pydantic model, validated
+by the SDK before our code runs and handed whole to the functions in `server.calls`.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 
+import anyio
 import httpx2
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import ConfigDict, create_model
+from mcp_types import CallToolResult, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, create_model
 
 from server import __version__
+from server.calls import AppState, ask_both, ask_provider, list_models
 from server.config import Settings
 from tools import PROVIDERS
-from tools.completion import Completion
-from tools.errors import UpstreamError
-from tools.models import Answer, ChatArgs, ProviderSpec
+from tools.jobs import Jobs
+from tools.ledger import Ledger
+from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ProviderSpec
+from tools.progress import ProgressFn
 from tools.upstream import RetryPolicy, Upstream
 
 INSTRUCTIONS = (
     "Tools to get a second opinion from swarm inference services. ask_fortytwo asks the Fortytwo "
     "network (many nodes answer and rank each other; slow, often minutes). ask_swarm asks a Swarms "
-    "agent through its OpenAI-compatible API. Both are paid per token: ask once and wait for the answer."
+    "agent through its OpenAI-compatible API. ask_both asks both at once. list_models shows what each serves. "
+    "All calls are paid per token: ask once and wait for the answer; an identical call made while the "
+    "first is still running joins it instead of paying again."
 )
-
-
-@dataclass(frozen=True)
-class AppState:
-    """What the lifespan hands every tool call."""
-
-    settings: Settings
-    upstream: Upstream
+BOTH_DESCRIPTION = (
+    "Ask Fortytwo and Swarms the same question at the same time and get both answers side by side, each "
+    "labelled with provider, model, usage and latency. Takes as long as the slower provider. If one "
+    "provider fails, the other's answer still comes back with the failure beside it; the call fails "
+    "only when both do. Give `prompt` (optionally with `system`) or a `messages` conversation."
+)
 
 
 class _WholeArguments(ArgModelBase):
@@ -67,12 +69,33 @@ def http_client(settings: Settings, transport: httpx2.AsyncBaseTransport | None 
 def create_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> MCPServer[AppState]:
     """Build the server; nothing is opened until the lifespan starts."""
 
+    ledger = Ledger([spec.name for spec in PROVIDERS], settings.token_budget)
+    running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with http_client(settings, transport) as client:
-            retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
-            yield AppState(settings, Upstream(client, settings.endpoints(), retry, settings.heartbeat))
+        retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
+        async with http_client(settings, transport) as client, anyio.create_task_group() as tg:
+            upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
+            state = AppState(settings, Jobs(upstream, ledger, tg, settings.cache_ttl))
+            running.append(state)
+            try:
+                yield state
+            finally:
+                running.remove(state)
+                tg.cancel_scope.cancel()
 
+    tools = [_provider_tool(spec) for spec in PROVIDERS]
+    tools.append(
+        _tool(
+            name="ask_both",
+            title="Ask Fortytwo and Swarms at once",
+            description=BOTH_DESCRIPTION,
+            args_model=BothArgs,
+            output=BothAnswers,
+            handler=lambda state, args, progress: ask_both(state, cast("BothArgs", args), progress),
+        )
+    )
     server: MCPServer[AppState] = MCPServer(
         "swarm-inference-mcp",
         title="Swarm inference",
@@ -80,38 +103,85 @@ def create_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | 
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=settings.log_level,
-        tools=[_provider_tool(spec) for spec in PROVIDERS],
+        tools=tools,
     )
+
+    @server.tool(
+        name="list_models",
+        title="List the providers' models",
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True),
+    )
+    async def list_models_tool(ctx: Context[AppState, Any]) -> dict[str, Any]:
+        """List the model ids each configured provider serves (asked of its models endpoint, cached for a
+        few minutes), and each provider's default model. A provider without an API key is listed as not
+        configured. Use it to pick a `model` for ask_fortytwo or ask_swarm."""
+        return await list_models(ctx.request_context.lifespan_context)
+
+    @server.resource(
+        "swarm://usage",
+        name="usage",
+        title="Usage since start",
+        description="Calls, errors and tokens per provider since the server started, and the token budget.",
+        mime_type="application/json",
+    )
+    async def usage_resource() -> str:
+        return ledger.snapshot().model_dump_json(indent=2)
+
+    @server.resource(
+        "swarm://models",
+        name="models",
+        title="Models per provider",
+        description="The model ids each configured provider serves, as list_models returns them.",
+        mime_type="application/json",
+    )
+    async def models_resource() -> str:
+        if not running:
+            raise ResourceError("the server is not running")
+        return json.dumps(await list_models(running[0]), indent=2)
+
     return server
 
 
+Handler = Callable[[AppState, BaseModel, ProgressFn | None], Awaitable[CallToolResult]]
+
+
 def _provider_tool(spec: ProviderSpec) -> Tool:
-    bases: tuple[type[ArgModelBase], ...] = (spec.args_model, _WholeArguments)  # type: ignore[assignment]  # a mix-in
-    arg_model = cast(
-        "type[ArgModelBase]", create_model(f"{spec.tool_name}Arguments", __base__=bases, __doc__=spec.description)
-    )
-
-    async def ask(args: ChatArgs, ctx: Context[AppState, Any]) -> CallToolResult:
-        state = ctx.request_context.lifespan_context
-        return await ask_provider(state, spec, args, _progress_sender(ctx))
-
-    metadata = FuncMetadata(arg_model=arg_model, output_model=Answer)
-    return Tool(
-        fn=ask,
+    return _tool(
         name=spec.tool_name,
         title=spec.title,
         description=spec.description,
+        args_model=spec.args_model,
+        output=Answer,
+        handler=lambda state, args, progress: ask_provider(state, spec, cast("ChatArgs", args), progress),
+    )
+
+
+def _tool(
+    *, name: str, title: str, description: str, args_model: type[BaseModel], output: type[BaseModel], handler: Handler
+) -> Tool:
+    """A tool whose arguments are one pydantic model, handed whole to `handler` after the SDK validated it."""
+    bases: tuple[type[ArgModelBase], ...] = (args_model, _WholeArguments)  # type: ignore[assignment]  # a mix-in
+    arg_model = cast("type[ArgModelBase]", create_model(f"{name}Arguments", __base__=bases, __doc__=description))
+
+    async def call(args: BaseModel, ctx: Context[AppState, Any]) -> CallToolResult:
+        return await handler(ctx.request_context.lifespan_context, args, _progress_sender(ctx))
+
+    return Tool(
+        fn=call,
+        name=name,
+        title=title,
+        description=description,
         parameters=arg_model.model_json_schema(by_alias=True),
-        fn_metadata=metadata,
+        fn_metadata=FuncMetadata(arg_model=arg_model, output_model=output),
         is_async=True,
         context_kwarg="ctx",
         annotations=ToolAnnotations(
-            title=spec.title, read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+            title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
     )
 
 
-def _progress_sender(ctx: Context[AppState, Any]) -> Callable[[float, str], Awaitable[None]] | None:
+def _progress_sender(ctx: Context[AppState, Any]) -> ProgressFn | None:
     """A progress callback when the client sent a progress token; otherwise None (no streaming)."""
     meta = ctx.request_context.meta
     if not meta or meta.get("progress_token") is None:
@@ -121,57 +191,3 @@ def _progress_sender(ctx: Context[AppState, Any]) -> Callable[[float, str], Awai
         await ctx.report_progress(progress, None, message)
 
     return send
-
-
-async def ask_provider(
-    state: AppState,
-    spec: ProviderSpec,
-    args: ChatArgs,
-    on_progress: Callable[[float, str], Awaitable[None]] | None,
-) -> CallToolResult:
-    """One tool call: map, send, and turn the completion or the failure into a result."""
-    endpoint = state.upstream.endpoints[spec.name]
-    started = time.perf_counter()
-    try:
-        completion = await state.upstream.complete(
-            spec.name,
-            args.request_body(endpoint.model),
-            timeout_s=state.settings.deadline_s(args.timeout_s),
-            on_progress=on_progress,
-        )
-    except UpstreamError as err:
-        return error_result(err)
-    return answer_result(spec, completion, round((time.perf_counter() - started) * 1000))
-
-
-def answer_result(spec: ProviderSpec, completion: Completion, latency_ms: int) -> CallToolResult:
-    """The answer as text for the model to read, and as structured content for programs."""
-    many = len(completion.choices) > 1
-    answer = Answer(
-        provider=spec.name,
-        model=completion.model,
-        id=completion.id,
-        text=completion.text,
-        finish_reason=completion.finish_reason,
-        usage=completion.usage,
-        latency_ms=latency_ms,
-        attempts=completion.attempts,
-        choices=completion.choices if many else None,
-    )
-    text = "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in completion.choices) if many else completion.text
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=answer.model_dump(mode="json"),
-    )
-
-
-def error_result(err: UpstreamError) -> CallToolResult:
-    """A failure as an `isError` result: one sentence for people, `{"error": {...}}` for programs.
-
-    Returned rather than raised, because a raised `ToolError` can carry only text.
-    """
-    return CallToolResult(
-        content=[TextContent(type="text", text=err.sentence)],
-        structured_content={"error": err.to_dict()},
-        is_error=True,
-    )

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
 from server import __version__
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         "API keys are read from the environment only.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve", "check"],
+        default="serve",
+        help="serve (the default): serve MCP over stdio; check: show the configuration, test each provider, exit",
+    )
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
             continue
@@ -63,11 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(os.environ, vars(args))
+        settings = load_settings(os.environ, {k: v for k, v in vars(args).items() if k != "command"})
     except (ValidationError, OSError) as exc:
         sys.stderr.write(f"swarm-inference-mcp: invalid configuration: {_config_problem(exc)}\n")
         return 2
     configure_logging(settings.log_level)
+    if args.command == "check":
+        from server.check import run_check  # noqa: PLC0415 - see below
+
+        return anyio.run(run_check, settings, sys.stdout)
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from server.app import create_server  # noqa: PLC0415

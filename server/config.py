@@ -85,6 +85,18 @@ class Settings(BaseModel):
         alias="SWARM_MCP_HEARTBEAT",
         description="Seconds of silence before a heartbeat progress notification (when the client asked for progress).",
     )
+    cache_ttl: float = Field(
+        0.0,
+        ge=0,
+        alias="SWARM_MCP_CACHE_TTL",
+        description="Seconds a finished answer serves exact repeats of its request; 0 turns the cache off.",
+    )
+    token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="SWARM_MCP_TOKEN_BUDGET",
+        description="Total tokens this server may spend in its lifetime; further calls are refused once spent.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="SWARM_MCP_LOG_LEVEL", description="Level of the log written to stderr."
     )

@@ -54,7 +54,7 @@ async def test_console_script_serves_both_tools_over_stdio(tmp_path: Path, fake:
     env = fake_env(fake, SWARM_MCP_MAX_RETRIES="0")
     try:
         async with Client(teed_server(tmp_path, env)) as client:
-            assert {t.name for t in (await client.list_tools()).tools} == {"ask_fortytwo", "ask_swarm"}
+            assert {"ask_fortytwo", "ask_swarm"} <= {t.name for t in (await client.list_tools()).tools}
             first = await client.call_tool("ask_fortytwo", {"prompt": "over stdio"})
             limited = await client.call_tool("ask_swarm", {"prompt": "over stdio"})
             second = await client.call_tool("ask_swarm", {"prompt": "over stdio", "max_loops": 2})

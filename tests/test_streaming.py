@@ -47,7 +47,7 @@ def text_of(result: CallToolResult) -> str:
 
 def comparable(result: CallToolResult) -> dict[str, Any]:
     data = dict(result.structured_content or {})
-    for varying in ("latency_ms", "id"):
+    for varying in ("latency_ms", "id", "session_usage"):
         data.pop(varying)
     return data
 

@@ -23,6 +23,7 @@ class Completion:
     choices: list[ChoiceOut]
     usage: Usage | None
     attempts: int = 1
+    cached: bool = False
 
     @property
     def text(self) -> str:
@@ -90,6 +91,19 @@ def parse_completion(provider: str, body: bytes) -> Completion:
         choices=sorted(choices, key=lambda c: c.index),
         usage=_usage(data.get("usage")),
     )
+
+
+def model_ids(provider: str, body: bytes) -> list[str]:
+    """Model ids from a `/models` answer: OpenAI's `{"data": [{"id"}]}`, or a bare list."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadResponseError(provider, "the model list was not valid JSON.") from None
+    items = data.get("data", data.get("models")) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise BadResponseError(provider, "the model list had no list of models.")
+    ids = [item.get("id") if isinstance(item, dict) else item for item in items]
+    return sorted({i for i in ids if isinstance(i, str)})
 
 
 @dataclass

@@ -29,13 +29,13 @@ class Message(BaseModel):
     content: str = Field(min_length=1, max_length=MAX_TEXT, description="The message text.")
 
 
-class ChatArgs(BaseModel):
-    """Arguments every provider tool takes. Unknown arguments are refused, not dropped."""
+class Conversation(BaseModel):
+    """What to ask: `prompt` (with an optional `system`) or `messages`, and the call's deadline.
+
+    Unknown arguments are refused, not dropped.
+    """
 
     model_config = ConfigDict(extra="forbid")
-
-    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"prompt", "system", "messages", "model", "timeout_s"})
-    """Fields that shape the call but are not sent upstream under their own name."""
 
     prompt: str | None = Field(
         default=None,
@@ -56,12 +56,6 @@ class ChatArgs(BaseModel):
         description="A whole conversation instead of `prompt`: a list of {role, content} messages, "
         "role one of system/user/assistant. Give either `prompt` or `messages`, not both.",
     )
-    model: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="Model id to ask. Leave out to use the server's configured default.",
-    )
     timeout_s: float | None = Field(
         default=None,
         ge=1,
@@ -72,7 +66,7 @@ class ChatArgs(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _prompt_or_messages(self) -> ChatArgs:
+    def _prompt_or_messages(self) -> Conversation:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of `prompt` (a string) or `messages` (a list of {role, content})")
         if self.system is not None and self.messages is not None:
@@ -88,6 +82,20 @@ class ChatArgs(BaseModel):
             messages.append({"role": "system", "content": self.system})
         messages.append({"role": "user", "content": self.prompt})
         return messages
+
+
+class ChatArgs(Conversation):
+    """A provider tool's arguments: the conversation, a model, and the provider's own fields."""
+
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"prompt", "system", "messages", "model", "timeout_s"})
+    """Fields that shape the call but are not sent upstream under their own name."""
+
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Model id to ask. Leave out to use the server's configured default.",
+    )
 
     def request_body(self, default_model: str) -> dict[str, Any]:
         """The chat-completions body: only what the caller set, plus model and messages."""
@@ -123,6 +131,25 @@ class Usage(BaseModel):
     total_tokens: int = Field(description="Both together.")
 
 
+class ProviderUsage(BaseModel):
+    """Running totals of one provider."""
+
+    calls: int = Field(0, description="Requests sent upstream, failed ones included.")
+    errors: int = Field(0, description="Of those, the ones that failed.")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class SessionUsage(BaseModel):
+    """Totals since the server started, and what is left of the token budget."""
+
+    providers: dict[str, ProviderUsage] = Field(description="Running totals per provider.")
+    total_tokens: int = Field(description="All providers together.")
+    token_budget: int | None = Field(description="SWARM_MCP_TOKEN_BUDGET, or null when there is none.")
+    budget_remaining: int | None = Field(description="Tokens left before calls are refused, or null.")
+
+
 class ChoiceOut(BaseModel):
     """One of several answers, when `n` > 1."""
 
@@ -143,3 +170,34 @@ class Answer(BaseModel):
     latency_ms: int = Field(description="Wall time of the call, retries included.")
     attempts: int = Field(description="Upstream requests made for this answer (1 unless retried).")
     choices: list[ChoiceOut] | None = Field(default=None, description="Every choice, when more than one came back.")
+    cached: bool = Field(default=False, description="True when a recent identical call's answer was reused.")
+    session_usage: SessionUsage | None = Field(
+        default=None, description="Running totals of this server since it started, this call included."
+    )
+
+
+class BothArgs(Conversation):
+    """Arguments of `ask_both`: one conversation, asked of both providers at once."""
+
+    fortytwo_model: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Fortytwo model; leave out for the default."
+    )
+    swarms_model: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Swarms model; leave out for the default."
+    )
+
+
+class ProviderOutcome(BaseModel):
+    """One provider's side of `ask_both`: its answer, or why there is none."""
+
+    provider: str = Field(description="fortytwo or swarms.")
+    answer: Answer | None = Field(description="The answer, when the provider gave one.")
+    error: dict[str, Any] | None = Field(description="The failure, shaped like an error result's `error`.")
+
+
+class BothAnswers(BaseModel):
+    """Structured content of `ask_both`."""
+
+    results: list[ProviderOutcome] = Field(description="One entry per provider, Fortytwo first.")
+    latency_ms: int = Field(description="Wall time of the whole call: the slower provider's, not the sum.")
+    session_usage: SessionUsage | None = Field(default=None, description="Running totals since the server started.")

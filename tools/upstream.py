@@ -17,7 +17,7 @@ import anyio
 import httpx2
 from pydantic import SecretStr
 
-from tools.completion import Completion, StreamAccumulator, parse_completion
+from tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
 from tools.errors import (
     BadResponseError,
     ConfigError,
@@ -31,6 +31,8 @@ from tools.progress import ProgressFn, ProgressReporter
 
 log = logging.getLogger(__name__)
 
+MODELS_TTL_S = 300.0
+"""How long a provider's model list is reused: model catalogues change on the scale of days."""
 MAX_ERROR_BODY = 64 * 1024
 """We read at most this much of an error answer: enough for any JSON error, not a whole HTML site."""
 
@@ -49,8 +51,16 @@ class Endpoint:
     def url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
 
+    def require_key(self) -> str:
+        """The API key, or the error that tells the user which variable to set."""
+        if self.api_key is None:
+            raise ConfigError(
+                self.spec.label, f"no API key is set; set {self.spec.key_env} in the server's environment."
+            )
+        return self.api_key.get_secret_value()
+
     def headers(self) -> dict[str, str]:
-        key = self.api_key.get_secret_value() if self.api_key else ""
+        key = self.require_key()
         if self.spec.auth == "bearer":
             return {"Authorization": f"Bearer {key}"}
         return {"x-api-key": key}
@@ -108,6 +118,29 @@ class Upstream:
         self._heartbeat_s = heartbeat_s
         self._limiters = {name: anyio.CapacityLimiter(ep.max_concurrency) for name, ep in endpoints.items()}
         self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
+        self._models: dict[str, tuple[float, list[str]]] = {}
+
+    async def list_models(self, provider: str, *, timeout_s: float) -> list[str]:
+        """The model ids `GET {base}/models` lists, reused for `MODELS_TTL_S`."""
+        endpoint = self.endpoints[provider]
+        label = endpoint.spec.label
+        cached = self._models.get(provider)
+        if cached is not None and cached[0] > anyio.current_time():
+            return cached[1]
+        with anyio.move_on_after(timeout_s):
+            try:
+                response = await self._client.get(endpoint.base_url.rstrip("/") + "/models", headers=endpoint.headers())
+            except httpx2.TransportError as exc:
+                raise _transport_error(label, exc, received=False).redact(self._secrets) from None
+            if response.status_code >= 400:
+                error = status_error(
+                    label, response.status_code, response.content, response.headers, key_env=endpoint.spec.key_env
+                )
+                raise error.redact(self._secrets)
+            ids = model_ids(label, response.content)
+            self._models[provider] = (anyio.current_time() + MODELS_TTL_S, ids)
+            return ids
+        raise DeadlineError(label, f"the model list did not arrive within {timeout_s:g} s.")
 
     async def complete(
         self,
@@ -120,8 +153,7 @@ class Upstream:
         """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`."""
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
-        if endpoint.api_key is None:
-            raise ConfigError(label, f"no API key is set; set {endpoint.spec.key_env} in the server's environment.")
+        endpoint.require_key()
         reporter = ProgressReporter(on_progress, label, self._heartbeat_s) if on_progress else None
         state = _CallState(StreamAccumulator(label))
         failure: UpstreamError | None = None
@@ -256,6 +288,5 @@ def _transport_error(label: str, exc: httpx2.TransportError, *, received: bool, 
             partial_text=partial or None,
         )
     return NetworkError(
-        label,
-        "the connection was closed before an answer arrived; it was not retried, since the job may have run.",
+        label, "the connection was closed before an answer arrived (not retried: the request may have run)."
     )

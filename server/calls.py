@@ -1,0 +1,169 @@
+"""What each tool does, and the one place an `UpstreamError` becomes an MCP error result.
+
+Failures are returned as `isError` results rather than raised, because a raised `ToolError` can
+carry only text, and programs need `{"error": {"kind", ...}}` beside the sentence.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from mcp_types import CallToolResult, TextContent
+
+from server.config import Settings
+from tools import PROVIDERS
+from tools.completion import Completion
+from tools.errors import UpstreamError
+from tools.jobs import Jobs
+from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ProviderOutcome, ProviderSpec
+from tools.progress import ProgressFn
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What the lifespan hands every tool call."""
+
+    settings: Settings
+    jobs: Jobs
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+async def _answer(
+    state: AppState, spec: ProviderSpec, body: dict[str, Any], timeout_s: float | None, on_progress: ProgressFn | None
+) -> Answer:
+    """Ask one provider; raises `UpstreamError`."""
+    started = time.perf_counter()
+    completion = await state.jobs.complete(
+        spec.name, body, timeout_s=state.settings.deadline_s(timeout_s), on_progress=on_progress
+    )
+    return _to_answer(spec, completion, _elapsed_ms(started))
+
+
+def _to_answer(spec: ProviderSpec, completion: Completion, latency_ms: int) -> Answer:
+    return Answer(
+        provider=spec.name,
+        model=completion.model,
+        id=completion.id,
+        text=completion.text,
+        finish_reason=completion.finish_reason,
+        usage=completion.usage,
+        latency_ms=latency_ms,
+        attempts=completion.attempts,
+        choices=completion.choices if len(completion.choices) > 1 else None,
+        cached=completion.cached,
+    )
+
+
+def answer_text(answer: Answer) -> str:
+    """The answer as the calling model reads it: the text, or each choice labelled."""
+    if not answer.choices:
+        return answer.text
+    return "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in answer.choices)
+
+
+def error_result(state: AppState, err: UpstreamError) -> CallToolResult:
+    """A failure: one sentence for people, `{"error": {...}}` and the running totals for programs."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=err.sentence)],
+        structured_content={
+            "error": err.to_dict(),
+            "session_usage": state.jobs.ledger.snapshot().model_dump(mode="json"),
+        },
+        is_error=True,
+    )
+
+
+async def ask_provider(
+    state: AppState, spec: ProviderSpec, args: ChatArgs, on_progress: ProgressFn | None
+) -> CallToolResult:
+    """`ask_fortytwo` / `ask_swarm`: map the arguments, ask, and build the result."""
+    endpoint = state.jobs.upstream.endpoints[spec.name]
+    try:
+        answer = await _answer(state, spec, args.request_body(endpoint.model), args.timeout_s, on_progress)
+    except UpstreamError as err:
+        return error_result(state, err)
+    answer.session_usage = state.jobs.ledger.snapshot()
+    return CallToolResult(
+        content=[TextContent(type="text", text=answer_text(answer))],
+        structured_content=answer.model_dump(mode="json"),
+    )
+
+
+async def ask_both(state: AppState, args: BothArgs, on_progress: ProgressFn | None) -> CallToolResult:
+    """`ask_both`: both providers at once; an error only when both fail."""
+    started = time.perf_counter()
+    models = {"fortytwo": args.fortytwo_model, "swarms": args.swarms_model}
+    outcomes: dict[str, Answer | UpstreamError] = {}
+    progress = _Monotonic(on_progress) if on_progress else None
+
+    async def ask(spec: ProviderSpec) -> None:
+        endpoint = state.jobs.upstream.endpoints[spec.name]
+        body = {"model": models[spec.name] or endpoint.model, "messages": args.chat_messages()}
+        try:
+            outcomes[spec.name] = await _answer(state, spec, body, args.timeout_s, progress)
+        except UpstreamError as err:
+            outcomes[spec.name] = err
+
+    async with anyio.create_task_group() as tg:
+        for spec in PROVIDERS:
+            tg.start_soon(ask, spec)
+
+    results: list[ProviderOutcome] = []
+    sections: list[str] = []
+    for spec in PROVIDERS:
+        outcome = outcomes[spec.name]
+        if isinstance(outcome, Answer):
+            results.append(ProviderOutcome(provider=spec.name, answer=outcome, error=None))
+            tokens = f", {outcome.usage.total_tokens} tokens" if outcome.usage else ""
+            heading = f"## {spec.label} ({outcome.model or 'unknown model'}{tokens}, {outcome.latency_ms} ms)"
+            sections.append(f"{heading}\n{answer_text(outcome)}")
+        else:
+            results.append(ProviderOutcome(provider=spec.name, answer=None, error=outcome.to_dict()))
+            sections.append(f"## {spec.label} (failed)\n{outcome.sentence}")
+    both = BothAnswers(results=results, latency_ms=_elapsed_ms(started), session_usage=state.jobs.ledger.snapshot())
+    return CallToolResult(
+        content=[TextContent(type="text", text="\n\n".join(sections))],
+        structured_content=both.model_dump(mode="json"),
+        is_error=all(r.answer is None for r in results),
+    )
+
+
+class _Monotonic:
+    """Merges two providers' progress into one rising sequence, as MCP requires."""
+
+    def __init__(self, send: ProgressFn) -> None:
+        self._send = send
+        self._count = 0
+
+    async def __call__(self, progress: float, message: str) -> None:
+        self._count += 1
+        await self._send(float(self._count), message)
+
+
+async def list_models(state: AppState) -> dict[str, Any]:
+    """Each provider's model ids (cached a few minutes); an unconfigured or failing one says so."""
+    upstream = state.jobs.upstream
+    listing: dict[str, dict[str, Any]] = {}
+
+    async def one(spec: ProviderSpec) -> None:
+        endpoint = upstream.endpoints[spec.name]
+        entry: dict[str, Any] = {"configured": endpoint.api_key is not None, "default_model": endpoint.model}
+        if endpoint.api_key is None:
+            entry.update(models=None, error=f"not configured: set {spec.key_env}")
+        else:
+            try:
+                entry.update(models=await upstream.list_models(spec.name, timeout_s=30.0), error=None)
+            except UpstreamError as err:
+                entry.update(models=None, error=err.sentence)
+        listing[spec.name] = entry
+
+    async with anyio.create_task_group() as tg:
+        for spec in PROVIDERS:
+            tg.start_soon(one, spec)
+    return {"providers": {spec.name: listing[spec.name] for spec in PROVIDERS}}

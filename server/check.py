@@ -1,0 +1,64 @@
+"""`swarm-inference-mcp check`: for a person setting the server up. Never starts the MCP server.
+
+Shows the effective configuration with keys masked, asks each configured provider's models
+endpoint, and prints one line per provider. Exit status 1 when a configured provider fails or
+none is configured.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from pydantic import SecretStr
+
+from server.app import http_client
+from server.config import Settings
+from tools.errors import UpstreamError
+from tools.upstream import RetryPolicy, Upstream
+
+CHECK_TIMEOUT_S = 15.0
+
+
+def mask(secret: SecretStr | None) -> str:
+    """A key as `…abcd` (its last four characters), or `****` when it is too short to show any of it."""
+    if secret is None:
+        return "(not set)"
+    value = secret.get_secret_value()
+    return f"…{value[-4:]}" if len(value) >= 12 else "****"
+
+
+def describe(settings: Settings) -> list[str]:
+    lines = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        shown = mask(value) if isinstance(value, SecretStr) or (value is None and "key" in name) else value
+        lines.append(f"  {field.alias} = {shown}")
+    return lines
+
+
+async def run_check(settings: Settings, out: TextIO) -> int:
+    out.write("Effective configuration:\n" + "\n".join(describe(settings)) + "\n\nProviders:\n")
+    failed = False
+    configured = 0
+    async with http_client(settings) as client:
+        upstream = Upstream(client, settings.endpoints(), RetryPolicy(max_retries=0), settings.heartbeat)
+        for name, endpoint in upstream.endpoints.items():
+            if endpoint.api_key is None:
+                out.write(f"  {name}: not configured; set {endpoint.spec.key_env} to use it\n")
+                continue
+            configured += 1
+            try:
+                models = await upstream.list_models(name, timeout_s=CHECK_TIMEOUT_S)
+            except UpstreamError as err:
+                failed = True
+                out.write(f"  {name}: FAILED at {endpoint.base_url}: {err.sentence}\n")
+                continue
+            listed = "listed" if endpoint.model in models else "not in its list"
+            out.write(
+                f"  {name}: OK, reachable and authorised at {endpoint.base_url} "
+                f"({len(models)} models; default model {endpoint.model} {listed})\n"
+            )
+    if configured == 0:
+        out.write("No provider is configured: set FORTYTWO_API_KEY or SWARMS_API_KEY.\n")
+        return 1
+    return 1 if failed else 0
