@@ -88,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec_name, endpoint in settings.endpoints().items():
         if endpoint.api_key is None:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
+    if settings.transport == "streamable-http":
+        from server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
+
+        try:
+            anyio.run(serve_http, settings, server)
+        except ConfigurationRefused as refused:
+            sys.stderr.write(f"swarm-inference-mcp: {refused}\n")
+            return 2
+        return 0
     with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
     return 0

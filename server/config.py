@@ -7,6 +7,7 @@ the field (`--max-retries`, `--fortytwo-base-url`); secrets are never flags, sin
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from tools import PROVIDERS
 from tools.upstream import Endpoint
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token"})
+LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class Settings(BaseModel):
@@ -97,6 +99,50 @@ class Settings(BaseModel):
         alias="SWARM_MCP_TOKEN_BUDGET",
         description="Total tokens this server may spend in its lifetime; further calls are refused once spent.",
     )
+    transport: Literal["stdio", "streamable-http"] = Field(
+        "stdio", alias="SWARM_MCP_TRANSPORT", description="stdio, or streamable-http for a shared server."
+    )
+    host: str = Field(
+        "127.0.0.1", alias="SWARM_MCP_HOST", description="Address the HTTP transport binds; loopback by default."
+    )
+    port: int = Field(8000, ge=0, le=65535, alias="SWARM_MCP_PORT", description="Port of the HTTP transport.")
+    path: str = Field("/mcp", alias="SWARM_MCP_PATH", description="URL path of the MCP endpoint.")
+    stateless: bool = Field(
+        False,
+        alias="SWARM_MCP_STATELESS",
+        description="Keep no session state between HTTP requests, so instances can sit behind any load balancer.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        alias="SWARM_MCP_TOKEN",
+        description="Bearer token HTTP clients must present; required on a non-loopback address.",
+    )
+    token_file: str | None = Field(
+        None, alias="SWARM_MCP_TOKEN_FILE", description="File holding the bearer token (instead of SWARM_MCP_TOKEN)."
+    )
+    allowed_hosts: str | None = Field(
+        None,
+        alias="SWARM_MCP_ALLOWED_HOSTS",
+        description="Comma-separated Host values the HTTP transport accepts (host:* for any port), "
+        "besides the bind address.",
+    )
+    allowed_origins: str | None = Field(
+        None,
+        alias="SWARM_MCP_ALLOWED_ORIGINS",
+        description="Comma-separated Origin values accepted from browsers (scheme://host:* for any port).",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        alias="SWARM_MCP_MAX_BODY_BYTES",
+        description="Largest HTTP request body accepted; a larger one is refused unread.",
+    )
+    shutdown_grace: float = Field(
+        10.0,
+        ge=0,
+        alias="SWARM_MCP_SHUTDOWN_GRACE",
+        description="Seconds in-flight HTTP calls get to finish on SIGTERM/SIGINT before they are cancelled.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="SWARM_MCP_LOG_LEVEL", description="Level of the log written to stderr."
     )
@@ -112,6 +158,23 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the HTTP transport binds only this machine."""
+        if self.host in LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
 
     def deadline_s(self, requested: float | None) -> float:
         """The deadline of one call: what it asked for, or the default, never above the maximum."""
@@ -134,7 +197,7 @@ class Settings(BaseModel):
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build the settings from the environment, then CLI overrides (by field name); empty values count as unset.
 
-    A key file is never read from a flag; `SWARM_MCP_TOKEN_FILE` is read here, once.
+    The token file (`SWARM_MCP_TOKEN_FILE` or `--token-file`) is read here, once.
     """
     data: dict[str, Any] = {}
     for name, field in Settings.model_fields.items():
@@ -145,7 +208,7 @@ def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | Non
     for name, value in (overrides or {}).items():
         if value is not None:
             data[name] = value
-    token_file = environ.get("SWARM_MCP_TOKEN_FILE", "").strip()
-    if token_file and "token" in Settings.model_fields and "token" not in data:
-        data["token"] = Path(token_file).read_text(encoding="utf-8").strip()
+    token_file = data.get("token_file")
+    if token_file and "token" not in data:
+        data["token"] = Path(token_file).read_text(encoding="utf-8").strip() or None
     return Settings.model_validate(data)

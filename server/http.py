@@ -1,0 +1,134 @@
+"""The streamable HTTP transport, secure by default.
+
+In front of the SDK's app sits one small ASGI gate, checked in this order:
+
+1. `GET /healthz` answers `{"status": "ok"}` to anyone: load balancers carry no token, and it
+   says nothing about the configuration.
+2. Host and Origin must be allowed (DNS-rebinding protection), on every bind address: 421 or 403.
+3. With a token configured, every request must carry `Authorization: Bearer <token>`, compared in
+   constant time: 401 with `WWW-Authenticate` otherwise, and nothing reaches the tools.
+
+The body size limit is the SDK's (it refuses a declared or streamed oversize body without
+reading it whole). The client's token is never passed upstream: tools only ever use the server's
+own keys and base URLs. Graceful shutdown is uvicorn's: on SIGTERM/SIGINT it stops accepting,
+gives in-flight calls `shutdown_grace` seconds, cancels the rest (the lifespan then aborts their
+upstream requests), and exits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.config import Settings
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+class ConfigurationRefused(Exception):
+    """The HTTP transport will not start with this configuration."""
+
+
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host/Origin allow-lists: the loopback names on loopback, else the bind address, plus the configured ones."""
+    if settings.loopback:
+        hosts, origins = list(LOOPBACK_HOSTS), list(LOOPBACK_ORIGINS)
+    else:
+        bound = f"[{settings.host}]" if ":" in settings.host else settings.host
+        hosts, origins = [bound, f"{bound}:*"], []
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts + _split(settings.allowed_hosts),
+        allowed_origins=origins + _split(settings.allowed_origins),
+    )
+
+
+class Gate:
+    """Health check, Host/Origin validation and bearer-token check in front of the MCP app."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, security: TransportSecuritySettings) -> None:
+        self._app = app
+        self._security = TransportSecurityMiddleware(security)
+        self._token = settings.token.get_secret_value().encode() if settings.token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
+            await JSONResponse({"status": "ok"})(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = await self._security.validate_request(request, is_post=False)
+        if refusal is None and self._token is not None and not self._authorised(request):
+            refusal = Response(
+                "Missing or invalid bearer token",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
+            )
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    def _authorised(self, request: Request) -> bool:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or self._token is None:
+            return False
+        return hmac.compare_digest(presented.strip().encode(), self._token)
+
+
+def build_app(settings: Settings, server: MCPServer[Any]) -> ASGIApp:
+    """The whole HTTP application; refuses a non-loopback bind without a token."""
+    if not settings.loopback and settings.token is None:
+        raise ConfigurationRefused(
+            f"refusing to serve on {settings.host}, which is not a loopback address, without a token: "
+            "set SWARM_MCP_TOKEN or SWARM_MCP_TOKEN_FILE"
+        )
+    security = transport_security(settings)
+    app = server.streamable_http_app(
+        streamable_http_path=settings.path,
+        stateless_http=settings.stateless,
+        max_request_body_size=settings.max_body_bytes,
+        transport_security=security,
+        host=settings.host,
+    )
+    return Gate(app, settings, security)
+
+
+async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
+    app = build_app(settings, server)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,  # our stderr logging, not uvicorn's (whose access log goes to stdout)
+        access_log=False,
+        # Typed int, but handed to asyncio.wait_for, which takes any float (0 cancels at once).
+        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
+    )
+    log.info(
+        "serving MCP over streamable HTTP at http://%s:%d%s (%s, %s)",
+        settings.host,
+        settings.port,
+        settings.path,
+        "stateless" if settings.stateless else "sessions",
+        "token required" if settings.token else "no token: loopback only",
+    )
+    await uvicorn.Server(config).serve()

@@ -1,0 +1,262 @@
+"""The streamable HTTP transport, as a real subprocess on a free loopback port, driven by the
+SDK's streamable HTTP client against the loopback fake upstream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import TextContent
+
+from tests.conftest import fake_env
+from tests.fake_upstream import FakeUpstream, Reply, eventually
+
+pytestmark = pytest.mark.anyio
+
+SCRIPT = Path(sys.executable).with_name("swarm-inference-mcp")
+TOKEN = "client-token-for-tests-0b9e"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def http_server(
+    fake: FakeUpstream, tmp_path: Path, *flags: str, name: str = "server", **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    log = (tmp_path / f"{name}.stderr").open("wb")
+    process = subprocess.Popen(
+        [SCRIPT, "--transport", "streamable-http", "--port", str(port), *flags],
+        env={"PATH": os.environ.get("PATH", ""), "NO_PROXY": "127.0.0.1", **fake_env(fake), **env},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert process.poll() is None, (tmp_path / f"{name}.stderr").read_text()
+            assert time.monotonic() < deadline, "the HTTP server did not come up"
+            time.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+@asynccontextmanager
+async def mcp_client(
+    url: str, token: str | None = TOKEN, headers: dict[str, str] | None = None, **kwargs: Any
+) -> AsyncIterator[Client]:
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers={**auth, **(headers or {})}, timeout=30, **kwargs) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
+
+
+async def test_tool_call_with_the_right_token(fake: FakeUpstream, tmp_path: Path) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, _):
+        async with mcp_client(f"{base}/mcp") as client:
+            result = await client.call_tool("ask_swarm", {"prompt": "over http"})
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    assert block.text == "swarms says: over http"
+    (request,) = fake.seen("swarms")
+    assert request.headers["x-api-key"] == fake.keys["swarms"]
+    assert TOKEN not in str(request.headers)  # the client's token is never passed upstream
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+async def test_missing_or_wrong_token_gets_401_and_nothing_reaches_upstream(
+    fake: FakeUpstream, tmp_path: Path, token: str | None
+) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, _):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "ask_swarm", "arguments": {}}}
+        response = httpx2.post(
+            f"{base}/mcp",
+            json=body,
+            headers={**headers, "Accept": "application/json, text/event-stream"},
+            timeout=10,
+        )
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the SDK client surfaces the 401 in its own way
+            async with mcp_client(f"{base}/mcp", token=token) as client:
+                await client.call_tool("ask_swarm", {"prompt": "should not pass"})
+    assert fake.seen() == []
+
+
+async def test_token_file_is_read(fake: FakeUpstream, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN_FILE=str(token_file)) as (base, _):
+        assert httpx2.get(f"{base}/mcp", timeout=10).status_code == 401
+        async with mcp_client(f"{base}/mcp") as client:
+            assert len((await client.list_tools()).tools) >= 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({"Origin": "http://evil.example"}, 403), ({"Host": "evil.example:8000"}, 421)],
+)
+async def test_foreign_origin_and_host_are_refused(
+    fake: FakeUpstream, tmp_path: Path, headers: dict[str, str], status: int
+) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, _):
+        response = httpx2.post(
+            f"{base}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream", **headers},
+            timeout=10,
+        )
+        assert response.status_code == status
+        configured = httpx2.post(
+            f"{base}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json", **headers},
+            timeout=10,
+        )
+        assert configured.status_code == status
+    assert fake.seen() == []
+
+
+async def test_configured_origin_is_allowed(fake: FakeUpstream, tmp_path: Path) -> None:
+    origin = "https://assistant.example"
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN, SWARM_MCP_ALLOWED_ORIGINS=origin) as (base, _):
+        async with mcp_client(f"{base}/mcp", headers={"Origin": origin}) as client:
+            assert len((await client.list_tools()).tools) >= 2
+
+
+async def test_health_endpoint_needs_no_token_and_reveals_nothing(fake: FakeUpstream, tmp_path: Path) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, _):
+        response = httpx2.get(f"{base}/healthz", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    for secret in (TOKEN, fake.keys["fortytwo"], fake.keys["swarms"], "fortytwo", "swarms", str(fake.port)):
+        assert secret not in response.text
+
+
+async def test_oversized_body_is_refused(fake: FakeUpstream, tmp_path: Path) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN, SWARM_MCP_MAX_BODY_BYTES="2048") as (base, _):
+        response = httpx2.post(
+            f"{base}/mcp",
+            content=b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"x": "' + b"a" * 10_000 + b'"}}',
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+            },
+            timeout=10,
+        )
+    assert response.status_code == 413
+    assert fake.seen() == []
+
+
+def test_non_loopback_bind_without_token_refuses_to_start(fake: FakeUpstream) -> None:
+    done = subprocess.run(
+        [SCRIPT, "--transport", "streamable-http", "--host", "0.0.0.0", "--port", str(free_port())],
+        env={"PATH": os.environ.get("PATH", ""), **fake_env(fake)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "SWARM_MCP_TOKEN" in done.stderr
+    assert done.stdout == ""
+
+
+class RoundRobin(httpx2.AsyncBaseTransport):
+    """A load balancer in the client: each request goes to the next instance in turn."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._ports = ports
+        self._next = 0
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.sent: list[int] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = self._ports[self._next % len(self._ports)]
+        self._next += 1
+        self.sent.append(port)
+        request.url = request.url.copy_with(port=port)
+        request.headers["Host"] = f"127.0.0.1:{port}"
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_two_stateless_instances_answer_alternating_requests(fake: FakeUpstream, tmp_path: Path) -> None:
+    with (
+        http_server(fake, tmp_path, "--stateless", name="a", SWARM_MCP_TOKEN=TOKEN, SWARMS_MODEL="model-a") as (a, _),
+        http_server(fake, tmp_path, "--stateless", name="b", SWARM_MCP_TOKEN=TOKEN, SWARMS_MODEL="model-b") as (b, _),
+    ):
+        ports = [int(a.rsplit(":", 1)[1]), int(b.rsplit(":", 1)[1])]
+        balancer = RoundRobin(ports)
+        async with mcp_client(f"{a}/mcp", transport=balancer) as client:
+            for i in range(4):
+                result = await client.call_tool("ask_swarm", {"prompt": f"call {i}"})
+                assert not result.is_error
+    assert set(balancer.sent) == set(ports)
+    models = [r.body["model"] for r in fake.seen("swarms")]
+    assert len(models) == 4
+    assert set(models) == {"model-a", "model-b"}  # both instances ran tool calls for the one client
+
+
+async def test_sigterm_during_a_slow_call_ends_within_the_grace_period(fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.script("fortytwo", Reply(hang=True))
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN, SWARM_MCP_SHUTDOWN_GRACE="1") as (base, process):
+        async with anyio.create_task_group() as tg:
+
+            async def slow_call() -> None:
+                try:
+                    async with mcp_client(f"{base}/mcp") as client:
+                        await client.call_tool("ask_fortytwo", {"prompt": "take your time"})
+                except Exception:  # noqa: BLE001, S110 - the server going away mid-call is the point
+                    pass
+
+            tg.start_soon(slow_call)
+            await eventually(lambda: bool(fake.seen("fortytwo")), timeout_s=20)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                while process.poll() is None:  # noqa: ASYNC110 - a child process has no event to await
+                    await anyio.sleep(0.05)
+            exited = time.monotonic()
+            tg.cancel_scope.cancel()
+    assert exited - signalled < 1 + 2.5
+    (request,) = fake.seen("fortytwo")
+    await eventually(lambda: request.disconnected is not None)
+    assert request.disconnected is not None
+    assert request.disconnected - signalled < 1 + 2.5
