@@ -172,13 +172,46 @@ def _tool(
         title=title,
         description=description,
         parameters=arg_model.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=arg_model, output_model=output),
+        fn_metadata=FuncMetadata(
+            arg_model=arg_model, output_model=output, output_schema=compact_schema(output.model_json_schema())
+        ),
         is_async=True,
         context_kwarg="ctx",
         annotations=ToolAnnotations(
             title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
     )
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The same schema, cheaper for a client to check on every call: `$ref`s inlined, titles dropped,
+    and pydantic's `anyOf: [X, null]` written as `type: [X, "null"]`.
+
+    MCP clients validate each result against the tool's output schema with a pure-Python validator;
+    on our result shape that took about as long as the rest of the call's overhead. Our own check
+    of the result still uses the pydantic model.
+    """
+    definitions: dict[str, Any] = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            node = {**definitions[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        out = {key: walk(value) for key, value in node.items() if key not in ("$defs", "title")}
+        arms = out.get("anyOf")
+        if isinstance(arms, list) and len(arms) == 2 and {"type": "null"} in arms:
+            other = next(arm for arm in arms if arm != {"type": "null"})
+            if isinstance(other.get("type"), str):
+                del out["anyOf"]
+                out.update({key: value for key, value in other.items() if key not in out})
+                out["type"] = [other["type"], "null"]
+        return out
+
+    compacted: dict[str, Any] = walk(schema)
+    return compacted
 
 
 def _progress_sender(ctx: Context[AppState, Any]) -> ProgressFn | None:

@@ -72,6 +72,8 @@ class Received:
     started: float
     finished: float | None = None
     disconnected: float | None = None
+    first_frame: float | None = None
+    """When the first server-sent event left (streamed answers only)."""
 
 
 def _validator(provider: str) -> jsonschema.Draft202012Validator:
@@ -131,6 +133,7 @@ class FakeUpstream:
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 1024  # bursts of hundreds of connections (benchmarks) must not hit the backlog
 
         self._server = Server((LOOPBACK, 0), Handler)
         self.port = self._server.server_address[1]
@@ -322,6 +325,8 @@ class FakeUpstream:
         for frame in frames:
             if delay and self._wait_or_disconnect(sock, record, delay):
                 return False
+            if record.first_frame is None:
+                record.first_frame = time.monotonic()
             data = frame.encode()
             sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         if cut:
@@ -341,16 +346,22 @@ class FakeUpstream:
         return True
 
     def _wait_or_disconnect(self, sock: socket.socket, record: Received, seconds: float) -> bool:
-        """Wait, watching the socket; True (and the time noted) if the client hung up meanwhile."""
+        """Wait, watching the socket; True (and the time noted) if the client hung up meanwhile.
+
+        Sleeps in `select` for the whole wait (hundreds of waiting threads must not poll), waking
+        only when the socket turns readable, which for an HTTP/1.1 client means it closed.
+        """
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            readable, _, _ = select.select([sock], [], [], min(left, 0.05))
-            if readable:
-                try:
-                    peek = sock.recv(1, socket.MSG_PEEK)
-                except OSError:
-                    peek = b""
-                if not peek:
-                    record.disconnected = time.monotonic()
-                    return True
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                continue
+            try:
+                peek = sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                peek = b""
+            if not peek:
+                record.disconnected = time.monotonic()
+                return True
+            time.sleep(min(left, 0.05))  # unexpected early bytes: wait without spinning
         return False

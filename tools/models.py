@@ -8,9 +8,9 @@ A provider module subclasses `ChatArgs` with the fields its chat-completions sch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 MAX_TEXT = 500_000
 """Longest prompt, system text or message content we accept (characters): far above any model's
@@ -150,6 +150,21 @@ class SessionUsage(BaseModel):
     budget_remaining: int | None = Field(description="Tokens left before calls are refused, or null.")
 
 
+SessionUsageField = Annotated[
+    SessionUsage | None,
+    WithJsonSchema(
+        {
+            "type": ["object", "null"],
+            "description": "Running totals of this server since it started, this call included, as the "
+            "swarm://usage resource shows them: {providers: {fortytwo, swarms: {calls, errors, prompt_tokens, "
+            "completion_tokens, total_tokens}}, total_tokens, token_budget, budget_remaining}.",
+        }
+    ),
+]
+"""Advertised as a bare object: clients check every result against the output schema, and this
+nested shape cost them more than the rest of the result. The server still validates it in full."""
+
+
 class ChoiceOut(BaseModel):
     """One of several answers, when `n` > 1."""
 
@@ -171,9 +186,7 @@ class Answer(BaseModel):
     attempts: int = Field(description="Upstream requests made for this answer (1 unless retried).")
     choices: list[ChoiceOut] | None = Field(default=None, description="Every choice, when more than one came back.")
     cached: bool = Field(default=False, description="True when a recent identical call's answer was reused.")
-    session_usage: SessionUsage | None = Field(
-        default=None, description="Running totals of this server since it started, this call included."
-    )
+    session_usage: SessionUsageField = None
 
 
 class BothArgs(Conversation):
@@ -200,4 +213,4 @@ class BothAnswers(BaseModel):
 
     results: list[ProviderOutcome] = Field(description="One entry per provider, Fortytwo first.")
     latency_ms: int = Field(description="Wall time of the whole call: the slower provider's, not the sum.")
-    session_usage: SessionUsage | None = Field(default=None, description="Running totals since the server started.")
+    session_usage: SessionUsageField = None

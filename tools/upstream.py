@@ -157,16 +157,13 @@ class Upstream:
         reporter = ProgressReporter(on_progress, label, self._heartbeat_s) if on_progress else None
         state = _CallState(StreamAccumulator(label))
         failure: UpstreamError | None = None
-        with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as deadline:
-            async with anyio.create_task_group() as tg:
-                if reporter is not None:
-                    tg.start_soon(reporter.run_heartbeats)
-                try:
-                    return await self._attempts(endpoint, body, reporter, state, deadline.deadline)
-                except UpstreamError as err:
-                    failure = err  # raised below, outside the task group, so it is not wrapped in a group
-                finally:
-                    tg.cancel_scope.cancel()
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as scope:
+            try:
+                if reporter is None:
+                    return await self._attempts(endpoint, body, None, state, scope.deadline)
+                return await self._with_heartbeats(endpoint, body, reporter, state, scope.deadline)
+            except UpstreamError as err:
+                failure = err
         if failure is None:
             failure = DeadlineError(
                 label,
@@ -175,6 +172,21 @@ class Upstream:
                 partial_text=state.stream.partial_text or None,
             )
         raise failure.redact(self._secrets)
+
+    async def _with_heartbeats(
+        self, endpoint: Endpoint, body: dict[str, Any], reporter: ProgressReporter, state: _CallState, deadline: float
+    ) -> Completion:
+        """`_attempts` with the reporter's heartbeats running beside it (streamed calls only)."""
+        failure: UpstreamError
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reporter.run_heartbeats)
+            try:
+                return await self._attempts(endpoint, body, reporter, state, deadline)
+            except UpstreamError as err:
+                failure = err  # raised below, outside the task group, so it is not wrapped in a group
+            finally:
+                tg.cancel_scope.cancel()
+        raise failure
 
     async def _attempts(
         self,

@@ -1,0 +1,395 @@
+"""Benchmark our server against the floor (bench/floor.py), in one run, over real stdio.
+
+    python -m bench.run [--quick] [--json results.json]
+
+Starts the loopback fake upstream, then measures both servers side by side, interleaved
+(ours, floor, ours, floor, …) so that machine noise falls on both. Every ratio is the median of
+per-round ratios. Prints one table; `--json` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client, StdioServerParameters
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key"
+
+
+class Upstream:
+    """The fake upstream (bench/upstream.py), in a process of its own."""
+
+    def __init__(self, workdir: Path) -> None:
+        port_file = workdir / "upstream.port"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.upstream", str(port_file)], cwd=ROOT, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.05)
+        self.root = f"http://127.0.0.1:{port_file.read_text()}"
+        self.base = self.root + "/v1"
+
+    async def configure(self, **settings: Any) -> None:
+        async with httpx2.AsyncClient() as http:
+            (await http.post(self.root + "/_config", json=settings)).raise_for_status()
+
+    async def first_frames(self) -> list[float]:
+        async with httpx2.AsyncClient() as http:
+            frames: list[float] = (await http.get(self.root + "/_stats")).json()["first_frames"]
+            return frames
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class Counts:
+    cold_rounds: int = 7
+    call_rounds: int = 5
+    calls_per_round: int = 60
+    concurrent: int = 200
+    concurrent_delay_s: float = 1.0
+    stream_tokens: int = 2000
+    stream_rounds: int = 5
+
+
+QUICK = Counts(
+    cold_rounds=2, call_rounds=2, calls_per_round=5, concurrent=10, concurrent_delay_s=0.2, stream_tokens=50,
+    stream_rounds=1,
+)  # fmt: skip
+
+
+@dataclass
+class Row:
+    name: str
+    ours: float | None
+    floor: float | None
+    ratio: float | None
+    unit: str
+    target: str
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+def ours_params(upstream: Upstream, **env: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "server"],
+        cwd=str(ROOT),
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "NO_PROXY": "127.0.0.1",
+            "FORTYTWO_API_KEY": KEY,
+            "FORTYTWO_BASE_URL": upstream.base,
+            "SWARMS_API_KEY": KEY,
+            "SWARMS_BASE_URL": upstream.base,
+            "SWARM_MCP_LOG_LEVEL": "WARNING",
+            **env,
+        },
+    )
+
+
+def floor_params(upstream: Upstream) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[str(ROOT / "bench" / "floor.py")],
+        cwd=str(ROOT),
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "NO_PROXY": "127.0.0.1",
+            "FLOOR_BASE_URL": upstream.base,
+            "FLOOR_API_KEY": KEY,
+        },
+    )
+
+
+def call_of(side: str) -> tuple[str, Callable[[str], dict[str, Any]]]:
+    if side == "ours":
+        return "ask_fortytwo", lambda prompt: {"prompt": prompt}
+    return "ask", lambda prompt: {"prompt": prompt}
+
+
+def children_rss_peak_kib() -> dict[int, int]:
+    """Peak RSS (VmHWM) of each child process of this one, from /proc."""
+    peaks: dict[int, int] = {}
+    me = os.getpid()
+    for task in Path(f"/proc/{me}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[int(pid)] = int(line.split()[1])
+    return peaks
+
+
+@asynccontextmanager
+async def connected(params: StdioServerParameters) -> AsyncIterator[tuple[Client, int | None]]:
+    before = set(children_rss_peak_kib())
+    async with Client(params) as client:
+        new = set(children_rss_peak_kib()) - before
+        yield client, (new.pop() if len(new) == 1 else None)
+
+
+def rss_kib(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    return float(children_rss_peak_kib().get(pid, 0)) or None
+
+
+def median_ratio(rounds: list[dict[str, float]], key: str = "") -> float:
+    return statistics.median(r["ours" + key] / r["floor" + key] for r in rounds)
+
+
+async def cold_start(upstream: Upstream, counts: Counts) -> Row:
+    rounds = []
+    for _ in range(counts.cold_rounds):
+        figures = {}
+        for side, params in (("ours", ours_params(upstream)), ("floor", floor_params(upstream))):
+            started = time.perf_counter()
+            async with Client(params) as client:
+                await client.list_tools()
+                figures[side] = (time.perf_counter() - started) * 1000
+        rounds.append(figures)
+    return Row(
+        "cold start: spawn to tools/list (median ms)",
+        statistics.median(r["ours"] for r in rounds),
+        statistics.median(r["floor"] for r in rounds),
+        median_ratio(rounds),
+        "ms",
+        "≤ 1.10×",
+        rounds,
+    )
+
+
+async def per_call(upstream: Upstream, counts: Counts) -> list[Row]:
+    rounds: list[dict[str, float]] = []
+    samples: dict[str, list[float]] = {"ours": [], "floor": [], "direct": []}
+    async with (
+        connected(ours_params(upstream)) as (ours, _),
+        connected(floor_params(upstream)) as (floor, _),
+        httpx2.AsyncClient() as http,
+    ):
+        clients = {"ours": ours, "floor": floor}
+        url = upstream.base + "/chat/completions"
+        headers = {"Authorization": f"Bearer {KEY}"}
+        for side, client in clients.items():  # warm both: first calls open connections
+            name, args = call_of(side)
+            await client.call_tool(name, args("warm-up"))
+        for round_no in range(counts.call_rounds):
+            figures: dict[str, list[float]] = {"ours": [], "floor": [], "direct": []}
+            for i in range(counts.calls_per_round):
+                for side in ("ours", "floor", "direct"):
+                    prompt = f"round {round_no} call {i}"
+                    started = time.perf_counter()
+                    if side == "direct":
+                        body = {"model": "fortytwo-prime", "messages": [{"role": "user", "content": prompt}]}
+                        (await http.post(url, json=body, headers=headers)).raise_for_status()
+                    else:
+                        name, args = call_of(side)
+                        result = await clients[side].call_tool(name, args(prompt))
+                        assert not result.is_error
+                    figures[side].append((time.perf_counter() - started) * 1000)
+            for side, values in figures.items():
+                samples[side].extend(values)
+            direct = statistics.median(figures["direct"])
+            rounds.append(
+                {
+                    "ours": statistics.median(figures["ours"]) - direct,
+                    "floor": statistics.median(figures["floor"]) - direct,
+                }
+            )
+
+    def p90(values: list[float]) -> float:
+        return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
+
+    return [
+        Row(
+            "per-call overhead over a direct HTTP request (median ms)",
+            statistics.median(r["ours"] for r in rounds),
+            statistics.median(r["floor"] for r in rounds),
+            median_ratio(rounds),
+            "ms",
+            "≤ 1.15×",
+            rounds,
+        ),
+        Row("tool call latency, median (ms)", statistics.median(samples["ours"]),
+            statistics.median(samples["floor"]), None, "ms", ""),
+        Row("tool call latency, p90 (ms)", p90(samples["ours"]), p90(samples["floor"]), None, "ms", ""),
+        Row("direct HTTP request, median (ms)", statistics.median(samples["direct"]), None, None, "ms", ""),
+    ]  # fmt: skip
+
+
+async def concurrency(upstream: Upstream, counts: Counts) -> list[Row]:
+    figures: dict[str, float] = {}
+    errors: dict[str, float] = {}
+    memory: dict[str, float | None] = {}
+    raised = str(counts.concurrent)
+    await upstream.configure(delay_s=counts.concurrent_delay_s)
+    for side, params in (
+        ("ours", ours_params(upstream, FORTYTWO_MAX_CONCURRENCY=raised)),
+        ("floor", floor_params(upstream)),
+    ):
+        async with connected(params) as (client, pid):
+            name, args = call_of(side)
+            failures = 0
+
+            async def one(i: int, client: Client = client, name: str = name, args: Any = args) -> None:
+                nonlocal failures
+                try:
+                    result = await client.call_tool(name, args(f"concurrent question {i}"))
+                    failures += int(result.is_error)
+                except Exception:  # noqa: BLE001 - a benchmark counts failures, whatever they are
+                    failures += 1
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for i in range(counts.concurrent):
+                    tg.start_soon(one, i)
+            figures[side] = time.perf_counter() - started
+            errors[side] = failures
+            memory[side] = rss_kib(pid)
+    await upstream.configure(delay_s=0.0)
+    ours_mem, floor_mem = memory["ours"], memory["floor"]
+    return [
+        Row(
+            f"{counts.concurrent} concurrent calls × {counts.concurrent_delay_s:g} s upstream: wall (s)",
+            figures["ours"],
+            figures["floor"],
+            figures["ours"] / figures["floor"],
+            "s",
+            f"ours ≤ {1.5 * counts.concurrent_delay_s:g} s",
+        ),
+        Row("  errors among them", errors["ours"], errors["floor"], None, "", "0"),
+        Row(
+            "peak RSS after the concurrency run (MiB)",
+            ours_mem / 1024 if ours_mem else None,
+            floor_mem / 1024 if floor_mem else None,
+            ours_mem / floor_mem if ours_mem and floor_mem else None,
+            "MiB",
+            "≤ 1.15×",
+        ),
+    ]
+
+
+async def streaming(upstream: Upstream, counts: Counts) -> list[Row]:
+    first_gap: list[float] = []
+    notifications: list[float] = []
+    streamed_ms: list[float] = []
+    plain_ms: list[float] = []
+    await upstream.configure(stream_tokens=counts.stream_tokens, frame_delay_s=0.0005, long_answer=True)
+    async with connected(ours_params(upstream)) as (client, _):
+        for _ in range(counts.stream_rounds):
+            updates: list[float] = []
+
+            async def on_progress(
+                progress: float, total: float | None, message: str | None, updates: list[float] = updates
+            ) -> None:
+                updates.append(time.monotonic())
+
+            started = time.perf_counter()
+            result = await client.call_tool("ask_fortytwo", {"prompt": "stream"}, progress_callback=on_progress)
+            streamed_ms.append((time.perf_counter() - started) * 1000)
+            assert not result.is_error
+            started = time.perf_counter()
+            plain = await client.call_tool("ask_fortytwo", {"prompt": "plain"})
+            plain_ms.append((time.perf_counter() - started) * 1000)
+            assert result.structured_content is not None
+            assert plain.structured_content is not None
+            assert result.structured_content["text"] == plain.structured_content["text"]
+            first = (await upstream.first_frames())[-1]
+            if updates:
+                first_gap.append((updates[0] - first) * 1000)
+            notifications.append(len(updates))
+    await upstream.configure(long_answer=False)
+    return [
+        Row(f"streamed {counts.stream_tokens} tokens: first chunk → first progress (ms)",
+            statistics.median(first_gap) if first_gap else None, None, None, "ms", "≤ 100 ms"),
+        Row("  progress notifications per streamed answer", statistics.median(notifications), None, None, "",
+            "a few per second"),
+        Row("  streamed call vs plain call of the same answer (ms)", statistics.median(streamed_ms),
+            statistics.median(plain_ms), None, "ms", "floor column: our plain call"),
+    ]  # fmt: skip
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "s":
+        return f"{value:.2f}"
+    if unit in ("ms", "MiB"):
+        return f"{value:.1f}"
+    return f"{value:g}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| measure | ours | floor | ratio | target |", "| --- | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        ratio = f"{row.ratio:.2f}×" if row.ratio is not None else "—"
+        lines.append(
+            f"| {row.name} | {fmt(row.ours, row.unit)} | {fmt(row.floor, row.unit)} | {ratio} | {row.target} |"
+        )
+    return "\n".join(lines)
+
+
+async def main_async(counts: Counts) -> list[Row]:
+    with tempfile.TemporaryDirectory() as workdir:
+        upstream = Upstream(Path(workdir))
+        try:
+            rows = [await cold_start(upstream, counts)]
+            rows += await per_call(upstream, counts)
+            rows += await concurrency(upstream, counts)
+            rows += await streaming(upstream, counts)
+        finally:
+            upstream.close()
+    return rows
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )  # fmt: skip
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny counts, to check that the benchmark still runs")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    counts = QUICK if args.quick else Counts()
+    rows = anyio.run(main_async, counts)
+    print(f"Machine: {machine()}\n")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": machine(), "rows": [r.__dict__ for r in rows]}, indent=2, default=str) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
