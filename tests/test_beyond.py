@@ -240,6 +240,33 @@ async def test_a_caller_leaving_does_not_cancel_the_shared_job(connect: Callable
     assert fake.seen("fortytwo")[0].disconnected is None
 
 
+async def test_a_joiner_asking_for_progress_gets_heartbeats_from_a_plain_job(
+    connect: Callable[..., Any], fake: FakeUpstream
+) -> None:
+    fake.script("swarms", Reply(delay_s=1.2))
+    beats: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        beats.append(message)
+
+    results: list[CallToolResult] = []
+    async with connect(mode="legacy", SWARM_MCP_HEARTBEAT="0.25") as client:
+
+        async def joiner() -> None:
+            await anyio.sleep(0.1)
+            results.append(await client.call_tool("ask_swarm", {"prompt": "slow"}, progress_callback=on_progress))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(joiner)
+            results.append(await client.call_tool("ask_swarm", {"prompt": "slow"}))  # no progress token
+    assert len(fake.seen("swarms")) == 1
+    assert "stream" not in fake.seen("swarms")[0].body
+    assert len(results) == 2
+    assert text_of(results[0]) == text_of(results[1])
+    assert len(beats) >= 2
+    assert all(b and "no answer text yet" in b for b in beats)
+
+
 async def test_cache_serves_exact_repeats_within_its_ttl(connect: Callable[..., Any], fake: FakeUpstream) -> None:
     async with connect(SWARM_MCP_CACHE_TTL="60") as client:
         first = await client.call_tool("ask_swarm", {"prompt": "cache me"})

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from tools.completion import Completion
 from tools.errors import CancelledError, UpstreamError
 from tools.ledger import Ledger
-from tools.progress import ProgressFn
+from tools.progress import ProgressFn, ProgressReporter
 from tools.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,19 @@ class Jobs:
             self._tg.start_soon(self._run, key, job, body, timeout_s)
         else:
             log.info("%s: joining an identical request already in flight", endpoint.spec.label)
-        if on_progress is not None:
-            job.listeners.append(on_progress)
+        listener = on_progress if job.streams else None
+        if listener is not None:
+            job.listeners.append(listener)
         job.waiters += 1
         try:
-            await job.done.wait()
+            if on_progress is not None and listener is None:
+                await self._wait_with_heartbeats(job, on_progress, endpoint.spec.label)
+            else:
+                await job.done.wait()
         finally:
             job.waiters -= 1
-            if on_progress is not None:
-                job.listeners.remove(on_progress)
+            if listener is not None:
+                job.listeners.remove(listener)
             if job.waiters == 0 and not job.done.is_set():
                 job.scope.cancel()  # nobody wants the answer any more: abort the upstream request
         if job.crash is not None:
@@ -89,6 +93,14 @@ class Jobs:
             raise job.error  # shared by every caller of the job; callers only read it
         assert job.result is not None  # noqa: S101 - a finished job has a result, an error or a crash
         return job.result
+
+    async def _wait_with_heartbeats(self, job: _Job, on_progress: ProgressFn, label: str) -> None:
+        """Join a job that is not streamed (its first caller asked for no progress): this caller
+        still gets heartbeats, so its client does not time out while the swarm works."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ProgressReporter(on_progress, label, self.upstream.heartbeat_s).run_heartbeats)
+            await job.done.wait()
+            tg.cancel_scope.cancel()
 
     async def _run(self, key: str, job: _Job, body: dict[str, Any], timeout_s: float) -> None:
         label = self.upstream.endpoints[job.provider].spec.label

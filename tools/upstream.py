@@ -115,7 +115,7 @@ class Upstream:
         self._client = client
         self.endpoints = dict(endpoints)
         self._retry = retry
-        self._heartbeat_s = heartbeat_s
+        self.heartbeat_s = heartbeat_s
         self._limiters = {name: anyio.CapacityLimiter(ep.max_concurrency) for name, ep in endpoints.items()}
         self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
         self._models: dict[str, tuple[float, list[str]]] = {}
@@ -154,7 +154,7 @@ class Upstream:
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
         endpoint.require_key()
-        reporter = ProgressReporter(on_progress, label, self._heartbeat_s) if on_progress else None
+        reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
         state = _CallState(StreamAccumulator(label))
         failure: UpstreamError | None = None
         with anyio.CancelScope(deadline=anyio.current_time() + timeout_s) as scope:
