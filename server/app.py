@@ -55,18 +55,17 @@ class _WholeArguments(ArgModelBase):
         return {"args": self}
 
 
-def http_client(settings: Settings, transport: httpx2.AsyncBaseTransport | None = None) -> httpx2.AsyncClient:
+def http_client(settings: Settings) -> httpx2.AsyncClient:
     """The server's one HTTP client, its pool sized so that the concurrency caps, not it, limit calls."""
     connections = settings.fortytwo_max_concurrency + settings.swarms_max_concurrency
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(connect=settings.connect_timeout, read=None, write=None, pool=None),
         limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
-        transport=transport,
         follow_redirects=False,
     )
 
 
-def create_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> MCPServer[AppState]:
+def create_server(settings: Settings) -> MCPServer[AppState]:
     """Build the server; nothing is opened until the lifespan starts."""
 
     ledger = Ledger([spec.name for spec in PROVIDERS], settings.token_budget)
@@ -75,7 +74,7 @@ def create_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
-        async with http_client(settings, transport) as client, anyio.create_task_group() as tg:
+        async with http_client(settings) as client, anyio.create_task_group() as tg:
             upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
             state = AppState(settings, Jobs(upstream, ledger, tg, settings.cache_ttl))
             running.append(state)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from tools import PROVIDERS
+from tools import PROVIDERS, fortytwo, swarms
 from tools.upstream import Endpoint
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token"})
@@ -28,11 +28,13 @@ class Settings(BaseModel):
 
     fortytwo_api_key: SecretStr | None = Field(None, alias="FORTYTWO_API_KEY", description="Fortytwo API key.")
     fortytwo_base_url: str = Field(
-        "https://api.fortytwo.network/v1",
+        fortytwo.SPEC.default_base_url,
         alias="FORTYTWO_BASE_URL",
         description="Fortytwo API base; requests go to {base}/chat/completions.",
     )
-    fortytwo_model: str = Field("fortytwo-prime", alias="FORTYTWO_MODEL", description="Default model of ask_fortytwo.")
+    fortytwo_model: str = Field(
+        fortytwo.SPEC.default_model, alias="FORTYTWO_MODEL", description="Default model of ask_fortytwo."
+    )
     fortytwo_max_concurrency: int = Field(
         4,
         ge=1,
@@ -42,11 +44,13 @@ class Settings(BaseModel):
     )
     swarms_api_key: SecretStr | None = Field(None, alias="SWARMS_API_KEY", description="Swarms API key.")
     swarms_base_url: str = Field(
-        "https://api.swarms.world/v1",
+        swarms.SPEC.default_base_url,
         alias="SWARMS_BASE_URL",
         description="Swarms API base; requests go to {base}/chat/completions.",
     )
-    swarms_model: str = Field("gpt-4.1-mini", alias="SWARMS_MODEL", description="Default model of ask_swarm.")
+    swarms_model: str = Field(
+        swarms.SPEC.default_model, alias="SWARMS_MODEL", description="Default model of ask_swarm."
+    )
     swarms_max_concurrency: int = Field(
         8,
         ge=1,

@@ -14,7 +14,7 @@ UpstreamError                     kind          retryable
 ├── DeadlineError                 timeout       no   (the call's deadline passed)
 ├── NetworkError                  network       only when the request never left
 ├── BadResponseError              bad_response  no   (not JSON, no choices, null content, broken stream)
-└── CancelledError                cancelled     no   (the server shut down under the call)
+└── CallCancelledError            cancelled     no   (the server shut down under the call)
 ```
 
 `status_error()` is the only mapping from an HTTP status to a class. `UpstreamError.sentence` is
@@ -150,7 +150,7 @@ class BadResponseError(UpstreamError):
     kind = "bad_response"
 
 
-class CancelledError(UpstreamError):
+class CallCancelledError(UpstreamError):
     kind = "cancelled"
 
 

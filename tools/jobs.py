@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from tools.completion import Completion
-from tools.errors import CancelledError, UpstreamError
+from tools.errors import CallCancelledError, UpstreamError
 from tools.ledger import Ledger
 from tools.progress import ProgressFn, ProgressReporter
 from tools.upstream import Upstream
@@ -117,7 +117,7 @@ class Jobs:
                     log.exception("%s: the call failed unexpectedly", label)
                     job.crash = exc
             if job.scope.cancelled_caught:
-                job.error = CancelledError(label, "the call was cancelled before an answer arrived.")
+                job.error = CallCancelledError(label, "the call was cancelled before an answer arrived.")
             if job.result is not None:
                 self.ledger.record(job.provider, job.result.usage, failed=False)
                 if self._cache_ttl_s > 0:
@@ -126,7 +126,7 @@ class Jobs:
                 self.ledger.record(job.provider, None, failed=True)
         finally:
             if job.result is None and job.error is None and job.crash is None:
-                job.error = CancelledError(label, "the server shut down before an answer arrived.")
+                job.error = CallCancelledError(label, "the server shut down before an answer arrived.")
             del self._running[key]
             job.done.set()
 
