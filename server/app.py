@@ -8,9 +8,10 @@ by the SDK before our code runs and handed whole to the functions in `server.cal
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx2
@@ -19,17 +20,20 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server import __version__
-from server.calls import AppState, ask_both, ask_provider, list_models
+from server.calls import AppState, ask_both, ask_provider, error_result, list_models
 from server.config import Settings
 from tools import PROVIDERS
+from tools.errors import argument_error
 from tools.jobs import Jobs
 from tools.ledger import Ledger
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ProviderSpec
 from tools.progress import ProgressFn
 from tools.upstream import RetryPolicy, Upstream
+
+log = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "Tools to get a second opinion from swarm inference services. ask_fortytwo asks the Fortytwo "
@@ -46,13 +50,16 @@ BOTH_DESCRIPTION = (
 )
 
 
-class _WholeArguments(ArgModelBase):
-    """Hands the tool function the validated arguments model whole, as `args`, and refuses unknown keys."""
+class _RawArguments(ArgModelBase):
+    """What the SDK validates: any object, handed to the tool function whole as `raw`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     def model_dump_one_level(self) -> dict[str, Any]:
-        return {"args": self}
+        return {"raw": dict(self.model_extra or {})}
+
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 
 def http_client(settings: Settings) -> httpx2.AsyncClient:
@@ -158,21 +165,31 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
 def _tool(
     *, name: str, title: str, description: str, args_model: type[BaseModel], output: type[BaseModel], handler: Handler
 ) -> Tool:
-    """A tool whose arguments are one pydantic model, handed whole to `handler` after the SDK validated it."""
-    bases: tuple[type[ArgModelBase], ...] = (args_model, _WholeArguments)  # type: ignore[assignment]  # a mix-in
-    arg_model = cast("type[ArgModelBase]", create_model(f"{name}Arguments", __base__=bases, __doc__=description))
+    """A tool whose arguments are one pydantic model, handed whole to `handler`.
 
-    async def call(args: BaseModel, ctx: Context[AppState, Any]) -> CallToolResult:
-        return await handler(ctx.request_context.lifespan_context, args, _progress_sender(ctx))
+    The tool advertises `args_model`'s schema, but the SDK is given a model that takes any object:
+    we validate against `args_model` ourselves, so that a bad argument gets one readable sentence
+    and a structured error (`kind: invalid_arguments`) instead of pydantic's multi-line report.
+    """
+
+    async def call(raw: dict[str, Any], ctx: Context[AppState, Any]) -> CallToolResult:
+        state = ctx.request_context.lifespan_context
+        try:
+            args = parse_arguments(args_model, raw)
+        except ValidationError as exc:
+            # Argument names only: the rejected values are the caller's data.
+            log.info("%s: refused arguments %s", name, sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
+            return error_result(state, argument_error(name, exc))
+        return await handler(state, args, _progress_sender(ctx))
 
     return Tool(
         fn=call,
         name=name,
         title=title,
         description=description,
-        parameters=arg_model.model_json_schema(by_alias=True),
+        parameters=args_model.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(
-            arg_model=arg_model, output_model=output, output_schema=compact_schema(output.model_json_schema())
+            arg_model=_RawArguments, output_model=output, output_schema=compact_schema(output.model_json_schema())
         ),
         is_async=True,
         context_kwarg="ctx",
@@ -180,6 +197,23 @@ def _tool(
             title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
     )
+
+
+def parse_arguments(model: type[ArgsT], raw: dict[str, Any]) -> ArgsT:
+    """Validate a tool's arguments, first decoding lists and objects that a client sent as JSON text
+    (Claude Desktop is known to send `messages` as a string)."""
+    decoded = dict(raw)
+    for key, value in raw.items():
+        field = model.model_fields.get(key)
+        if field is None or field.annotation is str or not isinstance(value, str):
+            continue
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(parsed, list | dict):
+            decoded[key] = parsed
+    return model.model_validate(decoded)
 
 
 def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -69,7 +69,10 @@ async def test_any_arguments_end_in_an_answer_or_an_argument_error(
         block = result.content[0]
         assert isinstance(block, TextContent)
         if result.is_error:
-            assert "validation error" in block.text, block.text
+            assert result.structured_content is not None
+            assert result.structured_content["error"]["kind"] == "invalid_arguments", block.text
+            assert block.text.startswith(f"{tool}: invalid arguments: ")
+            assert "\n" not in block.text
             assert fake.seen() == []
         else:
             (request,) = fake.seen()

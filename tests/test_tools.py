@@ -220,6 +220,10 @@ async def test_fortytwo_argument_errors(
         result = await client.call_tool("ask_fortytwo", arguments)
         assert result.is_error
         assert names in text_of(result)
+        assert text_of(result).startswith("ask_fortytwo: invalid arguments: ")
+        assert text_of(result).endswith("Nothing was sent.")
+        assert "\n" not in text_of(result)
+        assert error_of(result)["kind"] == "invalid_arguments"
         assert not (await client.call_tool("ask_fortytwo", {"prompt": "still fine"})).is_error
     assert len(fake.seen()) == 1
 
@@ -245,6 +249,34 @@ async def test_swarm_argument_errors(
     assert result.is_error
     assert names in text_of(result)
     assert fake.seen() == []
+
+
+async def test_argument_error_sentences_name_each_argument(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect() as client:
+        result = await client.call_tool("ask_swarm", {"prompt": "a", "temperature": 3, "bogus": 1, "n": 0})
+        union = await client.call_tool("ask_swarm", {"messages": [{"role": "user", "content": [{"type": "x"}]}]})
+    assert text_of(result) == (
+        "ask_swarm: invalid arguments: `temperature`: input should be less than or equal to 2 (got 3); "
+        "`n`: input should be greater than or equal to 1 (got 0); `bogus` is not an argument of this tool. "
+        "Nothing was sent."
+    )
+    assert text_of(union) == (
+        "ask_swarm: invalid arguments: `messages.0.content` matches none of its allowed forms "
+        "(see the tool's input schema). Nothing was sent."
+    )
+    assert fake.seen() == []
+
+
+async def test_lists_sent_as_json_text_are_decoded(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    """Some clients (Claude Desktop among them) send list and object arguments as JSON strings."""
+    async with connect() as client:
+        result = await client.call_tool(
+            "ask_fortytwo",
+            {"messages": '[{"role": "user", "content": "as text"}]', "response_format": '{"type": "json_object"}'},
+        )
+    assert not result.is_error, text_of(result)
+    assert fake.seen("fortytwo")[0].body["messages"] == [{"role": "user", "content": "as text"}]
+    assert fake.seen("fortytwo")[0].body["response_format"] == {"type": "json_object"}
 
 
 async def test_missing_key_still_lists_tools_and_names_the_variable(fake: FakeUpstream) -> None:

@@ -2,6 +2,7 @@
 
 ```
 UpstreamError                     kind          retryable
+├── ArgumentError                 invalid_arguments no (caught before anything is sent)
 ├── ConfigError                   config        no   (no API key set)
 ├── BudgetError                   budget        no   (the token budget is spent)
 ├── StatusError                                      (the upstream answered an error status)
@@ -30,6 +31,9 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 _MAX_UPSTREAM_TEXT = 300
 _RETRY_AFTER_IN_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
@@ -95,6 +99,10 @@ class UpstreamError(Exception):
             "attempts": self.attempts,
             "partial_text": self.partial_text,
         }
+
+
+class ArgumentError(UpstreamError):
+    kind = "invalid_arguments"
 
 
 class ConfigError(UpstreamError):
@@ -164,6 +172,46 @@ _STATUS_CLASSES: dict[int, type[StatusError]] = {
     429: RateLimitedError,
 }
 _RETRYABLE_SERVER_STATUSES = frozenset({502, 503, 504})
+
+
+_MAX_ARGUMENT_PROBLEMS = 4
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_union_tag(part: str | int) -> bool:
+    """pydantic names the union member it tried inside `loc` (`str`, `list[...]`, `TextPart`)."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
+
+
+def _argument_problem(error: ErrorDetails) -> str:
+    loc = list(error["loc"])
+    tag = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None)
+    if tag is not None:
+        where = ".".join(str(part) for part in loc[:tag])
+        return f"`{where}` matches none of its allowed forms (see the tool's input schema)"
+    where = ".".join(str(part) for part in loc)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"`{where}` is not an argument of this tool"
+    if error["type"] == "missing":
+        return f"`{where}` is required"
+    if not where:
+        return message
+    value = error.get("input")
+    shown = (
+        repr(value) if isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) <= 40) else ""
+    )
+    return f"`{where}`: {message[0].lower()}{message[1:]}" + (f" (got {shown})" if shown else "")
+
+
+def argument_error(tool: str, exc: ValidationError) -> ArgumentError:
+    """Arguments the tool's schema refuses, as one sentence naming each argument and what is wrong."""
+    problems = list(dict.fromkeys(_argument_problem(e) for e in exc.errors(include_url=False)))
+    more = len(problems) - _MAX_ARGUMENT_PROBLEMS
+    listed = "; ".join(problems[:_MAX_ARGUMENT_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    return ArgumentError(tool, f"invalid arguments: {listed}. Nothing was sent.")
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
