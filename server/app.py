@@ -75,7 +75,7 @@ def http_client(settings: Settings) -> httpx2.AsyncClient:
 def create_server(settings: Settings) -> MCPServer[AppState]:
     """Build the server; nothing is opened until the lifespan starts."""
 
-    ledger = Ledger([spec.name for spec in PROVIDERS], settings.token_budget)
+    ledger = Ledger(settings.provider_budgets(), settings.token_budget)
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
     @asynccontextmanager

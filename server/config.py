@@ -42,6 +42,12 @@ class Settings(BaseModel):
         alias="FORTYTWO_MAX_CONCURRENCY",
         description="Most simultaneous requests to Fortytwo; further calls wait their turn.",
     )
+    fortytwo_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="FORTYTWO_TOKEN_BUDGET",
+        description="Tokens this server may spend on Fortytwo in its lifetime; unset for no limit.",
+    )
     swarms_api_key: SecretStr | None = Field(None, alias="SWARMS_API_KEY", description="Swarms API key.")
     swarms_base_url: str = Field(
         swarms.SPEC.default_base_url,
@@ -57,6 +63,12 @@ class Settings(BaseModel):
         le=1000,
         alias="SWARMS_MAX_CONCURRENCY",
         description="Most simultaneous requests to Swarms; further calls wait their turn.",
+    )
+    swarms_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="SWARMS_TOKEN_BUDGET",
+        description="Tokens this server may spend on Swarms in its lifetime; unset for no limit.",
     )
     timeout: float = Field(
         600.0,
@@ -183,6 +195,10 @@ class Settings(BaseModel):
     def deadline_s(self, requested: float | None) -> float:
         """The deadline of one call: what it asked for, or the default, never above the maximum."""
         return min(requested if requested is not None else self.timeout, self.max_timeout)
+
+    def provider_budgets(self) -> dict[str, int | None]:
+        """Each provider's own token budget (`<PROVIDER>_TOKEN_BUDGET`), None where unset."""
+        return {spec.name: getattr(self, f"{spec.name}_token_budget") for spec in PROVIDERS}
 
     def endpoints(self) -> dict[str, Endpoint]:
         """One `Endpoint` per provider, from the `<provider>_*` fields."""

@@ -155,8 +155,9 @@ async def test_ledger_counts_calls_errors_and_tokens(connect: Callable[..., Any]
     usage = json.loads(_text(resource))
     served_ft = fake.completion(fake.seen("fortytwo")[0])["usage"]
     served_sw = fake.completion(fake.seen("swarms")[1])["usage"]
-    assert usage["providers"]["fortytwo"] == {"calls": 1, "errors": 0, **served_ft}
-    assert usage["providers"]["swarms"] == {"calls": 2, "errors": 1, **served_sw}
+    unbudgeted = {"token_budget": None, "budget_remaining": None}
+    assert usage["providers"]["fortytwo"] == {"calls": 1, "errors": 0, **served_ft, **unbudgeted}
+    assert usage["providers"]["swarms"] == {"calls": 2, "errors": 1, **served_sw, **unbudgeted}
     assert usage["total_tokens"] == served_ft["total_tokens"] + served_sw["total_tokens"]
     assert (ok2.structured_content or {})["usage"] == served_sw
     assert (ok2.structured_content or {})["session_usage"] == usage
@@ -177,6 +178,21 @@ async def test_budget_refuses_the_call_after_it_is_spent(connect: Callable[..., 
     assert error["kind"] == "budget"
     assert "SWARM_MCP_TOKEN_BUDGET" in text_of(refused)
     assert fake.seen("swarms") == []
+
+
+async def test_a_provider_budget_refuses_only_that_provider(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    async with connect(FORTYTWO_TOKEN_BUDGET="5") as client:
+        first = await client.call_tool("ask_fortytwo", {"prompt": "spend the fortytwo budget"})
+        refused = await client.call_tool("ask_fortytwo", {"prompt": "once more"})
+        other = await client.call_tool("ask_swarm", {"prompt": "swarms has no budget"})
+    assert not first.is_error
+    ledger = (first.structured_content or {})["session_usage"]["providers"]["fortytwo"]
+    assert ledger["token_budget"] == 5
+    assert ledger["budget_remaining"] == 0
+    assert (refused.structured_content or {})["error"]["kind"] == "budget"
+    assert "FORTYTWO_TOKEN_BUDGET" in text_of(refused)
+    assert not other.is_error
+    assert len(fake.seen("fortytwo")) == 1
 
 
 async def test_budget_lets_calls_through_until_spent(connect: Callable[..., Any], fake: FakeUpstream) -> None:

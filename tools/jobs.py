@@ -66,7 +66,7 @@ class Jobs:
             return cached
         job = self._running.get(key)
         if job is None:
-            self.ledger.check_budget(endpoint.spec.label)
+            self.ledger.check_budget(provider, endpoint.spec.label)
             job = _Job(provider, streams=on_progress is not None)
             self._running[key] = job
             self._tg.start_soon(self._run, key, job, body, timeout_s)

@@ -139,6 +139,8 @@ class ProviderUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    token_budget: int | None = Field(None, description="This provider's own budget (<PROVIDER>_TOKEN_BUDGET).")
+    budget_remaining: int | None = Field(None, description="Tokens left of this provider's own budget.")
 
 
 class SessionUsage(BaseModel):
@@ -157,7 +159,8 @@ SessionUsageField = Annotated[
             "type": ["object", "null"],
             "description": "Running totals of this server since it started, this call included, as the "
             "swarm://usage resource shows them: {providers: {fortytwo, swarms: {calls, errors, prompt_tokens, "
-            "completion_tokens, total_tokens}}, total_tokens, token_budget, budget_remaining}.",
+            "completion_tokens, total_tokens, token_budget, budget_remaining}}, total_tokens, token_budget, "
+            "budget_remaining}.",
         }
     ),
 ]
