@@ -12,7 +12,7 @@ from typing import TextIO
 from pydantic import SecretStr
 
 from server.app import http_client
-from server.config import Settings
+from server.config import SECRET_FIELDS, Settings
 from tools.errors import UpstreamError
 from tools.upstream import RetryPolicy, Upstream
 
@@ -31,7 +31,7 @@ def describe(settings: Settings) -> list[str]:
     lines = []
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
-        shown = mask(value) if isinstance(value, SecretStr) or (value is None and "key" in name) else value
+        shown = mask(value) if name in SECRET_FIELDS else value
         lines.append(f"  {field.alias} = {shown}")
     return lines
 

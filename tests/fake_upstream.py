@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,16 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
     with anyio.fail_after(timeout_s):
         while not condition():  # noqa: ASYNC110 - the state lives in another thread
             await anyio.sleep(0.01)
+
+
+async def cancel_when(call: Callable[[], Coroutine[Any, Any, object]], condition: Callable[[], bool]) -> float:
+    """Start `call`, cancel it as soon as `condition()` holds, and return when it was cancelled."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await eventually(condition)
+        cancelled_at = time.monotonic()
+        tg.cancel_scope.cancel()
+    return cancelled_at
 
 
 @dataclass
@@ -72,8 +82,6 @@ class Received:
     started: float
     finished: float | None = None
     disconnected: float | None = None
-    first_frame: float | None = None
-    """When the first server-sent event left (streamed answers only)."""
 
 
 def _validator(provider: str) -> jsonschema.Draft202012Validator:
@@ -133,7 +141,7 @@ class FakeUpstream:
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
             allow_reuse_address = True
-            request_queue_size = 1024  # bursts of hundreds of connections (benchmarks) must not hit the backlog
+            request_queue_size = 1024  # a burst of concurrent calls must not overflow the listen backlog
 
         self._server = Server((LOOPBACK, 0), Handler)
         self.port = self._server.server_address[1]
@@ -325,8 +333,6 @@ class FakeUpstream:
         for frame in frames:
             if delay and self._wait_or_disconnect(sock, record, delay):
                 return False
-            if record.first_frame is None:
-                record.first_frame = time.monotonic()
             data = frame.encode()
             sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         if cut:

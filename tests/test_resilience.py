@@ -17,7 +17,7 @@ import anyio
 import pytest
 from mcp_types import CallToolResult, TextContent
 
-from tests.fake_upstream import FakeUpstream, Reply, error_body, eventually
+from tests.fake_upstream import FakeUpstream, Reply, cancel_when, error_body, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -237,15 +237,9 @@ async def test_default_deadline_comes_from_the_setting(connect: Callable[..., An
 async def test_cancelling_a_call_aborts_the_upstream_request(connect: Callable[..., Any], fake: FakeUpstream) -> None:
     fake.script("fortytwo", Reply(hang=True))
     async with connect() as client:
-        async with anyio.create_task_group() as tg:
-
-            async def call() -> None:
-                await client.call_tool("ask_fortytwo", {"prompt": "never mind"})
-
-            tg.start_soon(call)
-            await eventually(lambda: bool(fake.seen("fortytwo")))
-            cancelled_at = time.monotonic()
-            tg.cancel_scope.cancel()
+        cancelled_at = await cancel_when(
+            lambda: client.call_tool("ask_fortytwo", {"prompt": "never mind"}), lambda: bool(fake.seen("fortytwo"))
+        )
         (request,) = fake.seen("fortytwo")
         await eventually(lambda: request.disconnected is not None)
         assert request.disconnected is not None

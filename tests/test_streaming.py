@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import pytest
 from mcp_types import CallToolResult, TextContent
 
-from tests.fake_upstream import FakeUpstream, Reply, chunk, error_body, eventually, sse_frame
+from tests.fake_upstream import FakeUpstream, Reply, cancel_when, chunk, error_body, eventually, sse_frame
 
 pytestmark = pytest.mark.anyio
 
@@ -191,15 +190,10 @@ async def test_cancelling_mid_stream_closes_the_upstream_connection(
     fake.script("fortytwo", Reply(sse=frames, sse_delay_s=0.1))
     progress = Progress()
     async with connect(mode="legacy") as client:
-        async with anyio.create_task_group() as tg:
-
-            async def call() -> None:
-                await client.call_tool("ask_fortytwo", {"prompt": "q"}, progress_callback=progress)
-
-            tg.start_soon(call)
-            await eventually(lambda: len(progress.updates) >= 1)
-            cancelled_at = time.monotonic()
-            tg.cancel_scope.cancel()
+        cancelled_at = await cancel_when(
+            lambda: client.call_tool("ask_fortytwo", {"prompt": "q"}, progress_callback=progress),
+            lambda: len(progress.updates) >= 1,
+        )
         (request,) = fake.seen("fortytwo")
         await eventually(lambda: request.disconnected is not None)
         assert request.disconnected is not None

@@ -9,9 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tools.models import ChatArgs, ProviderSpec
-
-MAX_TOKENS = 1_000_000
+from tools.models import MAX_TOKENS, ChatArgs, ProviderSpec
 
 
 class FortytwoArgs(ChatArgs):

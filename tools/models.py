@@ -16,6 +16,8 @@ MAX_TEXT = 500_000
 """Longest prompt, system text or message content we accept (characters): far above any model's
 context, low enough that a runaway argument is refused here instead of being paid for upstream."""
 MAX_MESSAGES = 500
+MAX_TOKENS = 1_000_000
+"""Upper bound for the token-limit arguments: refuses absurd values, allows any real model's."""
 
 Role = Literal["system", "user", "assistant"]
 

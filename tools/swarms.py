@@ -9,9 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.models import MAX_MESSAGES, MAX_TEXT, ChatArgs, Message, ProviderSpec
-
-MAX_TOKENS = 1_000_000
+from tools.models import MAX_MESSAGES, MAX_TEXT, MAX_TOKENS, ChatArgs, Message, ProviderSpec
 
 
 class TextPart(BaseModel):

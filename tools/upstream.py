@@ -39,7 +39,8 @@ MAX_ERROR_BODY = 64 * 1024
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One provider as configured: where it is, the key, the default model, the concurrency cap."""
+    """One provider as configured: where it is (`base_url` has no trailing slash), the key, the
+    default model, the concurrency cap."""
 
     spec: ProviderSpec
     base_url: str
@@ -49,7 +50,11 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
+        return self.base_url + "/chat/completions"
+
+    @property
+    def models_url(self) -> str:
+        return self.base_url + "/models"
 
     def require_key(self) -> str:
         """The API key, or the error that tells the user which variable to set."""
@@ -129,7 +134,7 @@ class Upstream:
             return cached[1]
         with anyio.move_on_after(timeout_s):
             try:
-                response = await self._client.get(endpoint.base_url.rstrip("/") + "/models", headers=endpoint.headers())
+                response = await self._client.get(endpoint.models_url, headers=endpoint.headers())
             except httpx2.TransportError as exc:
                 raise _transport_error(label, exc, received=False).redact(self._secrets) from None
             if response.status_code >= 400:
@@ -153,7 +158,6 @@ class Upstream:
         """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`."""
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
-        endpoint.require_key()
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
         state = _CallState(StreamAccumulator(label))
         failure: UpstreamError | None = None
