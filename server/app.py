@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from server import __version__
 from server.calls import AppState, ask_both, ask_provider, error_result, list_models
 from server.config import Settings
+from server.schemas import output_schema
 from tools import PROVIDERS
 from tools.errors import argument_error
 from tools.jobs import Jobs
@@ -179,7 +180,7 @@ def _tool(
         except ValidationError as exc:
             # Argument names only: the rejected values are the caller's data.
             log.info("%s: refused arguments %s", name, sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
-            return error_result(state, argument_error(name, exc))
+            return error_result(argument_error(name, exc))
         return await handler(state, args, _progress_sender(ctx))
 
     return Tool(
@@ -188,9 +189,7 @@ def _tool(
         title=title,
         description=description,
         parameters=args_model.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(
-            arg_model=_RawArguments, output_model=output, output_schema=compact_schema(output.model_json_schema())
-        ),
+        fn_metadata=FuncMetadata(arg_model=_RawArguments, output_model=output, output_schema=output_schema(output)),
         is_async=True,
         context_kwarg="ctx",
         annotations=ToolAnnotations(
@@ -214,37 +213,6 @@ def parse_arguments(model: type[ArgsT], raw: dict[str, Any]) -> ArgsT:
         if isinstance(parsed, list | dict):
             decoded[key] = parsed
     return model.model_validate(decoded)
-
-
-def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The same schema, cheaper for a client to check on every call: `$ref`s inlined, titles dropped,
-    and pydantic's `anyOf: [X, null]` written as `type: [X, "null"]`.
-
-    MCP clients validate each result against the tool's output schema with a pure-Python validator;
-    on our result shape that took about as long as the rest of the call's overhead. Our own check
-    of the result still uses the pydantic model.
-    """
-    definitions: dict[str, Any] = schema.get("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            node = {**definitions[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
-        out = {key: walk(value) for key, value in node.items() if key not in ("$defs", "title")}
-        arms = out.get("anyOf")
-        if isinstance(arms, list) and len(arms) == 2 and {"type": "null"} in arms:
-            other = next(arm for arm in arms if arm != {"type": "null"})
-            if isinstance(other.get("type"), str):
-                del out["anyOf"]
-                out.update({key: value for key, value in other.items() if key not in out})
-                out["type"] = [other["type"], "null"]
-        return out
-
-    compacted: dict[str, Any] = walk(schema)
-    return compacted
 
 
 def _progress_sender(ctx: Context[AppState, Any]) -> ProgressFn | None:

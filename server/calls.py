@@ -1,7 +1,10 @@
 """What each tool does, and the one place an `UpstreamError` becomes an MCP error result.
 
-Failures are returned as `isError` results rather than raised, because a raised `ToolError` can
-carry only text, and programs need `{"error": {"kind", ...}}` beside the sentence.
+An error result carries our one sentence as its only text and no structured content: hosts built
+on the TypeScript SDK check any structured content against the tool's output schema (error results
+included), and some clients show structured content instead of the text. Programs read the error's
+kind, retryability and wait from `_meta["swarm-inference-mcp/error"]`, which no client validates.
+Failures are returned rather than raised because a raised `ToolError` cannot carry that `_meta`.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from typing import Any
 
 import anyio
 from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel
 
 from server.config import Settings
 from tools import PROVIDERS
 from tools.completion import Completion
-from tools.errors import UpstreamError
+from tools.errors import UpstreamError, all_failed
 from tools.jobs import Jobs
-from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ProviderOutcome, ProviderSpec
+from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ErrorInfo, ProviderOutcome, ProviderSpec
 from tools.progress import ProgressFn
 
 
@@ -67,15 +71,24 @@ def answer_text(answer: Answer) -> str:
     return "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in answer.choices)
 
 
-def error_result(state: AppState, err: UpstreamError) -> CallToolResult:
-    """A failure: one sentence for people, `{"error": {...}}` and the running totals for programs."""
+ERROR_META = "swarm-inference-mcp/error"
+"""The `_meta` key of an error result's structured form (`ErrorInfo`, or `all_failed` for ask_both)."""
+
+
+def error_result(err: UpstreamError) -> CallToolResult:
+    """A failure: one sentence for people, its structured form in `_meta` for programs."""
+    return failure(err.sentence, err.to_dict())
+
+
+def failure(text: str, error: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: error})
+
+
+def structured(text: str, content: BaseModel) -> CallToolResult:
+    """A successful result: `content` without the fields that do not apply (see `server.schemas`)."""
     return CallToolResult(
-        content=[TextContent(type="text", text=err.sentence)],
-        structured_content={
-            "error": err.to_dict(),
-            "session_usage": state.jobs.ledger.snapshot().model_dump(mode="json"),
-        },
-        is_error=True,
+        content=[TextContent(type="text", text=text)],
+        structured_content=content.model_dump(mode="json", exclude_none=True),
     )
 
 
@@ -87,12 +100,8 @@ async def ask_provider(
     try:
         answer = await _answer(state, spec, args.request_body(endpoint.model), args.timeout_s, on_progress)
     except UpstreamError as err:
-        return error_result(state, err)
-    answer.session_usage = state.jobs.ledger.snapshot()
-    return CallToolResult(
-        content=[TextContent(type="text", text=answer_text(answer))],
-        structured_content=answer.model_dump(mode="json"),
-    )
+        return error_result(err)
+    return structured(answer_text(answer), answer)
 
 
 async def ask_both(state: AppState, args: BothArgs, on_progress: ProgressFn | None) -> CallToolResult:
@@ -119,19 +128,18 @@ async def ask_both(state: AppState, args: BothArgs, on_progress: ProgressFn | No
     for spec in PROVIDERS:
         outcome = outcomes[spec.name]
         if isinstance(outcome, Answer):
-            results.append(ProviderOutcome(provider=spec.name, answer=outcome, error=None))
+            results.append(ProviderOutcome(provider=spec.name, answer=outcome))
             tokens = f", {outcome.usage.total_tokens} tokens" if outcome.usage else ""
             heading = f"## {spec.label} ({outcome.model or 'unknown model'}{tokens}, {outcome.latency_ms} ms)"
             sections.append(f"{heading}\n{answer_text(outcome)}")
         else:
-            results.append(ProviderOutcome(provider=spec.name, answer=None, error=outcome.to_dict()))
+            results.append(ProviderOutcome(provider=spec.name, error=ErrorInfo.model_validate(outcome.to_dict())))
             sections.append(f"## {spec.label} (failed)\n{outcome.sentence}")
-    both = BothAnswers(results=results, latency_ms=_elapsed_ms(started), session_usage=state.jobs.ledger.snapshot())
-    return CallToolResult(
-        content=[TextContent(type="text", text="\n\n".join(sections))],
-        structured_content=both.model_dump(mode="json"),
-        is_error=all(r.answer is None for r in results),
-    )
+    text = "\n\n".join(sections)
+    errors = [outcome for result in results if isinstance(outcome := outcomes[result.provider], UpstreamError)]
+    if len(errors) == len(results):
+        return failure(text, all_failed(errors))
+    return structured(text, BothAnswers(results=results, latency_ms=_elapsed_ms(started)))
 
 
 class _Monotonic:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_types import CallToolResult
 
 from server.app import create_server
 from server.config import Settings, load_settings
@@ -16,6 +17,20 @@ from tests.fake_upstream import FakeUpstream
 
 ENV_PREFIXES = ("FORTYTWO_", "SWARMS_", "SWARM_MCP_")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+ERROR_META = "swarm-inference-mcp/error"
+
+
+def error_of(result: CallToolResult) -> dict[str, Any]:
+    """An error result's structured form. Error results carry none as structured content (TypeScript
+    clients would check it against the tool's output schema), only in `_meta`."""
+    assert result.is_error, result.content
+    assert result.structured_content is None
+    assert result.meta is not None
+    error = result.meta[ERROR_META]
+    assert isinstance(error, dict)
+    return error
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mcp_types import CallToolResult, TextContent, TextResourceContents
 
 from server.app import create_server
 from server.config import load_settings
-from tests.conftest import fake_env
+from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
 pytestmark = pytest.mark.anyio
@@ -77,9 +77,10 @@ async def test_ask_both_with_one_failure_returns_the_other_answer(
     assert data is not None
     fortytwo, swarms = data["results"]
     assert fortytwo["answer"]["text"] == "fortytwo says: q"
-    assert fortytwo["error"] is None
-    assert swarms["answer"] is None
+    assert "error" not in fortytwo
+    assert "answer" not in swarms
     assert swarms["error"]["kind"] == "auth"
+    assert swarms["error"]["status"] == 401
     assert "## Swarms (failed)\nSwarms: HTTP 401" in text_of(result)
 
 
@@ -88,10 +89,11 @@ async def test_ask_both_fails_only_when_both_fail(connect: Callable[..., Any], f
     fake.script("swarms", Reply(reset=True))
     async with connect() as client:
         result = await client.call_tool("ask_both", {"messages": [{"role": "user", "content": "q"}]})
-    assert result.is_error
-    data = result.structured_content
-    assert data is not None
-    assert [r["error"]["kind"] for r in data["results"]] == ["not_found", "network"]
+    error = error_of(result)
+    assert error["kind"] == "all_failed"
+    assert [e["kind"] for e in error["errors"]] == ["not_found", "network"]
+    assert error["retryable"] is False
+    assert "## Fortytwo (failed)\nFortytwo: HTTP 404" in text_of(result)
 
 
 async def test_ask_both_progress_stays_monotonic(connect: Callable[..., Any], fake: FakeUpstream) -> None:
@@ -160,21 +162,19 @@ async def test_ledger_counts_calls_errors_and_tokens(connect: Callable[..., Any]
     assert usage["providers"]["swarms"] == {"calls": 2, "errors": 1, **served_sw, **unbudgeted}
     assert usage["total_tokens"] == served_ft["total_tokens"] + served_sw["total_tokens"]
     assert (ok2.structured_content or {})["usage"] == served_sw
-    assert (ok2.structured_content or {})["session_usage"] == usage
-    assert (failed.structured_content or {})["session_usage"]["providers"]["swarms"]["errors"] == 1
-    assert (ok1.structured_content or {})["session_usage"]["providers"]["swarms"]["calls"] == 0
+    assert (ok1.structured_content or {})["usage"] == served_ft
+    assert error_of(failed)["kind"] == "bad_request"
 
 
 async def test_budget_refuses_the_call_after_it_is_spent(connect: Callable[..., Any], fake: FakeUpstream) -> None:
     async with connect(SWARM_MCP_TOKEN_BUDGET="8") as client:
         first = await client.call_tool("ask_fortytwo", {"prompt": "spend some tokens here"})
-        spent = (first.structured_content or {})["session_usage"]
+        spent = json.loads(_text(await client.read_resource("swarm://usage")))
         assert spent["total_tokens"] >= 8
         assert spent["budget_remaining"] == 0
         refused = await client.call_tool("ask_swarm", {"prompt": "and more"})
     assert not first.is_error
-    assert refused.is_error
-    error = (refused.structured_content or {})["error"]
+    error = error_of(refused)
     assert error["kind"] == "budget"
     assert "SWARM_MCP_TOKEN_BUDGET" in text_of(refused)
     assert fake.seen("swarms") == []
@@ -185,11 +185,12 @@ async def test_a_provider_budget_refuses_only_that_provider(connect: Callable[..
         first = await client.call_tool("ask_fortytwo", {"prompt": "spend the fortytwo budget"})
         refused = await client.call_tool("ask_fortytwo", {"prompt": "once more"})
         other = await client.call_tool("ask_swarm", {"prompt": "swarms has no budget"})
+        usage = json.loads(_text(await client.read_resource("swarm://usage")))
     assert not first.is_error
-    ledger = (first.structured_content or {})["session_usage"]["providers"]["fortytwo"]
+    ledger = usage["providers"]["fortytwo"]
     assert ledger["token_budget"] == 5
     assert ledger["budget_remaining"] == 0
-    assert (refused.structured_content or {})["error"]["kind"] == "budget"
+    assert error_of(refused)["kind"] == "budget"
     assert "FORTYTWO_TOKEN_BUDGET" in text_of(refused)
     assert not other.is_error
     assert len(fake.seen("fortytwo")) == 1

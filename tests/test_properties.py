@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp_types import TextContent
 
+from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.anyio
@@ -69,8 +70,7 @@ async def test_any_arguments_end_in_an_answer_or_an_argument_error(
         block = result.content[0]
         assert isinstance(block, TextContent)
         if result.is_error:
-            assert result.structured_content is not None
-            assert result.structured_content["error"]["kind"] == "invalid_arguments", block.text
+            assert error_of(result)["kind"] == "invalid_arguments", block.text
             assert block.text.startswith(f"{tool}: invalid arguments: ")
             assert "\n" not in block.text
             assert fake.seen() == []

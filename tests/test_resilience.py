@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp_types import CallToolResult, TextContent
 
+from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream, Reply, cancel_when, error_body, eventually
 
 pytestmark = pytest.mark.anyio
@@ -167,17 +168,18 @@ async def test_fault(
 
     assert elapsed < fault.max_s, f"took {elapsed:.2f} s"
     assert elapsed < fault.timeout_s + 0.5
-    structured = result.structured_content
-    assert structured is not None
     if fault.kind is None:
         assert not result.is_error, text_of(result)
+        structured = result.structured_content
+        assert structured is not None
         assert structured["attempts"] == fault.attempts
     else:
-        assert result.is_error
-        error = structured["error"]
-        assert error["kind"] == fault.kind, text_of(result)
-        assert error["attempts"] == fault.attempts
-        assert set(error) >= {"kind", "message", "status", "retryable", "retry_after_s", "attempts"}
+        structured = error_of(result)
+        assert structured["kind"] == fault.kind, text_of(result)
+        assert structured["attempts"] == fault.attempts
+        assert structured["message"] == text_of(result)
+        assert {"kind", "message", "provider", "retryable", "attempts"} <= set(structured)
+        assert None not in structured.values()
         assert text_of(result).count("\n") == 0
     assert len(fake.seen(provider)) == fault.attempts + 1
     assert not following.is_error, text_of(following)
@@ -192,8 +194,7 @@ async def test_rate_limit_says_when_to_retry(connect: Callable[..., Any], fake: 
     fake.script("fortytwo", rate_limited("Too many concurrent requests. Retry after 30s"))
     async with connect(SWARM_MCP_MAX_RETRIES="0") as client:
         result = await client.call_tool("ask_fortytwo", {"prompt": "x"})
-    assert result.structured_content is not None
-    error = result.structured_content["error"]
+    error = error_of(result)
     assert error["retry_after_s"] == 30
     assert error["retryable"] is True
     assert "retry after 30 s" in text_of(result)
@@ -221,8 +222,7 @@ async def test_timeout_is_clamped_to_the_maximum(connect: Callable[..., Any], fa
         started = time.monotonic()
         result = await client.call_tool("ask_swarm", {"prompt": "x", "timeout_s": 3600})
     assert time.monotonic() - started < 3
-    assert result.structured_content is not None
-    assert result.structured_content["error"]["kind"] == "timeout"
+    assert error_of(result)["kind"] == "timeout"
 
 
 async def test_default_deadline_comes_from_the_setting(connect: Callable[..., Any], fake: FakeUpstream) -> None:

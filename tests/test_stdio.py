@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
 from server import __version__
-from tests.conftest import fake_env
+from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply
 
 pytestmark = pytest.mark.anyio
@@ -62,9 +62,7 @@ async def test_console_script_serves_both_tools_over_stdio(tmp_path: Path, fake:
         fake.keys.update(fortytwo="ft-test-key-0001", swarms="sw-test-key-0002")
     assert isinstance(first.content[0], TextContent)
     assert first.content[0].text == "fortytwo says: over stdio"
-    assert limited.is_error
-    assert limited.structured_content is not None
-    assert limited.structured_content["error"]["kind"] == "rate_limited"
+    assert error_of(limited)["kind"] == "rate_limited"
     assert not second.is_error
     assert fake.seen("swarms")[-1].body["max_loops"] == 2
 

@@ -18,6 +18,8 @@ UpstreamError                     kind          retryable
 └── CallCancelledError            cancelled     no   (the server shut down under the call)
 ```
 
+`ask_both` fails only when every provider does; that failure is of kind `all_failed` and lists each.
+
 `status_error()` is the only mapping from an HTTP status to a class. `UpstreamError.sentence` is
 the only text a person sees; it never includes a request body, a traceback or an API key (every
 error leaving `Upstream` has been through `UpstreamError.redact` with all configured keys).
@@ -88,8 +90,8 @@ class UpstreamError(Exception):
         return self.sentence
 
     def to_dict(self) -> dict[str, Any]:
-        """The structured form a program reads: `{"kind", "message", "status", ...}`."""
-        return {
+        """The structured form a program reads (`tools.models.ErrorInfo`); what does not apply is left out."""
+        fields = {
             "kind": self.kind,
             "message": f"{self.provider}: {self.detail}",
             "provider": self.provider,
@@ -99,6 +101,17 @@ class UpstreamError(Exception):
             "attempts": self.attempts,
             "partial_text": self.partial_text,
         }
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+def all_failed(errors: list[UpstreamError]) -> dict[str, Any]:
+    """`ask_both` when every provider failed: one summary a program reads, with each failure in it."""
+    return {
+        "kind": "all_failed",
+        "message": "Every provider failed: " + " ".join(err.sentence for err in errors),
+        "retryable": any(err.retryable for err in errors),
+        "errors": [err.to_dict() for err in errors],
+    }
 
 
 class ArgumentError(UpstreamError):

@@ -8,9 +8,9 @@ A provider module subclasses `ChatArgs` with the fields its chat-completions sch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TEXT = 500_000
 """Longest prompt, system text or message content we accept (characters): far above any model's
@@ -154,44 +154,40 @@ class SessionUsage(BaseModel):
     budget_remaining: int | None = Field(description="Tokens left before calls are refused, or null.")
 
 
-SessionUsageField = Annotated[
-    SessionUsage | None,
-    WithJsonSchema(
-        {
-            "type": ["object", "null"],
-            "description": "Running totals of this server since it started, this call included, as the "
-            "swarm://usage resource shows them: {providers: {fortytwo, swarms: {calls, errors, prompt_tokens, "
-            "completion_tokens, total_tokens, token_budget, budget_remaining}}, total_tokens, token_budget, "
-            "budget_remaining}.",
-        }
-    ),
-]
-"""Advertised as a bare object: clients check every result against the output schema, and this
-nested shape cost them more than the rest of the result. The server still validates it in full."""
-
-
 class ChoiceOut(BaseModel):
     """One of several answers, when `n` > 1."""
 
-    index: int
-    text: str
-    finish_reason: str | None
+    index: int = Field(description="Position of the choice, from 0.")
+    text: str = Field(description="The choice's answer text.")
+    finish_reason: str | None = Field(default=None, description="Why it ended; left out when not reported.")
+
+
+class ErrorInfo(BaseModel):
+    """A failure in the form a program reads; fields that do not apply are left out."""
+
+    kind: str = Field(description="What went wrong: auth, rate_limited, timeout, config, invalid_arguments, ...")
+    message: str = Field(description="The same one sentence a person reads.")
+    provider: str = Field(description="Who failed: Fortytwo, Swarms, or the tool refusing its arguments.")
+    status: int | None = Field(default=None, description="The upstream's HTTP status, when it answered one.")
+    retryable: bool = Field(description="Whether the same call may succeed if made again later.")
+    retry_after_s: float | None = Field(default=None, description="Seconds the upstream asked us to wait.")
+    attempts: int | None = Field(default=None, description="Upstream requests made before giving up.")
+    partial_text: str | None = Field(default=None, description="What a broken stream delivered before it failed.")
 
 
 class Answer(BaseModel):
-    """Structured content of a successful call."""
+    """Structured content of a successful call; fields that do not apply are left out, never null."""
 
     provider: str = Field(description="Which provider answered: fortytwo or swarms.")
-    model: str | None = Field(description="The model the upstream says answered.")
-    id: str | None = Field(description="The upstream's completion id.")
+    model: str | None = Field(default=None, description="The model the upstream says answered.")
+    id: str | None = Field(default=None, description="The upstream's completion id.")
     text: str = Field(description="The answer (the first choice's text).")
-    finish_reason: str | None = Field(description="Why the answer ended: stop, length, content_filter.")
-    usage: Usage | None = Field(description="Token usage, or null when the upstream did not report it.")
+    finish_reason: str | None = Field(default=None, description="Why the answer ended: stop, length, content_filter.")
+    usage: Usage | None = Field(default=None, description="Token usage; left out when the upstream did not report it.")
     latency_ms: int = Field(description="Wall time of the call, retries included.")
     attempts: int = Field(description="Upstream requests made for this answer (1 unless retried).")
     choices: list[ChoiceOut] | None = Field(default=None, description="Every choice, when more than one came back.")
     cached: bool = Field(default=False, description="True when a recent identical call's answer was reused.")
-    session_usage: SessionUsageField = None
 
 
 class BothArgs(Conversation):
@@ -209,8 +205,8 @@ class ProviderOutcome(BaseModel):
     """One provider's side of `ask_both`: its answer, or why there is none."""
 
     provider: str = Field(description="fortytwo or swarms.")
-    answer: Answer | None = Field(description="The answer, when the provider gave one.")
-    error: dict[str, Any] | None = Field(description="The failure, shaped like an error result's `error`.")
+    answer: Answer | None = Field(default=None, description="The answer, when the provider gave one.")
+    error: ErrorInfo | None = Field(default=None, description="Why there is no answer, when the provider failed.")
 
 
 class BothAnswers(BaseModel):
@@ -218,4 +214,3 @@ class BothAnswers(BaseModel):
 
     results: list[ProviderOutcome] = Field(description="One entry per provider, Fortytwo first.")
     latency_ms: int = Field(description="Wall time of the whole call: the slower provider's, not the sum.")
-    session_usage: SessionUsageField = None

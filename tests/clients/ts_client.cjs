@@ -1,0 +1,58 @@
+// Drives the server with the TypeScript MCP SDK (1.x), the client most desktop and IDE hosts embed.
+//
+//   node ts_client.cjs SDK_DIR PLAN.json
+//
+// SDK_DIR holds node_modules/@modelcontextprotocol/sdk (installed by the test run into a cache);
+// PLAN.json is {"server": {"command", "args", "env"}, "timeout_ms"?, "steps": [...]}, each step
+// {"op": "list"} or {"op": "call", "name", "arguments", "progress"?: true}. Prints one JSON array:
+// per step {"ok": true, "result", "progress"} or {"ok": false, "error": {"name", "code", "message"}}.
+// A protocol error (such as the SDK's own output-schema check failing) is an "ok": false step.
+"use strict";
+
+const { createRequire } = require("node:module");
+const fs = require("node:fs");
+const path = require("node:path");
+
+async function main() {
+  const [sdkDir, planFile] = process.argv.slice(2);
+  const sdk = createRequire(path.join(path.resolve(sdkDir), "package.json"));
+  const { Client } = sdk("@modelcontextprotocol/sdk/client/index.js");
+  const { StdioClientTransport } = sdk("@modelcontextprotocol/sdk/client/stdio.js");
+  const plan = JSON.parse(fs.readFileSync(planFile, "utf8"));
+
+  const transport = new StdioClientTransport({
+    command: plan.server.command,
+    args: plan.server.args || [],
+    env: plan.server.env,
+    stderr: "pipe",
+  });
+  const client = new Client({ name: "cross-client-test", version: "1.0.0" });
+  await client.connect(transport);
+  const options = plan.timeout_ms ? { timeout: plan.timeout_ms } : {};
+  const outcomes = [];
+  for (const step of plan.steps) {
+    const progress = [];
+    try {
+      let result;
+      if (step.op === "list") {
+        result = await client.listTools();
+      } else {
+        const callOptions = { ...options };
+        if (step.progress) {
+          callOptions.onprogress = (p) => progress.push(p);
+        }
+        result = await client.callTool({ name: step.name, arguments: step.arguments || {} }, undefined, callOptions);
+      }
+      outcomes.push({ ok: true, result, progress });
+    } catch (err) {
+      outcomes.push({ ok: false, error: { name: err.name, code: err.code, message: String(err.message) }, progress });
+    }
+  }
+  await client.close();
+  process.stdout.write(JSON.stringify(outcomes) + "\n");
+}
+
+main().catch((err) => {
+  process.stderr.write(`ts_client: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+});

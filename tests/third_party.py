@@ -1,0 +1,83 @@
+"""Clients no one on this project wrote, installed by the test run from the package registries.
+
+They go into a cache outside the repository (`$XDG_CACHE_HOME/swarm-inference-mcp-tests`, or
+`~/.cache/...`), once per pinned version: a directory is used only after its install finished
+(it is built beside its final name and renamed into place), so an interrupted run never leaves a
+half-installed client behind for the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TS_SDK = "@modelcontextprotocol/sdk@1.32.2"
+"""The TypeScript SDK generation most desktop and IDE hosts embed."""
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+MCP1 = "mcp==1.30.0"
+"""The last Python SDK of the 1.x line, still pinned by many agent frameworks."""
+MIN_NODE = 18
+INSTALL_TIMEOUT_S = 600
+
+CLIENTS_DIR = Path(__file__).parent / "clients"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "swarm-inference-mcp-tests"
+
+
+def node() -> str:
+    """The machine's `node`, at least version 18; the test fails (never skips) without it."""
+    found = shutil.which("node")
+    if found is None:
+        pytest.fail("The cross-client tests need Node.js: install Node 18 or newer (node and npm on PATH).")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    match = re.match(r"v(\d+)", version.strip())
+    if match is None or int(match.group(1)) < MIN_NODE:
+        pytest.fail(f"The cross-client tests need Node 18 or newer; this machine has {version.strip()}.")
+    return found
+
+
+def _install(name: str, build: list[list[str]]) -> Path:
+    """Run `build` (commands with `{dir}` for the target) once; reuse the finished directory after."""
+    final = cache_dir() / name
+    if final.is_dir():
+        return final
+    building = final.with_name(final.name + f".building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    for command in build:
+        argv = [part.replace("{dir}", str(building)) for part in command]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(building, ignore_errors=True)
+            pytest.fail(f"installing {name} failed: {' '.join(argv)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    building.rename(final)
+    return final
+
+
+def npm_clients() -> Path:
+    """A directory whose node_modules holds the pinned TypeScript SDK and MCP Inspector."""
+    node()
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("The cross-client tests need npm beside Node.js (Node 18 or newer).")
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{TS_SDK}-{INSPECTOR}").strip("-")
+    command = [npm, "install", "--prefix", "{dir}", "--no-audit", "--no-fund", "--ignore-scripts", TS_SDK, INSPECTOR]
+    return _install(f"npm-{tag}", [command])
+
+
+def mcp1_python() -> Path:
+    """The Python of a virtual environment that holds the pinned `mcp` 1.x client."""
+    venv = _install(
+        MCP1.replace("==", "-"),
+        [[sys.executable, "-m", "venv", "{dir}"], ["{dir}/bin/python", "-m", "pip", "install", "-q", MCP1]],
+    )
+    return venv / "bin" / "python"
