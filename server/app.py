@@ -25,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from server import __version__
 from server.calls import AppState, ask_both, ask_provider, error_result, list_models
 from server.config import Settings
+from server.drain import InFlight
 from server.schemas import output_schema
 from tools import PROVIDERS
-from tools.errors import argument_error
+from tools.errors import argument_error, shutting_down
 from tools.jobs import Jobs
 from tools.ledger import Ledger
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ProviderSpec
@@ -73,8 +74,12 @@ def http_client(settings: Settings) -> httpx2.AsyncClient:
     )
 
 
-def create_server(settings: Settings) -> MCPServer[AppState]:
-    """Build the server; nothing is opened until the lifespan starts."""
+def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPServer[AppState]:
+    """Build the server; nothing is opened until the lifespan starts.
+
+    `in_flight` tracks the tool calls; the HTTP transport passes its own to drain them on shutdown.
+    """
+    calls = in_flight if in_flight is not None else InFlight()
 
     ledger = Ledger(settings.provider_budgets(), settings.token_budget)
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
@@ -84,7 +89,7 @@ def create_server(settings: Settings) -> MCPServer[AppState]:
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
         async with http_client(settings) as client, anyio.create_task_group() as tg:
             upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
-            state = AppState(settings, Jobs(upstream, ledger, tg, settings.cache_ttl))
+            state = AppState(settings, Jobs(upstream, ledger, tg, settings.cache_ttl), calls)
             running.append(state)
             try:
                 yield state
@@ -181,7 +186,12 @@ def _tool(
             # Argument names only: the rejected values are the caller's data.
             log.info("%s: refused arguments %s", name, sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
             return error_result(argument_error(name, exc))
-        return await handler(state, args, _progress_sender(ctx))
+        if state.in_flight.draining:
+            return error_result(shutting_down(name, started=False))
+        with state.in_flight.track():
+            return await handler(state, args, _progress_sender(ctx))
+        # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).
+        return error_result(shutting_down(name, started=True))
 
     return Tool(
         fn=call,

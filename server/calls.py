@@ -18,6 +18,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from server.config import Settings
+from server.drain import InFlight
 from tools import PROVIDERS
 from tools.completion import Completion
 from tools.errors import UpstreamError, all_failed
@@ -32,6 +33,7 @@ class AppState:
 
     settings: Settings
     jobs: Jobs
+    in_flight: InFlight
 
 
 def _elapsed_ms(started: float) -> int:

@@ -83,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from server.app import create_server  # noqa: PLC0415
+    from server.drain import InFlight  # noqa: PLC0415
 
-    server = create_server(settings)
+    calls = InFlight()
+    server = create_server(settings, calls)
     for spec_name, endpoint in settings.endpoints().items():
         if endpoint.api_key is None:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
 
         try:
-            anyio.run(serve_http, settings, server)
+            anyio.run(serve_http, settings, server, calls)
         except ConfigurationRefused as refused:
             sys.stderr.write(f"swarm-inference-mcp: {refused}\n")
             return 2

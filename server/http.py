@@ -10,17 +10,26 @@ In front of the SDK's app sits one small ASGI gate, checked in this order:
 
 The body size limit is the SDK's (it refuses a declared or streamed oversize body without
 reading it whole). The client's token is never passed upstream: tools only ever use the server's
-own keys and base URLs. Graceful shutdown is uvicorn's: on SIGTERM/SIGINT it stops accepting,
-gives in-flight calls `shutdown_grace` seconds, cancels the rest (the lifespan then aborts their
-upstream requests), and exits.
+own keys and base URLs.
+
+Graceful shutdown is ours, not uvicorn's: the SDK answers tool calls over event streams from
+sse-starlette, which ends every open stream the moment uvicorn starts shutting down, so uvicorn's
+own grace period would only ever help plain-JSON answers. `DrainingServer` therefore holds the
+first SIGTERM/SIGINT back from uvicorn: new calls are refused, calls in flight get
+`shutdown_grace` seconds, the rest are cancelled (each returns a `cancelled` result and its
+upstream request is aborted), and once every answer is written uvicorn is told to stop. A second
+signal stops at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+from types import FrameType
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -29,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.config import Settings
+from server.drain import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,8 @@ class Gate:
         self._app = app
         self._security = TransportSecurityMiddleware(security)
         self._token = settings.token.get_secret_value().encode() if settings.token else None
+        self.answering = InFlight()
+        """POSTs being answered: a shutdown waits for them, so that every last result is written."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,7 +96,11 @@ class Gate:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        if scope["method"] != "POST":  # a GET event stream stays open for the session's life
+            await self._app(scope, receive, send)
+            return
+        with self.answering.track():
+            await self._app(scope, receive, send)
 
     def _authorised(self, request: Request) -> bool:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
@@ -93,7 +109,50 @@ class Gate:
         return hmac.compare_digest(presented.strip().encode(), self._token)
 
 
-def build_app(settings: Settings, server: MCPServer[Any]) -> ASGIApp:
+FLUSH_S = 5.0
+"""How long, after the grace period, cancelled calls get to write their `cancelled` results."""
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with the first SIGTERM/SIGINT turned into a drain of the tool calls in flight."""
+
+    def __init__(self, config: uvicorn.Config, calls: InFlight, gate: Gate, grace_s: float) -> None:
+        super().__init__(config)
+        self._calls = calls
+        self._gate = gate
+        self._grace_s = grace_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Called by the signal handler, on the event loop's thread but outside any task."""
+        if self._calls.draining or self._loop is None:
+            super().handle_exit(sig, frame)  # a second signal: stop now
+            return
+        self._calls.draining = True
+        self._loop.call_soon_threadsafe(self._start_drain, sig)
+
+    def _start_drain(self, sig: int) -> None:
+        self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit(sig))
+
+    async def _drain_then_exit(self, sig: int) -> None:
+        log.info("shutting down: taking no new calls; %d in flight get %g s to finish", len(self._calls), self._grace_s)
+        with anyio.move_on_after(self._grace_s):
+            await self._calls.wait_idle()
+        if len(self._calls):
+            log.info("shutdown grace over: cancelling %d calls still in flight", len(self._calls))
+            self._calls.cancel_all()
+        with anyio.move_on_after(FLUSH_S):
+            await self._calls.wait_idle()
+            await self._gate.answering.wait_idle()
+        super().handle_exit(sig, None)
+
+
+def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
     """The whole HTTP application; refuses a non-loopback bind without a token."""
     if not settings.loopback and settings.token is None:
         raise ConfigurationRefused(
@@ -111,7 +170,8 @@ def build_app(settings: Settings, server: MCPServer[Any]) -> ASGIApp:
     return Gate(app, settings, security)
 
 
-async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
+async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight) -> None:
+    """Serve until a signal; `calls` is the `InFlight` the server's tools run in."""
     app = build_app(settings, server)
     config = uvicorn.Config(
         app,
@@ -120,8 +180,7 @@ async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
         lifespan="on",
         log_config=None,  # our stderr logging, not uvicorn's (whose access log goes to stdout)
         access_log=False,
-        # Typed int, but handed to asyncio.wait_for, which takes any float (0 cancels at once).
-        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=1,  # the drain has already waited; this only closes idle connections
     )
     log.info(
         "serving MCP over streamable HTTP at http://%s:%d%s (%s, %s)",
@@ -131,4 +190,4 @@ async def serve_http(settings: Settings, server: MCPServer[Any]) -> None:
         "stateless" if settings.stateless else "sessions",
         "token required" if settings.token else "no token: loopback only",
     )
-    await uvicorn.Server(config).serve()
+    await DrainingServer(config, calls, app, settings.shutdown_grace).serve()

@@ -227,6 +227,18 @@ def argument_error(tool: str, exc: ValidationError) -> ArgumentError:
     return ArgumentError(tool, f"invalid arguments: {listed}. Nothing was sent.")
 
 
+def shutting_down(tool: str, *, started: bool) -> CallCancelledError:
+    """A call the server's shutdown refused (`started=False`) or cut short after its grace period."""
+    if started:
+        detail = (
+            "the server shut down before the answer arrived; the call was cancelled after the shutdown grace "
+            "period and its upstream request aborted. Call again once the server is back."
+        )
+    else:
+        detail = "the server is shutting down and takes no new calls. Call again once it is back."
+    return CallCancelledError(tool, detail, retryable=True)
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """Replace every secret in `text` with `***` (an upstream may echo a key back in its message)."""
     for secret in secrets:
