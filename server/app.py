@@ -23,15 +23,17 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from server import __version__
-from server.calls import AppState, ask_both, ask_provider, error_result, list_models
+from server.calls import AppState, both_work, list_models, provider_work
 from server.config import Settings
 from server.drain import InFlight
+from server.handles import CancelOutcome, GetResultArgs, Handles, JobArgs, RunningJob, Work
+from server.results import error_result
 from server.schemas import output_schema
 from tools import PROVIDERS
-from tools.errors import argument_error, shutting_down
+from tools.errors import UpstreamError, argument_error, shutting_down
 from tools.jobs import Jobs
 from tools.ledger import Ledger
-from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ProviderSpec
+from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
 from tools.upstream import RetryPolicy, Upstream
 
@@ -41,14 +43,27 @@ INSTRUCTIONS = (
     "Tools to get a second opinion from swarm inference services. ask_fortytwo asks the Fortytwo "
     "network (many nodes answer and rank each other; slow, often minutes). ask_swarm asks a Swarms "
     "agent through its OpenAI-compatible API. ask_both asks both at once. list_models shows what each serves. "
-    "All calls are paid per token: ask once and wait for the answer; an identical call made while the "
-    "first is still running joins it instead of paying again."
+    "A slow answer does not make a call time out: after a while (wait_s) the call returns a job handle "
+    '(status "running", job_id) instead; call get_result with that job_id to collect the answer, and '
+    "cancel_job to stop it. All calls are paid per token: never ask the same question again while its job "
+    "runs; an identical call joins the running job instead of paying again."
 )
 BOTH_DESCRIPTION = (
     "Ask Fortytwo and Swarms the same question at the same time and get both answers side by side, each "
     "labelled with provider, model, usage and latency. Takes as long as the slower provider. If one "
     "provider fails, the other's answer still comes back with the failure beside it; the call fails "
-    "only when both do. Give `prompt` (optionally with `system`) or a `messages` conversation."
+    "only when both do. Give `prompt` (optionally with `system`) or a `messages` conversation. "
+    "If the answers take longer than wait_s, returns a job handle to pass to get_result."
+)
+GET_RESULT_DESCRIPTION = (
+    "Collect the outcome of a job that an ask_* call handed back (status running, job_id). Waits up to "
+    "wait_s for it, then returns exactly what the original call would have returned (the answer, its "
+    "error, or ask_both's answers side by side), or the handle again if the job is still running: then "
+    "call get_result again. Costs nothing: the job was paid for once."
+)
+CANCEL_DESCRIPTION = (
+    "Stop a running job (by the job_id an ask_* call handed back): its upstream request is aborted at once. "
+    "Cancelling a job that already finished changes nothing and says so."
 )
 
 
@@ -89,7 +104,8 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
         async with http_client(settings) as client, anyio.create_task_group() as tg:
             upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
-            state = AppState(settings, Jobs(upstream, ledger, tg, settings.cache_ttl), calls)
+            handles = Handles(tg, ttl_s=settings.job_ttl, max_kept=settings.max_jobs, heartbeat_s=settings.heartbeat)
+            state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
             running.append(state)
             try:
                 yield state
@@ -98,16 +114,36 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
                 tg.cancel_scope.cancel()
 
     tools = [_provider_tool(spec) for spec in PROVIDERS]
-    tools.append(
+    tools += [
         _tool(
             name="ask_both",
             title="Ask Fortytwo and Swarms at once",
             description=BOTH_DESCRIPTION,
             args_model=BothArgs,
-            output=BothAnswers,
-            handler=lambda state, args, progress: ask_both(state, cast("BothArgs", args), progress),
-        )
-    )
+            outputs=(BothAnswers, RunningJob),
+            handler=lambda state, args, progress: _ask(state, both_work(state, cast("BothArgs", args)), args, progress),
+        ),
+        _tool(
+            name="get_result",
+            title="Collect a job's outcome",
+            description=GET_RESULT_DESCRIPTION,
+            args_model=GetResultArgs,
+            outputs=(Answer, BothAnswers, RunningJob),
+            handler=lambda state, args, progress: _get_result(state, cast("GetResultArgs", args), progress),
+            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+        ),
+        _tool(
+            name="cancel_job",
+            title="Cancel a running job",
+            description=CANCEL_DESCRIPTION,
+            args_model=JobArgs,
+            outputs=(CancelOutcome,),
+            handler=lambda state, args, _: _cancel(state, cast("JobArgs", args)),
+            annotations=ToolAnnotations(
+                read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+            ),
+        ),
+    ]
     server: MCPServer[AppState] = MCPServer(
         "swarm-inference-mcp",
         title="Swarm inference",
@@ -151,6 +187,19 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             raise ResourceError("the server is not running")
         return json.dumps(await list_models(running[0]), indent=2)
 
+    @server.resource(
+        "swarm://jobs",
+        name="jobs",
+        title="Jobs",
+        description="The jobs this server knows: running ones, and finished ones whose handle was handed out "
+        "(kept for SWARM_MCP_JOB_TTL), each with id, tool, providers, status, elapsed time and usage.",
+        mime_type="application/json",
+    )
+    async def jobs_resource() -> str:
+        if not running:
+            raise ResourceError("the server is not running")
+        return json.dumps(running[0].handles.listing(), indent=2)
+
     return server
 
 
@@ -163,13 +212,34 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
         title=spec.title,
         description=spec.description,
         args_model=spec.args_model,
-        output=Answer,
-        handler=lambda state, args, progress: ask_provider(state, spec, cast("ChatArgs", args), progress),
+        outputs=(Answer, RunningJob),
+        handler=lambda state, args, progress: _ask(
+            state, provider_work(state, spec, cast("ChatArgs", args)), args, progress
+        ),
     )
 
 
+async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None) -> CallToolResult:
+    return await state.handles.call(work, state.wait_s(cast("Conversation", args).wait_s), progress)
+
+
+async def _get_result(state: AppState, args: GetResultArgs, progress: ProgressFn | None) -> CallToolResult:
+    return await state.handles.get_result(args.job_id, state.wait_s(args.wait_s), progress)
+
+
+async def _cancel(state: AppState, args: JobArgs) -> CallToolResult:
+    return state.handles.cancel(args.job_id)
+
+
 def _tool(
-    *, name: str, title: str, description: str, args_model: type[BaseModel], output: type[BaseModel], handler: Handler
+    *,
+    name: str,
+    title: str,
+    description: str,
+    args_model: type[BaseModel],
+    outputs: tuple[type[BaseModel], ...],
+    handler: Handler,
+    annotations: ToolAnnotations | None = None,
 ) -> Tool:
     """A tool whose arguments are one pydantic model, handed whole to `handler`.
 
@@ -189,7 +259,10 @@ def _tool(
         if state.in_flight.draining:
             return error_result(shutting_down(name, started=False))
         with state.in_flight.track():
-            return await handler(state, args, _progress_sender(ctx))
+            try:
+                return await handler(state, args, _progress_sender(ctx))
+            except UpstreamError as err:  # a refusal before any work started (an unknown job id)
+                return error_result(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).
         return error_result(shutting_down(name, started=True))
 
@@ -199,12 +272,13 @@ def _tool(
         title=title,
         description=description,
         parameters=args_model.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=_RawArguments, output_model=output, output_schema=output_schema(output)),
+        fn_metadata=FuncMetadata(arg_model=_RawArguments, output_model=None, output_schema=output_schema(*outputs)),
         is_async=True,
         context_kwarg="ctx",
-        annotations=ToolAnnotations(
-            title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-        ),
+        annotations=(
+            annotations
+            or ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+        ).model_copy(update={"title": title}),
     )
 
 

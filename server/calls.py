@@ -1,29 +1,33 @@
-"""What each tool does, and the one place an `UpstreamError` becomes an MCP error result.
-
-An error result carries our one sentence as its only text and no structured content: hosts built
-on the TypeScript SDK check any structured content against the tool's output schema (error results
-included), and some clients show structured content instead of the text. Programs read the error's
-kind, retryability and wait from `_meta["swarm-inference-mcp/error"]`, which no client validates.
-Failures are returned rather than raised because a raised `ToolError` cannot carry that `_meta`.
-"""
+"""What each tool does: the ask_* tools describe their upstream `Work`, which `Handles` runs as a
+job (answering in time, or handing back a job handle); list_models asks each provider directly."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from mcp_types import CallToolResult, TextContent
-from pydantic import BaseModel
+from mcp_types import CallToolResult
 
 from server.config import Settings
 from server.drain import InFlight
+from server.handles import Handles, Work
+from server.results import error_result, failure, structured
 from tools import PROVIDERS
 from tools.completion import Completion
 from tools.errors import UpstreamError, all_failed
-from tools.jobs import Jobs
-from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, ErrorInfo, ProviderOutcome, ProviderSpec
+from tools.jobs import Jobs, request_key
+from tools.models import (
+    Answer,
+    BothAnswers,
+    BothArgs,
+    ChatArgs,
+    ErrorInfo,
+    ProviderOutcome,
+    ProviderSpec,
+)
 from tools.progress import ProgressFn
 
 
@@ -34,6 +38,11 @@ class AppState:
     settings: Settings
     jobs: Jobs
     in_flight: InFlight
+    handles: Handles
+
+    def wait_s(self, requested: float | None) -> float:
+        """How long a call waits for its answer before it hands back a job handle."""
+        return self.settings.wait if requested is None else requested
 
 
 def _elapsed_ms(started: float) -> int:
@@ -41,13 +50,11 @@ def _elapsed_ms(started: float) -> int:
 
 
 async def _answer(
-    state: AppState, spec: ProviderSpec, body: dict[str, Any], timeout_s: float | None, on_progress: ProgressFn | None
+    state: AppState, spec: ProviderSpec, body: dict[str, Any], timeout_s: float, on_progress: ProgressFn | None
 ) -> Answer:
     """Ask one provider; raises `UpstreamError`."""
     started = time.perf_counter()
-    completion = await state.jobs.complete(
-        spec.name, body, timeout_s=state.settings.deadline_s(timeout_s), on_progress=on_progress
-    )
+    completion = await state.jobs.complete(spec.name, body, timeout_s=timeout_s, on_progress=on_progress)
     return _to_answer(spec, completion, _elapsed_ms(started))
 
 
@@ -73,51 +80,51 @@ def answer_text(answer: Answer) -> str:
     return "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in answer.choices)
 
 
-ERROR_META = "swarm-inference-mcp/error"
-"""The `_meta` key of an error result's structured form (`ErrorInfo`, or `all_failed` for ask_both)."""
+def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs) -> Work:
+    """`ask_fortytwo` / `ask_swarm`: one provider, one request body."""
+    body = args.request_body(state.jobs.upstream.endpoints[spec.name].model)
+    timeout_s = state.settings.deadline_s(args.timeout_s)
+
+    async def run(on_progress: ProgressFn | None) -> CallToolResult:
+        try:
+            answer = await _answer(state, spec, body, timeout_s, on_progress)
+        except UpstreamError as err:
+            return error_result(err)
+        return structured(answer_text(answer), answer)
+
+    key = spec.tool_name + "\n" + request_key(spec.name, body)
+    return Work(spec.tool_name, (spec.name,), spec.label, key, timeout_s, run)
 
 
-def error_result(err: UpstreamError) -> CallToolResult:
-    """A failure: one sentence for people, its structured form in `_meta` for programs."""
-    return failure(err.sentence, err.to_dict())
-
-
-def failure(text: str, error: dict[str, Any]) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: error})
-
-
-def structured(text: str, content: BaseModel) -> CallToolResult:
-    """A successful result: `content` without the fields that do not apply (see `server.schemas`)."""
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=content.model_dump(mode="json", exclude_none=True),
-    )
-
-
-async def ask_provider(
-    state: AppState, spec: ProviderSpec, args: ChatArgs, on_progress: ProgressFn | None
-) -> CallToolResult:
-    """`ask_fortytwo` / `ask_swarm`: map the arguments, ask, and build the result."""
-    endpoint = state.jobs.upstream.endpoints[spec.name]
-    try:
-        answer = await _answer(state, spec, args.request_body(endpoint.model), args.timeout_s, on_progress)
-    except UpstreamError as err:
-        return error_result(err)
-    return structured(answer_text(answer), answer)
-
-
-async def ask_both(state: AppState, args: BothArgs, on_progress: ProgressFn | None) -> CallToolResult:
+def both_work(state: AppState, args: BothArgs) -> Work:
     """`ask_both`: both providers at once; an error only when both fail."""
-    started = time.perf_counter()
     models = {"fortytwo": args.fortytwo_model, "swarms": args.swarms_model}
+    endpoints = state.jobs.upstream.endpoints
+    messages = args.chat_messages()
+    bodies = {
+        spec.name: {"model": models[spec.name] or endpoints[spec.name].model, "messages": messages}
+        for spec in PROVIDERS
+    }
+    timeout_s = state.settings.deadline_s(args.timeout_s)
+
+    async def run(on_progress: ProgressFn | None) -> CallToolResult:
+        return await _ask_both(state, bodies, timeout_s, on_progress)
+
+    key = "ask_both\n" + json.dumps(bodies, sort_keys=True, separators=(",", ":"))
+    labels = " and ".join(spec.label for spec in PROVIDERS)
+    return Work("ask_both", tuple(spec.name for spec in PROVIDERS), labels, key, timeout_s, run)
+
+
+async def _ask_both(
+    state: AppState, bodies: dict[str, dict[str, Any]], timeout_s: float, on_progress: ProgressFn | None
+) -> CallToolResult:
+    started = time.perf_counter()
     outcomes: dict[str, Answer | UpstreamError] = {}
     progress = _Monotonic(on_progress) if on_progress else None
 
     async def ask(spec: ProviderSpec) -> None:
-        endpoint = state.jobs.upstream.endpoints[spec.name]
-        body = {"model": models[spec.name] or endpoint.model, "messages": args.chat_messages()}
         try:
-            outcomes[spec.name] = await _answer(state, spec, body, args.timeout_s, progress)
+            outcomes[spec.name] = await _answer(state, spec, bodies[spec.name], timeout_s, progress)
         except UpstreamError as err:
             outcomes[spec.name] = err
 

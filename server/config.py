@@ -103,6 +103,25 @@ class Settings(BaseModel):
         alias="SWARM_MCP_HEARTBEAT",
         description="Seconds of silence before a heartbeat progress notification (when the client asked for progress).",
     )
+    wait: float = Field(
+        45.0,
+        ge=0,
+        alias="SWARM_MCP_WAIT",
+        description="Seconds a call waits for its answer before it hands back a job handle (get_result collects it); "
+        "under the 60 s most hosts allow a tool call.",
+    )
+    job_ttl: float = Field(
+        3600.0,
+        gt=0,
+        alias="SWARM_MCP_JOB_TTL",
+        description="Seconds a finished job's outcome is kept for get_result after a handle was handed out.",
+    )
+    max_jobs: int = Field(
+        1000,
+        ge=1,
+        alias="SWARM_MCP_MAX_JOBS",
+        description="Most finished job outcomes kept at once; the oldest is forgotten first.",
+    )
     cache_ttl: float = Field(
         0.0,
         ge=0,

@@ -29,8 +29,40 @@ def _non_null(node: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The schema of `model`'s `model_dump(mode="json", exclude_none=True)`, as clients should see it."""
+def output_schema(*models: type[BaseModel]) -> dict[str, Any]:
+    """The schema of any of `models`' `model_dump(mode="json", exclude_none=True)`, as clients should see it.
+
+    Several models (an answer, or a job handle) are merged into one flat object: the union of their
+    properties, each declared once, with `status` (each model's constant) as an enum and only what
+    all of them require required. A flat object is cheaper to check than `anyOf` and maps onto every
+    client's dialect.
+    """
+    schemas = [_portable(model) for model in models]
+    if len(schemas) == 1:
+        return schemas[0]
+    properties: dict[str, Any] = {}
+    statuses: list[str] = []
+    for schema in schemas:
+        for name, prop in schema["properties"].items():
+            if name == "status":
+                statuses.append(prop["const"])
+            properties.setdefault(name, prop)
+    properties["status"] = {
+        "type": "string",
+        "enum": statuses,
+        "description": "done: an answer; running: a job handle.",
+    }
+    required = set.intersection(*(set(schema.get("required", [])) for schema in schemas))
+    return {
+        "type": "object",
+        "description": " Or: ".join(schema["description"] for schema in schemas),
+        "properties": properties,
+        "required": [name for name in properties if name in required],
+    }
+
+
+def _portable(model: type[BaseModel]) -> dict[str, Any]:
+    """One model's schema, made portable as the module docstring says."""
     schema = model.model_json_schema(mode="serialization")
     definitions: dict[str, Any] = schema.get("$defs", {})
 

@@ -19,11 +19,11 @@ import pytest
 
 from tests import third_party
 from tests.conftest import ERROR_META, fake_env
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Reply
 
 SCRIPT = Path(sys.executable).with_name("swarm-inference-mcp")
 CLIENTS = ["typescript-sdk", "python-mcp1"]
-TOOLS = {"ask_fortytwo", "ask_swarm", "ask_both", "list_models"}
+TOOLS = {"ask_fortytwo", "ask_swarm", "ask_both", "list_models", "get_result", "cancel_job"}
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,17 @@ def installed() -> dict[str, Path]:
 
 
 def run_plan(
-    client: str, installed: dict[str, Path], tmp_path: Path, env: dict[str, str], steps: list[dict[str, Any]]
+    client: str,
+    installed: dict[str, Path],
+    tmp_path: Path,
+    env: dict[str, str],
+    steps: list[dict[str, Any]],
+    timeout_ms: int = 60_000,
 ) -> list[dict[str, Any]]:
     """Launch the console script from `client`, run `steps`, return each step's outcome."""
     plan = {
         "server": {"command": str(SCRIPT), "args": [], "env": {"PATH": os.environ["PATH"], **env}},
-        "timeout_ms": 60_000,
+        "timeout_ms": timeout_ms,
         "steps": steps,
     }
     plan_file = tmp_path / f"{client}-plan.json"
@@ -152,6 +157,24 @@ def test_failures_reach_the_caller_as_our_sentence(
     assert both[1]["kind"] == "all_failed"
     assert [e["kind"] for e in both[1]["errors"]] == ["auth", "config"]
     assert len(fake.seen("fortytwo")) == 2  # the revoked-key calls; the invalid one was never sent
+
+
+def test_a_job_longer_than_the_clients_timeout_completes_through_handles(
+    installed: dict[str, Path], tmp_path: Path, fake: FakeUpstream
+) -> None:
+    fake.script("fortytwo", Reply(delay_s=5.0))  # longer than the client will wait for any one call
+    env = fake_env(fake, SWARM_MCP_WAIT="1")
+    steps: list[dict[str, Any]] = [
+        {"op": "list"},
+        {"op": "collect", "name": "ask_fortytwo", "arguments": {"prompt": "take your time"}},
+    ]
+    listed, collected = run_plan("typescript-sdk", installed, tmp_path, env, steps, timeout_ms=3000)
+    assert listed["ok"]
+    result = answer(collected)
+    assert result["content"][0]["text"] == "fortytwo says: take your time"
+    assert result["structuredContent"]["status"] == "done"
+    assert collected["polls"] >= 2  # handed back, collected with get_result, no client timeout on the way
+    assert len(fake.seen("fortytwo")) == 1
 
 
 def inspector(installed: dict[str, Path], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

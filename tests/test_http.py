@@ -5,81 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
+from tests.servers import SCRIPT, TOKEN, free_port, http_server, mcp_client
 
 pytestmark = pytest.mark.anyio
-
-SCRIPT = Path(sys.executable).with_name("swarm-inference-mcp")
-TOKEN = "client-token-for-tests-0b9e"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def http_server(
-    fake: FakeUpstream, tmp_path: Path, *flags: str, name: str = "server", **env: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    log = (tmp_path / f"{name}.stderr").open("wb")
-    process = subprocess.Popen(
-        [SCRIPT, "--transport", "streamable-http", "--port", str(port), *flags],
-        env={"PATH": os.environ.get("PATH", ""), "NO_PROXY": "127.0.0.1", **fake_env(fake), **env},
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert process.poll() is None, (tmp_path / f"{name}.stderr").read_text()
-            assert time.monotonic() < deadline, "the HTTP server did not come up"
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        log.close()
-
-
-@asynccontextmanager
-async def mcp_client(
-    url: str, token: str | None = TOKEN, headers: dict[str, str] | None = None, **kwargs: Any
-) -> AsyncIterator[Client]:
-    auth = {"Authorization": f"Bearer {token}"} if token else {}
-    async with (
-        httpx2.AsyncClient(headers={**auth, **(headers or {})}, timeout=30, **kwargs) as http,
-        Client(streamable_http_client(url, http_client=http)) as client,
-    ):
-        yield client
 
 
 def text_of(result: CallToolResult) -> str:

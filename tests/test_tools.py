@@ -26,13 +26,14 @@ def text_of(result: CallToolResult) -> str:
 async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connect: Callable[..., Any]) -> None:
     async with connect() as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"ask_fortytwo", "ask_swarm", "ask_both", "list_models"}
+    assert set(tools) == {"ask_fortytwo", "ask_swarm", "ask_both", "list_models", "get_result", "cancel_job"}
     for tool in tools.values():
         assert tool.description
         assert len(tool.description) > 80
         assert tool.annotations is not None
-        assert tool.annotations.read_only_hint is True
-        assert tool.annotations.open_world_hint is True
+        asks_upstream = tool.name not in ("get_result", "cancel_job")
+        assert tool.annotations.read_only_hint is (tool.name != "cancel_job")
+        assert tool.annotations.open_world_hint is asks_upstream
         for name, prop in tool.input_schema.get("properties", {}).items():
             assert prop.get("description"), f"{tool.name}.{name} has no description"
     for tool in (tools["ask_fortytwo"], tools["ask_swarm"], tools["ask_both"]):
@@ -50,10 +51,11 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
             tool.output_schema["properties"]
         )
     assert set(tools["ask_fortytwo"].input_schema["properties"]) == {
-        "prompt", "system", "messages", "model", "timeout_s", "max_tokens", "max_completion_tokens", "response_format",
+        "prompt", "system", "messages", "model", "timeout_s", "wait_s", "max_tokens", "max_completion_tokens",
+        "response_format",
     }  # fmt: skip
     assert set(tools["ask_swarm"].input_schema["properties"]) == {
-        "prompt", "system", "messages", "model", "timeout_s", "temperature", "top_p", "n", "max_tokens",
+        "prompt", "system", "messages", "model", "timeout_s", "wait_s", "temperature", "top_p", "n", "max_tokens",
         "max_completion_tokens", "presence_penalty", "frequency_penalty", "user", "max_loops",
     }  # fmt: skip
 

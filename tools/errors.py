@@ -15,7 +15,8 @@ UpstreamError                     kind          retryable
 ├── DeadlineError                 timeout       no   (the call's deadline passed)
 ├── NetworkError                  network       only when the request never left
 ├── BadResponseError              bad_response  no   (not JSON, no choices, null content, broken stream)
-└── CallCancelledError            cancelled     no   (the server shut down under the call)
+├── CallCancelledError            cancelled     no   (cancel_job, or the server shut down under the call)
+└── UnknownJobError               unknown_job   no   (get_result/cancel_job with an id it does not know)
 ```
 
 `ask_both` fails only when every provider does; that failure is of kind `all_failed` and lists each.
@@ -173,6 +174,23 @@ class BadResponseError(UpstreamError):
 
 class CallCancelledError(UpstreamError):
     kind = "cancelled"
+
+
+class UnknownJobError(UpstreamError):
+    kind = "unknown_job"
+
+
+def unknown_job(tool: str, job_id: str, why: str) -> UnknownJobError:
+    """`why`: malformed, restarted (another server process's id), expired, evicted, or never."""
+    reasons = {
+        "malformed": "is not a job id (ids look like j_…); pass the job_id that a call handed back",
+        "restarted": "was handed out by another server process: this one has restarted since (or the request "
+        "reached another instance), and jobs do not survive that. Ask again",
+        "expired": "finished longer ago than SWARM_MCP_JOB_TTL and its outcome was forgotten. Ask again",
+        "evicted": "was forgotten to make room: the server keeps at most SWARM_MCP_MAX_JOBS finished jobs. Ask again",
+        "never": "was never started by this server. Pass the job_id that a call handed back",
+    }
+    return UnknownJobError(tool, f"job {job_id[:64]!r} {reasons[why]}.")
 
 
 _STATUS_CLASSES: dict[int, type[StatusError]] = {

@@ -67,6 +67,14 @@ class Conversation(BaseModel):
         "values above the server's maximum are lowered to it.",
     )
 
+    wait_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="Optional: seconds to wait for the answer before getting a job handle instead (the job keeps "
+        "running; collect it with get_result). 0 returns a handle at once. Leave out for the server's default.",
+    )
+
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> Conversation:
         if (self.prompt is None) == (self.messages is None):
@@ -89,7 +97,7 @@ class Conversation(BaseModel):
 class ChatArgs(Conversation):
     """A provider tool's arguments: the conversation, a model, and the provider's own fields."""
 
-    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"prompt", "system", "messages", "model", "timeout_s"})
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"prompt", "system", "messages", "model", "timeout_s", "wait_s"})
     """Fields that shape the call but are not sent upstream under their own name."""
 
     model: str | None = Field(
@@ -154,7 +162,14 @@ class SessionUsage(BaseModel):
     budget_remaining: int | None = Field(description="Tokens left before calls are refused, or null.")
 
 
-class ChoiceOut(BaseModel):
+class Result(BaseModel):
+    """A result model: in its output schema, a field that always appears (it has a default but is
+    not nullable) is required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class ChoiceOut(Result):
     """One of several answers, when `n` > 1."""
 
     index: int = Field(description="Position of the choice, from 0.")
@@ -162,7 +177,7 @@ class ChoiceOut(BaseModel):
     finish_reason: str | None = Field(default=None, description="Why it ended; left out when not reported.")
 
 
-class ErrorInfo(BaseModel):
+class ErrorInfo(Result):
     """A failure in the form a program reads; fields that do not apply are left out."""
 
     kind: str = Field(description="What went wrong: auth, rate_limited, timeout, config, invalid_arguments, ...")
@@ -175,9 +190,10 @@ class ErrorInfo(BaseModel):
     partial_text: str | None = Field(default=None, description="What a broken stream delivered before it failed.")
 
 
-class Answer(BaseModel):
+class Answer(Result):
     """Structured content of a successful call; fields that do not apply are left out, never null."""
 
+    status: Literal["done"] = Field("done", description="done: this is the answer (a job handle says running).")
     provider: str = Field(description="Which provider answered: fortytwo or swarms.")
     model: str | None = Field(default=None, description="The model the upstream says answered.")
     id: str | None = Field(default=None, description="The upstream's completion id.")
@@ -201,7 +217,7 @@ class BothArgs(Conversation):
     )
 
 
-class ProviderOutcome(BaseModel):
+class ProviderOutcome(Result):
     """One provider's side of `ask_both`: its answer, or why there is none."""
 
     provider: str = Field(description="fortytwo or swarms.")
@@ -209,8 +225,9 @@ class ProviderOutcome(BaseModel):
     error: ErrorInfo | None = Field(default=None, description="Why there is no answer, when the provider failed.")
 
 
-class BothAnswers(BaseModel):
+class BothAnswers(Result):
     """Structured content of `ask_both`."""
 
+    status: Literal["done"] = Field("done", description="done: these are the answers (a job handle says running).")
     results: list[ProviderOutcome] = Field(description="One entry per provider, Fortytwo first.")
     latency_ms: int = Field(description="Wall time of the whole call: the slower provider's, not the sum.")

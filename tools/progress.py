@@ -24,6 +24,31 @@ _TAIL_CHARS = 60
 log = logging.getLogger(__name__)
 
 
+async def wait_with_progress(
+    done: anyio.Event,
+    on_progress: ProgressFn | None,
+    listeners: list[ProgressFn] | None,
+    label: str,
+    heartbeat_s: float,
+) -> None:
+    """Wait for `done`, keeping a caller that asked for progress informed: through `listeners` (the
+    list a streamed job broadcasts to), or, when the job is not streamed (None), with heartbeats,
+    so that its client does not give up while the swarm works."""
+    if on_progress is None:
+        await done.wait()
+    elif listeners is not None:
+        listeners.append(on_progress)
+        try:
+            await done.wait()
+        finally:
+            listeners.remove(on_progress)
+    else:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ProgressReporter(on_progress, label, heartbeat_s).run_heartbeats)
+            await done.wait()
+            tg.cancel_scope.cancel()
+
+
 class ProgressReporter:
     def __init__(self, send: ProgressFn, label: str, heartbeat_s: float) -> None:
         self._send = send

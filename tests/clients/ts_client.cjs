@@ -4,7 +4,8 @@
 //
 // SDK_DIR holds node_modules/@modelcontextprotocol/sdk (installed by the test run into a cache);
 // PLAN.json is {"server": {"command", "args", "env"}, "timeout_ms"?, "steps": [...]}, each step
-// {"op": "list"} or {"op": "call", "name", "arguments", "progress"?: true}. Prints one JSON array:
+// {"op": "list"}, {"op": "call", "name", "arguments", "progress"?: true}, or {"op": "collect", ...}
+// (a call, then get_result with its job_id for as long as it says "running"). Prints one JSON array:
 // per step {"ok": true, "result", "progress"} or {"ok": false, "error": {"name", "code", "message"}}.
 // A protocol error (such as the SDK's own output-schema check failing) is an "ok": false step.
 "use strict";
@@ -42,8 +43,14 @@ async function main() {
           callOptions.onprogress = (p) => progress.push(p);
         }
         result = await client.callTool({ name: step.name, arguments: step.arguments || {} }, undefined, callOptions);
+        step.polls = 0;
+        while (step.op === "collect" && result.structuredContent && result.structuredContent.status === "running") {
+          step.polls += 1;
+          const job = { job_id: result.structuredContent.job_id };
+          result = await client.callTool({ name: "get_result", arguments: job }, undefined, callOptions);
+        }
       }
-      outcomes.push({ ok: true, result, progress });
+      outcomes.push({ ok: true, result, progress, polls: step.polls });
     } catch (err) {
       outcomes.push({ ok: false, error: { name: err.name, code: err.code, message: String(err.message) }, progress });
     }

@@ -1,0 +1,305 @@
+"""Job handles: a slow answer outlives the host's patience without being paid for twice.
+
+Every ask_* call runs as a job in a task of the server's own, and the call waits for it at most
+`wait_s`. An answer in time comes back as usual; otherwise the call returns a `running` result
+with a `job_id`, and `get_result` collects the outcome later (`cancel_job` stops it).
+
+Who owns a job: until a handle is handed out, its callers do; when the last of them leaves (the
+client cancelled), the job is cancelled and its upstream requests aborted. Once a handle is out,
+the server does: the job ends only when it finishes, reaches its deadline, is cancelled with
+`cancel_job`, or the server stops.
+
+What is remembered: running jobs, and the outcomes of handed-out jobs for `job_ttl_s` after they
+finished (at most `max_kept`, the oldest forgotten first). An identical call (same tool and
+request bodies) joins a running job, and gets the kept outcome of a finished one that answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.results import error_result, structured
+from tools.errors import CallCancelledError, unknown_job
+from tools.models import Result
+from tools.progress import ProgressFn, wait_with_progress
+
+log = logging.getLogger(__name__)
+
+FORGOTTEN_IDS = 10_000
+"""How many forgotten job ids are remembered, to say why an id is unknown (expired or evicted)."""
+_ID = re.compile(r"^j_([0-9a-f]{6})-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One tool call's upstream work, described before it runs."""
+
+    tool: str
+    providers: tuple[str, ...]
+    labels: str
+    """How people name the providers: "Fortytwo", "Fortytwo and Swarms"."""
+    key: str
+    """Identical work has an identical key: the tool and its exact request bodies."""
+    timeout_s: float
+    run: Callable[[ProgressFn | None], Awaitable[CallToolResult]]
+    """Does the work; returns the tool's result (an answer or an error result), never raises."""
+
+
+class JobArgs(BaseModel):
+    """Arguments of `cancel_job`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=200, description='The job_id a call handed back ("j_...").')
+
+
+class GetResultArgs(JobArgs):
+    """Arguments of `get_result`."""
+
+    wait_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="Optional: seconds to wait for the outcome before getting the handle back again. "
+        "Leave out for the server's default.",
+    )
+
+
+class RunningJob(Result):
+    """Structured content of a call whose answer is not there yet: a handle to collect it with."""
+
+    status: Literal["running"] = Field("running", description="running: the answer is not there yet.")
+    job_id: str = Field(description="Pass it to get_result to collect the outcome, or to cancel_job.")
+    tool: str = Field(description="The tool whose call this job runs.")
+    providers: list[str] = Field(description="The providers being asked: fortytwo, swarms.")
+    elapsed_s: float = Field(description="Seconds since the job started.")
+    poll_after_s: float = Field(description="Suggested pause before get_result (which itself waits).")
+    deadline_in_s: float = Field(description="Seconds until the job's deadline; it fails with a timeout then.")
+    forget_after_s: float = Field(description="Seconds after it finishes that the outcome is kept for get_result.")
+
+
+class CancelOutcome(Result):
+    """Structured content of `cancel_job`."""
+
+    job_id: str = Field(description="The job.")
+    status: Literal["cancelled", "finished"] = Field(
+        description="cancelled: it was running and is stopped now; finished: it had already ended, nothing changed."
+    )
+
+
+@dataclass(eq=False)
+class _Job:
+    id: str
+    work: Work
+    streams: bool
+    started: float = field(default_factory=anyio.current_time)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    listeners: list[ProgressFn] = field(default_factory=list)
+    waiters: int = 0
+    handed_out: bool = False
+    cancelled_by_user: bool = False
+    result: CallToolResult | None = None
+    finished: float | None = None
+
+    async def progress(self, value: float, message: str) -> None:
+        for listener in list(self.listeners):
+            await listener(value, message)
+
+    @property
+    def status(self) -> str:
+        if self.result is None:
+            return "running"
+        if not self.result.is_error:
+            return "done"
+        return "cancelled" if self.cancelled_by_user else "failed"
+
+
+class Handles:
+    def __init__(self, task_group: TaskGroup, *, ttl_s: float, max_kept: int, heartbeat_s: float) -> None:
+        self._tg = task_group
+        self._ttl_s = ttl_s
+        self._max_kept = max_kept
+        self._heartbeat_s = heartbeat_s
+        self._instance = secrets.token_hex(3)
+        self._jobs: dict[str, _Job] = {}
+        """Every job that can be asked for by id: running ones, and finished handed-out ones."""
+        self._running: dict[str, _Job] = {}
+        """Running jobs by work key, for identical calls to join."""
+        self._kept: OrderedDict[str, _Job] = OrderedDict()
+        """Finished handed-out jobs by id, oldest finish first."""
+        self._answered: dict[str, _Job] = {}
+        """Of those, the ones that answered, by work key: identical calls get their outcome."""
+        self._forgotten: OrderedDict[str, str] = OrderedDict()
+
+    async def call(self, work: Work, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
+        """The outcome of `work` if it is there within `wait_s`, else a handle to it."""
+        self._forget_expired()
+        answered = self._answered.get(work.key)
+        if answered is not None and answered.result is not None:
+            return answered.result
+        job = self._running.get(work.key)
+        if job is None:
+            job = _Job(f"j_{self._instance}-{secrets.token_hex(6)}", work, streams=on_progress is not None)
+            self._jobs[job.id] = job
+            self._running[work.key] = job
+            self._tg.start_soon(self._run, job, name=f"job {job.id}")
+        else:
+            log.info("%s: joining job %s, which runs the identical call", work.tool, job.id)
+        # Waiting past the deadline is waiting for the outcome: the job ends by then.
+        return await self._wait(job, math.inf if wait_s >= work.timeout_s else wait_s, on_progress)
+
+    async def get_result(self, job_id: str, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
+        job = self._find(job_id, "get_result")
+        if job.result is not None:
+            return job.result
+        return await self._wait(job, wait_s, on_progress)
+
+    def cancel(self, job_id: str) -> CallToolResult:
+        job = self._find(job_id, "cancel_job")
+        if job.result is not None:
+            text = f"Job {job.id} had already finished ({job.status}); nothing was cancelled. get_result returns it."
+            return structured(text, CancelOutcome(job_id=job.id, status="finished"))
+        job.cancelled_by_user = True
+        job.scope.cancel()
+        text = f"Job {job.id} is cancelled: its upstream request to {job.work.labels} was aborted."
+        return structured(text, CancelOutcome(job_id=job.id, status="cancelled"))
+
+    def listing(self) -> dict[str, Any]:
+        """What swarm://jobs shows: every job the server knows, without any prompt text."""
+        self._forget_expired()
+        now = anyio.current_time()
+        return {"jobs": [self._describe(job, now) for job in self._jobs.values()]}
+
+    async def _wait(self, job: _Job, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
+        job.waiters += 1
+        try:
+            with anyio.move_on_after(wait_s):
+                listeners = job.listeners if job.streams else None
+                labels = job.work.labels
+                await wait_with_progress(job.done, on_progress, listeners, labels, self._heartbeat_s)
+            if job.result is not None:
+                return job.result
+            job.handed_out = True
+        finally:
+            job.waiters -= 1
+            if job.waiters == 0 and not job.handed_out and job.result is None:
+                job.scope.cancel()  # its only callers left before a handle was handed out
+        return self._running_result(job)
+
+    async def _run(self, job: _Job) -> None:
+        try:
+            with job.scope:
+                job.result = await job.work.run(job.progress if job.streams else None)
+        finally:
+            if job.result is None:
+                why = "with cancel_job" if job.cancelled_by_user else "because the server stopped or its caller left"
+                detail = f"the job was cancelled {why} before an answer arrived; its upstream request was aborted."
+                job.result = error_result(CallCancelledError(job.work.labels, detail))
+            job.finished = anyio.current_time()
+            del self._running[job.work.key]
+            if job.handed_out:
+                self._keep(job)
+            else:
+                del self._jobs[job.id]  # its outcome went to its waiting callers; nobody holds its id
+            job.done.set()
+
+    def _keep(self, job: _Job) -> None:
+        self._kept[job.id] = job
+        if job.result is not None and not job.result.is_error:
+            self._answered[job.work.key] = job
+        while len(self._kept) > self._max_kept:
+            self._forget(next(iter(self._kept.values())), "evicted")
+
+    def _forget_expired(self) -> None:
+        now = anyio.current_time()
+        for job in list(self._kept.values()):
+            if job.finished is None or job.finished + self._ttl_s > now:
+                break
+            self._forget(job, "expired")
+
+    def _forget(self, job: _Job, why: str) -> None:
+        del self._kept[job.id]
+        del self._jobs[job.id]
+        if self._answered.get(job.work.key) is job:
+            del self._answered[job.work.key]
+        self._forgotten[job.id] = why
+        while len(self._forgotten) > FORGOTTEN_IDS:
+            self._forgotten.popitem(last=False)
+
+    def _find(self, job_id: str, tool: str) -> _Job:
+        self._forget_expired()
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        match = _ID.match(job_id)
+        if match is None:
+            raise unknown_job(tool, job_id, "malformed")
+        if match.group(1) != self._instance:
+            raise unknown_job(tool, job_id, "restarted")
+        raise unknown_job(tool, job_id, self._forgotten.get(job_id, "never"))
+
+    def _running_result(self, job: _Job) -> CallToolResult:
+        now = anyio.current_time()
+        elapsed = now - job.started
+        running = RunningJob(
+            job_id=job.id,
+            tool=job.work.tool,
+            providers=list(job.work.providers),
+            elapsed_s=round(elapsed, 1),
+            poll_after_s=0.0,
+            deadline_in_s=round(max(0.0, job.started + job.work.timeout_s - now), 1),
+            forget_after_s=self._ttl_s,
+        )
+        verb = "are" if len(job.work.providers) > 1 else "is"
+        text = (
+            f"{job.work.labels} {verb} still working on this ({elapsed:.0f} s so far; swarm answers often take "
+            f'several minutes). Call get_result with job_id "{job.id}" to collect the answer (it waits for it). '
+            "Do not ask again: the job is running and paid for once."
+        )
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=running.model_dump())
+
+    def _describe(self, job: _Job, now: float) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": job.id,
+            "tool": job.work.tool,
+            "providers": list(job.work.providers),
+            "status": job.status,
+            "started_at": _wall_time(job.started, now),
+            "elapsed_s": round((job.finished or now) - job.started, 1),
+        }
+        if job.finished is not None:
+            entry["forget_in_s"] = round(max(0.0, job.finished + self._ttl_s - now), 1)
+            entry["usage"] = dict(_usages(job.result))
+        return entry
+
+
+def _wall_time(moment: float, now: float) -> str:
+    """An event-loop time as an ISO 8601 UTC time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (now - moment)))
+
+
+def _usages(result: CallToolResult | None) -> Iterator[tuple[str, Any]]:
+    """Token usage per provider from a finished job's result (none for a failure)."""
+    content = result.structured_content if result is not None else None
+    if not content:
+        return
+    if "results" in content:
+        for entry in content["results"]:
+            if "answer" in entry:
+                yield entry["provider"], entry["answer"].get("usage")
+    else:
+        yield content["provider"], content.get("usage")
