@@ -36,6 +36,7 @@ from tools.ledger import Ledger
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
 from tools.upstream import RetryPolicy, Upstream
+from tools.usage import MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +97,28 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
     """
     calls = in_flight if in_flight is not None else InFlight()
 
-    ledger = Ledger(settings.provider_budgets(), settings.token_budget)
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
-        async with http_client(settings) as client, anyio.create_task_group() as tg:
-            upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
-            handles = Handles(tg, ttl_s=settings.job_ttl, max_kept=settings.max_jobs, heartbeat_s=settings.heartbeat)
-            state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
-            running.append(state)
-            try:
-                yield state
-            finally:
-                running.remove(state)
-                tg.cancel_scope.cancel()
+        store = await open_usage_store(settings)
+        ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
+        try:
+            async with http_client(settings) as client, anyio.create_task_group() as tg:
+                upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
+                handles = Handles(
+                    tg, ttl_s=settings.job_ttl, max_kept=settings.max_jobs, heartbeat_s=settings.heartbeat
+                )
+                state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
+                running.append(state)
+                try:
+                    yield state
+                finally:
+                    running.remove(state)
+                    tg.cancel_scope.cancel()
+        finally:
+            await anyio.to_thread.run_sync(ledger.store.close)
 
     tools = [_provider_tool(spec) for spec in PROVIDERS]
     tools += [
@@ -168,12 +175,22 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
     @server.resource(
         "swarm://usage",
         name="usage",
-        title="Usage since start",
-        description="Calls, errors and tokens per provider since the server started, and the token budget.",
+        title="Usage and budgets",
+        description="Calls, errors and tokens per provider since this server started, and today's and this month's "
+        "totals of every server process sharing the usage state file, with what is left of each token budget.",
         mime_type="application/json",
     )
     async def usage_resource() -> str:
-        return ledger.snapshot().model_dump_json(indent=2)
+        if not running:
+            raise ResourceError("the server is not running")
+        ledger = running[0].jobs.ledger
+        path = settings.state_path()
+        usage = {
+            **ledger.snapshot().model_dump(mode="json"),
+            **await ledger.shared_usage(),
+            "state_db": str(path) if path is not None else None,
+        }
+        return json.dumps(usage, indent=2)
 
     @server.resource(
         "swarm://models",
@@ -204,6 +221,24 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
 
 
 Handler = Callable[[AppState, BaseModel, ProgressFn | None], Awaitable[CallToolResult]]
+
+
+async def open_usage_store(settings: Settings) -> UsageStore:
+    """The usage state file, or memory when it is off or cannot be used (said in one log line)."""
+    path = settings.state_path()
+    if path is None:
+        return MemoryUsageStore()
+    try:
+        return await anyio.to_thread.run_sync(SqliteUsageStore.open, path)
+    except StateError as err:
+        shared = any(budget.window != "lifetime" for budget in settings.budgets())
+        consequence = (
+            "calls are refused while a daily or monthly token budget is set"
+            if shared
+            else "usage is kept in memory for this process"
+        )
+        log.error("%s; %s.", err, consequence)
+        return MemoryUsageStore(problem=str(err))
 
 
 def _provider_tool(spec: ProviderSpec) -> Tool:

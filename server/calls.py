@@ -18,7 +18,7 @@ from server.results import error_result, failure, structured
 from tools import PROVIDERS
 from tools.completion import Completion
 from tools.errors import UpstreamError, all_failed
-from tools.jobs import Jobs, request_key
+from tools.jobs import Jobs, Origin, request_key
 from tools.models import (
     Answer,
     BothAnswers,
@@ -50,11 +50,17 @@ def _elapsed_ms(started: float) -> int:
 
 
 async def _answer(
-    state: AppState, spec: ProviderSpec, body: dict[str, Any], timeout_s: float, on_progress: ProgressFn | None
+    state: AppState,
+    spec: ProviderSpec,
+    body: dict[str, Any],
+    timeout_s: float,
+    *,
+    on_progress: ProgressFn | None,
+    origin: Origin,
 ) -> Answer:
     """Ask one provider; raises `UpstreamError`."""
     started = time.perf_counter()
-    completion = await state.jobs.complete(spec.name, body, timeout_s=timeout_s, on_progress=on_progress)
+    completion = await state.jobs.complete(spec.name, body, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
     return _to_answer(spec, completion, _elapsed_ms(started))
 
 
@@ -85,9 +91,11 @@ def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs) -> Work:
     body = args.request_body(state.jobs.upstream.endpoints[spec.name].model)
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
-    async def run(on_progress: ProgressFn | None) -> CallToolResult:
+    async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
         try:
-            answer = await _answer(state, spec, body, timeout_s, on_progress)
+            answer = await _answer(
+                state, spec, body, timeout_s, on_progress=on_progress, origin=Origin(spec.tool_name, job_id)
+            )
         except UpstreamError as err:
             return error_result(err)
         return structured(answer_text(answer), answer)
@@ -107,8 +115,8 @@ def both_work(state: AppState, args: BothArgs) -> Work:
     }
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
-    async def run(on_progress: ProgressFn | None) -> CallToolResult:
-        return await _ask_both(state, bodies, timeout_s, on_progress)
+    async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
+        return await _ask_both(state, bodies, timeout_s, on_progress, Origin("ask_both", job_id))
 
     key = "ask_both\n" + json.dumps(bodies, sort_keys=True, separators=(",", ":"))
     labels = " and ".join(spec.label for spec in PROVIDERS)
@@ -116,7 +124,11 @@ def both_work(state: AppState, args: BothArgs) -> Work:
 
 
 async def _ask_both(
-    state: AppState, bodies: dict[str, dict[str, Any]], timeout_s: float, on_progress: ProgressFn | None
+    state: AppState,
+    bodies: dict[str, dict[str, Any]],
+    timeout_s: float,
+    on_progress: ProgressFn | None,
+    origin: Origin,
 ) -> CallToolResult:
     started = time.perf_counter()
     outcomes: dict[str, Answer | UpstreamError] = {}
@@ -124,7 +136,9 @@ async def _ask_both(
 
     async def ask(spec: ProviderSpec) -> None:
         try:
-            outcomes[spec.name] = await _answer(state, spec, bodies[spec.name], timeout_s, progress)
+            outcomes[spec.name] = await _answer(
+                state, spec, bodies[spec.name], timeout_s, on_progress=progress, origin=origin
+            )
         except UpstreamError as err:
             outcomes[spec.name] = err
 

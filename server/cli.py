@@ -22,6 +22,9 @@ from server.config import SECRET_FIELDS, Settings, load_settings
 
 log = logging.getLogger("swarm_inference_mcp")
 
+COMMAND_FLAGS = frozenset({"command", "days", "json"})
+"""Flags of the commands, not settings."""
+
 
 def _flag_type(annotation: Any) -> Any:
     if annotation is bool:
@@ -42,10 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "check"],
+        choices=["serve", "check", "usage"],
         default="serve",
-        help="serve (the default): serve MCP over stdio; check: show the configuration, test each provider, exit",
+        help="serve (the default): serve MCP over stdio; check: show the configuration, test each provider, exit; "
+        "usage: print calls, errors and tokens per day and provider from the usage state file, exit",
     )
+    parser.add_argument("--days", type=int, default=14, help="usage: how many days back to show [default 14]")
+    parser.add_argument("--json", action="store_true", help="usage: print JSON instead of a table")
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
             continue
@@ -71,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(os.environ, {k: v for k, v in vars(args).items() if k != "command"})
+        settings = load_settings(os.environ, {k: v for k, v in vars(args).items() if k not in COMMAND_FLAGS})
     except (ValidationError, OSError) as exc:
         sys.stderr.write(f"swarm-inference-mcp: invalid configuration: {_config_problem(exc)}\n")
         return 2
@@ -80,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.check import run_check  # noqa: PLC0415 - see below
 
         return anyio.run(run_check, settings, sys.stdout)
+    if args.command == "usage":
+        from server.report import print_usage  # noqa: PLC0415 - only this command draws tables
+
+        return print_usage(settings.state_path(), max(1, args.days), args.json, sys.stdout)
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from server.app import create_server  # noqa: PLC0415

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from tools import PROVIDERS, fortytwo, swarms
+from tools.ledger import Budget
 from tools.upstream import Endpoint
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token"})
@@ -48,6 +49,20 @@ class Settings(BaseModel):
         alias="FORTYTWO_TOKEN_BUDGET",
         description="Tokens this server may spend on Fortytwo in its lifetime; unset for no limit.",
     )
+    fortytwo_daily_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="FORTYTWO_DAILY_TOKEN_BUDGET",
+        description="Tokens spent on Fortytwo per calendar day (local time), all server "
+        "processes sharing the state file together; unset for no limit.",
+    )
+    fortytwo_monthly_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="FORTYTWO_MONTHLY_TOKEN_BUDGET",
+        description="Tokens spent on Fortytwo per calendar month (local time), counted "
+        "like the daily budget; unset for no limit.",
+    )
     swarms_api_key: SecretStr | None = Field(None, alias="SWARMS_API_KEY", description="Swarms API key.")
     swarms_base_url: str = Field(
         swarms.SPEC.default_base_url,
@@ -69,6 +84,20 @@ class Settings(BaseModel):
         ge=1,
         alias="SWARMS_TOKEN_BUDGET",
         description="Tokens this server may spend on Swarms in its lifetime; unset for no limit.",
+    )
+    swarms_daily_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="SWARMS_DAILY_TOKEN_BUDGET",
+        description="Tokens spent on Swarms per calendar day (local time), all server "
+        "processes sharing the state file together; unset for no limit.",
+    )
+    swarms_monthly_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="SWARMS_MONTHLY_TOKEN_BUDGET",
+        description="Tokens spent on Swarms per calendar month (local time), counted "
+        "like the daily budget; unset for no limit.",
     )
     timeout: float = Field(
         600.0,
@@ -133,6 +162,26 @@ class Settings(BaseModel):
         ge=1,
         alias="SWARM_MCP_TOKEN_BUDGET",
         description="Total tokens this server may spend in its lifetime; further calls are refused once spent.",
+    )
+    daily_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="SWARM_MCP_DAILY_TOKEN_BUDGET",
+        description="Tokens spent on all providers together per calendar day (local time), all server "
+        "processes sharing the state file together; unset for no limit.",
+    )
+    monthly_token_budget: int | None = Field(
+        None,
+        ge=1,
+        alias="SWARM_MCP_MONTHLY_TOKEN_BUDGET",
+        description="Tokens spent on all providers together per calendar month (local time), counted "
+        "like the daily budget; unset for no limit.",
+    )
+    state_db: str | None = Field(
+        None,
+        alias="SWARM_MCP_STATE_DB",
+        description="The usage state file shared by every server process of this user (SQLite), or off to keep "
+        "usage in memory; default usage.sqlite3 in the user's state directory.",
     )
     transport: Literal["stdio", "streamable-http"] = Field(
         "stdio", alias="SWARM_MCP_TRANSPORT", description="stdio, or streamable-http for a shared server."
@@ -215,9 +264,25 @@ class Settings(BaseModel):
         """The deadline of one call: what it asked for, or the default, never above the maximum."""
         return min(requested if requested is not None else self.timeout, self.max_timeout)
 
-    def provider_budgets(self) -> dict[str, int | None]:
-        """Each provider's own token budget (`<PROVIDER>_TOKEN_BUDGET`), None where unset."""
-        return {spec.name: getattr(self, f"{spec.name}_token_budget") for spec in PROVIDERS}
+    def budgets(self) -> list[Budget]:
+        """Every token budget that is set: lifetime, daily and monthly, for all providers and for each."""
+        found = []
+        for window in ("lifetime", "day", "month"):
+            infix = {"lifetime": "", "day": "daily_", "month": "monthly_"}[window]
+            for provider, prefix in [(None, ""), *((spec.name, f"{spec.name}_") for spec in PROVIDERS)]:
+                name = f"{prefix}{infix}token_budget"
+                limit = getattr(self, name)
+                if limit is not None:
+                    found.append(Budget(window, provider, limit, Settings.model_fields[name].alias or name))
+        return found
+
+    def state_path(self) -> Path | None:
+        """Where usage is kept: `SWARM_MCP_STATE_DB`, or the user's state directory; None when it is off."""
+        if self.state_db is not None:
+            return None if self.state_db.lower() == "off" else Path(self.state_db).expanduser()
+        import platformdirs  # noqa: PLC0415 - only when the default path is needed
+
+        return Path(platformdirs.user_state_dir("swarm-inference-mcp", appauthor=False)) / "usage.sqlite3"
 
     def endpoints(self) -> dict[str, Endpoint]:
         """One `Endpoint` per provider, from the `<provider>_*` fields."""

@@ -54,8 +54,9 @@ class Work:
     key: str
     """Identical work has an identical key: the tool and its exact request bodies."""
     timeout_s: float
-    run: Callable[[ProgressFn | None], Awaitable[CallToolResult]]
-    """Does the work; returns the tool's result (an answer or an error result), never raises."""
+    run: Callable[[ProgressFn | None, str], Awaitable[CallToolResult]]
+    """Does the work (given a progress callback and the job's id); returns the tool's result (an
+    answer or an error result), never raises."""
 
 
 class JobArgs(BaseModel):
@@ -203,7 +204,7 @@ class Handles:
     async def _run(self, job: _Job) -> None:
         try:
             with job.scope:
-                job.result = await job.work.run(job.progress if job.streams else None)
+                job.result = await job.work.run(job.progress if job.streams else None, job.id)
         finally:
             if job.result is None:
                 why = "with cancel_job" if job.cancelled_by_user else "because the server stopped or its caller left"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,12 +40,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's shell must not reach a test: no real keys, no proxies, no overrides."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The developer's shell must not reach a test: no real keys, no proxies, no overrides, and no
+    usage state file of theirs (each test's default state directory is its own)."""
     for name in list(os.environ):
         if name.startswith(ENV_PREFIXES) or name in PROXY_VARS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +70,7 @@ def fake_env(fake: FakeUpstream, **extra: str) -> dict[str, str]:
         "SWARMS_API_KEY": fake.keys["swarms"],
         "SWARMS_BASE_URL": fake.url("swarms"),
         "SWARM_MCP_HEARTBEAT": "5",
+        "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
     }
     env.update(extra)
     return env

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from tools.errors import UpstreamError
 from tools.ledger import Ledger
 from tools.progress import ProgressFn, wait_with_progress
 from tools.upstream import Upstream
+from tools.usage import UsageRow
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,14 @@ class _Request:
             await listener(progress, message)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, for the ledger: the tool and its job."""
+
+    tool: str | None = None
+    job_id: str | None = None
+
+
 def request_key(provider: str, body: dict[str, Any]) -> str:
     """Identical requests have identical keys."""
     return provider + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -56,7 +66,13 @@ class Jobs:
         self._cache: dict[str, tuple[float, Completion]] = {}
 
     async def complete(
-        self, provider: str, body: dict[str, Any], *, timeout_s: float, on_progress: ProgressFn | None = None
+        self,
+        provider: str,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        on_progress: ProgressFn | None = None,
+        origin: Origin = Origin(),
     ) -> Completion:
         """The answer to `body`: from the cache, from an identical request in flight, or from a new one.
 
@@ -71,7 +87,7 @@ class Jobs:
                 return cached
             request = self._running.get(key)
             if request is None:
-                return await self._send(key, provider, body, timeout_s, on_progress)
+                return await self._send(key, provider, body, timeout_s, on_progress=on_progress, origin=origin)
             log.info("%s: joining an identical request already in flight", endpoint.spec.label)
             listeners = request.listeners if request.streams else None
             await wait_with_progress(
@@ -84,13 +100,21 @@ class Jobs:
             # Its caller was cancelled before an answer came: this caller still wants one.
 
     async def _send(
-        self, key: str, provider: str, body: dict[str, Any], timeout_s: float, on_progress: ProgressFn | None
+        self,
+        key: str,
+        provider: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        *,
+        on_progress: ProgressFn | None,
+        origin: Origin,
     ) -> Completion:
-        self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label)
+        await self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label)
         request = _Request(streams=on_progress is not None)
         if on_progress is not None:
             request.listeners.append(on_progress)
         self._running[key] = request
+        started = time.time()
         try:
             request.result = await self.upstream.complete(
                 provider, body, timeout_s=timeout_s, on_progress=request.progress if request.streams else None
@@ -100,9 +124,9 @@ class Jobs:
             raise
         finally:
             del self._running[key]
+            with anyio.CancelScope(shield=True):  # counted even when the caller was cancelled
+                await self.ledger.record(_row(provider, body, origin, started, request))
             request.done.set()
-            usage = request.result.usage if request.result is not None else None
-            self.ledger.record(provider, usage, failed=request.result is None)
         if self._cache_ttl_s > 0:
             self._cache[key] = (anyio.current_time() + self._cache_ttl_s, request.result)
         return request.result
@@ -116,3 +140,24 @@ class Jobs:
             del self._cache[key]
             return None
         return replace(completion, cached=True)
+
+
+def _row(provider: str, body: dict[str, Any], origin: Origin, started: float, request: _Request) -> UsageRow:
+    """The ledger's row for one request: its outcome and usage, never its text."""
+    result, error = request.result, request.error
+    usage = result.usage if result is not None else None
+    model = result.model if result is not None and result.model else body.get("model")
+    return UsageRow(
+        at=started,
+        tool=origin.tool,
+        provider=provider,
+        model=model if isinstance(model, str) else None,
+        outcome="answer" if result is not None else error.kind if error is not None else "cancelled",
+        status=error.status if error is not None else None,
+        attempts=result.attempts if result is not None else error.attempts if error is not None else None,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        total_tokens=usage.total_tokens if usage else None,
+        latency_ms=round((time.time() - started) * 1000),
+        job_id=origin.job_id,
+    )

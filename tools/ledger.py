@@ -1,66 +1,161 @@
-"""What the server has spent since it started, per provider, and the optional token budgets.
+"""What the server spends, and the token budgets that stop it.
 
-One `Ledger` per server, filled by `Jobs` once per upstream job: five callers that share one
-in-flight request count as one call, and a cached answer counts as none. A budget is checked
-before a new job starts, so a job already running may overshoot it by its own tokens.
+One `Ledger` per server, given one row per upstream request by `Jobs`: callers that share a
+request count once, a cached answer counts not at all. It keeps this process's totals since it
+started (for the lifetime budgets, `SWARM_MCP_TOKEN_BUDGET` and `<PROVIDER>_TOKEN_BUDGET`) and
+hands every row to the `UsageStore`, which the daily and monthly budgets read: those count every
+server process sharing the state file, across restarts.
+
+A budget is checked before a new request is sent, so requests already in flight may overshoot it
+by their own tokens. A budget that cannot be counted (the state file is unusable) is no budget:
+while a daily or monthly budget is set and the store has a problem, every call is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from tools.errors import BudgetError
-from tools.models import ProviderUsage, SessionUsage, Usage
+from tools.errors import BudgetError, ConfigError
+from tools.models import ProviderUsage, SessionUsage
+from tools.usage import MemoryUsageStore, StateError, Totals, UsageRow, UsageStore, periods_of
+
+Window = Literal["lifetime", "day", "month"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One token budget: over which window, for one provider (or all, None), and its variable's name."""
+
+    window: Window
+    provider: str | None
+    limit: int
+    variable: str
+
+    def covers(self, provider: str) -> bool:
+        return self.provider is None or self.provider == provider
 
 
 class Ledger:
-    def __init__(self, provider_budgets: Mapping[str, int | None], token_budget: int | None) -> None:
-        """`provider_budgets` names every provider, with its own budget or None; `token_budget` is for all."""
-        self._usage = {name: ProviderUsage(token_budget=budget) for name, budget in provider_budgets.items()}
-        self._budget = token_budget
+    def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
+        self._since_start = {name: ProviderUsage() for name in providers}
+        self._budgets = budgets
+        self._shared = [budget for budget in budgets if budget.window != "lifetime"]
+        self.store = store
 
-    def record(self, provider: str, usage: Usage | None, *, failed: bool) -> None:
-        entry = self._usage[provider]
+    async def record(self, row: UsageRow) -> None:
+        """Count one upstream request, here and in the store (returns once the store has it)."""
+        entry = self._since_start[row.provider]
         entry.calls += 1
-        entry.errors += int(failed)
-        if usage is not None:
-            entry.prompt_tokens += usage.prompt_tokens
-            entry.completion_tokens += usage.completion_tokens
-            entry.total_tokens += usage.total_tokens
+        entry.errors += row.outcome != "answer"
+        entry.prompt_tokens += row.prompt_tokens or 0
+        entry.completion_tokens += row.completion_tokens or 0
+        entry.total_tokens += row.total_tokens or 0
+        if self.store.problem is not None and not isinstance(self.store, MemoryUsageStore):
+            self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
+        await self.store.record(row)
 
-    @property
-    def total_tokens(self) -> int:
-        return sum(u.total_tokens for u in self._usage.values())
-
-    def check_budget(self, provider: str, label: str) -> None:
-        """Refuse a new upstream call once the provider's budget or the total budget is spent."""
-        own = self._usage[provider]
-        for budget, used, variable in (
-            (own.token_budget, own.total_tokens, f"{provider.upper()}_TOKEN_BUDGET"),
-            (self._budget, self.total_tokens, "SWARM_MCP_TOKEN_BUDGET"),
-        ):
-            if budget is not None and used >= budget:
-                raise BudgetError(
-                    label,
-                    f"the token budget of {budget} tokens ({variable}) is spent ({used} used); "
-                    "raise it or restart the server to call again.",
-                )
+    async def check_budget(self, provider: str, label: str) -> None:
+        """Refuse a new upstream request once a budget covering `provider` is spent. Raises
+        `BudgetError`, or `ConfigError` when a shared budget is set but cannot be counted."""
+        for budget in self._budgets:
+            if budget.window == "lifetime" and budget.covers(provider):
+                self._refuse_if_spent(budget, self._lifetime_used(budget), label)
+        shared = [budget for budget in self._shared if budget.covers(provider)]
+        if not shared:
+            return
+        totals = await self._read_shared(label)
+        day, month = periods_of(time.time())
+        for budget in shared:
+            self._refuse_if_spent(budget, _used(totals, day if budget.window == "day" else month, budget), label)
 
     def snapshot(self) -> SessionUsage:
-        total = self.total_tokens
-        providers = {
-            name: usage.model_copy(
-                update={
-                    "budget_remaining": None
-                    if usage.token_budget is None
-                    else max(0, usage.token_budget - usage.total_tokens)
-                }
-            )
-            for name, usage in self._usage.items()
-        }
+        """This process's totals since it started, with its lifetime budgets."""
+        lifetime = {b.provider: b.limit for b in self._budgets if b.window == "lifetime"}
+        providers = {}
+        for name, usage in self._since_start.items():
+            own = lifetime.get(name)
+            remaining = None if own is None else max(0, own - usage.total_tokens)
+            providers[name] = usage.model_copy(update={"token_budget": own, "budget_remaining": remaining})
+        total = sum(usage.total_tokens for usage in self._since_start.values())
+        budget = lifetime.get(None)
         return SessionUsage(
             providers=providers,
             total_tokens=total,
-            token_budget=self._budget,
-            budget_remaining=None if self._budget is None else max(0, self._budget - total),
+            token_budget=budget,
+            budget_remaining=None if budget is None else max(0, budget - total),
         )
+
+    async def shared_usage(self) -> dict[str, Any]:
+        """Today's and this month's totals from the store (every process sharing it), and the budgets left."""
+        day, month = periods_of(time.time())
+        try:
+            totals = await self.store.totals([day, month])
+        except StateError as err:
+            return {"problem": str(err)}
+        out: dict[str, Any] = {}
+        for key, period, window in (("today", day, "day"), ("this_month", month, "month")):
+            providers = {p: vars(t) for (at, p), t in sorted(totals.items()) if at == period}
+            budgets = [
+                {
+                    "variable": b.variable,
+                    "limit": b.limit,
+                    "used": (used := _used(totals, period, b)),
+                    "remaining": max(0, b.limit - used),
+                }
+                for b in self._shared
+                if b.window == window
+            ]
+            out[key] = {
+                "period": period,
+                "providers": providers,
+                "total_tokens": sum(t.total_tokens for (at, _), t in totals.items() if at == period),
+                "budgets": budgets,
+            }
+        if self.store.problem is not None:
+            out["problem"] = self.store.problem
+        return out
+
+    async def _read_shared(self, label: str) -> dict[tuple[str, str], Totals]:
+        problem = self.store.problem
+        if problem is None:
+            try:
+                return await self.store.totals(periods_of(time.time()))
+            except StateError as err:
+                problem = str(err)
+        raise ConfigError(
+            label,
+            f"{problem}; calls are refused while a daily or monthly token budget is set, since it cannot be counted.",
+        )
+
+    def _lifetime_used(self, budget: Budget) -> int:
+        if budget.provider is None:
+            return sum(usage.total_tokens for usage in self._since_start.values())
+        return self._since_start[budget.provider].total_tokens
+
+    @staticmethod
+    def _refuse_if_spent(budget: Budget, used: int, label: str) -> None:
+        if used < budget.limit:
+            return
+        whose = "" if budget.provider is None else f" for {label}"
+        if budget.window == "lifetime":
+            what, reset = "lifetime token budget", "raise it or restart the server to call again"
+        elif budget.window == "day":
+            what, reset = "daily token budget", "it resets at midnight, local time"
+        else:
+            what, reset = "monthly token budget", f"it resets on {_next_month()}, local time"
+        raise BudgetError(
+            label, f"the {what}{whose} of {budget.limit} tokens ({budget.variable}) is spent ({used} used); {reset}."
+        )
+
+
+def _used(totals: dict[tuple[str, str], Totals], period: str, budget: Budget) -> int:
+    return sum(t.total_tokens for (at, provider), t in totals.items() if at == period and budget.covers(provider))
+
+
+def _next_month() -> str:
+    today = datetime.date.today()
+    return (today.replace(day=28) + datetime.timedelta(days=4)).replace(day=1).isoformat()

@@ -1,0 +1,98 @@
+"""`swarm-inference-mcp usage`: spend per day and provider, read from the usage state file.
+
+Imported only by that command, so the server's start-up never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from tools.usage import BUSY_TIMEOUT_MS, StateError
+
+BAR_WIDTH = 30
+
+
+def usage_rows(path: Path, days: int) -> list[dict[str, Any]]:
+    """Per local day and provider over the last `days` days (today included), newest first."""
+    first = time.strftime("%Y-%m-%d", time.localtime(time.time() - (days - 1) * 86400))
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            found = db.execute(
+                "SELECT day, provider, outcome, prompt_tokens, completion_tokens, total_tokens, latency_ms"
+                " FROM calls WHERE day >= ? ORDER BY day DESC, provider",
+                (first,),
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StateError(f"the usage state file {path} cannot be read ({exc})") from None
+    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in found:
+        groups.setdefault((row[0], row[1]), []).append(row)
+    return [
+        {
+            "day": day,
+            "provider": provider,
+            "calls": len(rows),
+            "errors": sum(row[2] != "answer" for row in rows),
+            "prompt_tokens": sum(row[3] or 0 for row in rows),
+            "completion_tokens": sum(row[4] or 0 for row in rows),
+            "total_tokens": sum(row[5] or 0 for row in rows),
+            "median_latency_ms": round(statistics.median(row[6] for row in rows)),
+        }
+        for (day, provider), rows in groups.items()
+    ]
+
+
+def print_usage(path: Path | None, days: int, as_json: bool, out: TextIO) -> int:
+    """The command's output and exit status."""
+    if path is None:
+        out.write(
+            "SWARM_MCP_STATE_DB is off: usage is kept in each server's memory only, so there is nothing to show.\n"
+        )
+        return 1
+    if not path.exists():
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            rows = usage_rows(path, days)
+        except StateError as err:
+            out.write(f"{err}\n")
+            return 2
+    if as_json:
+        out.write(json.dumps({"state_db": str(path), "days": days, "rows": rows}, indent=2) + "\n")
+        return 0
+    out.write(f"Usage over the last {days} days (local time), from {path}\n\n")
+    if not rows:
+        out.write("No calls recorded.\n")
+        return 0
+    out.write(_table(rows))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    most = max(row["total_tokens"] for row in rows) or 1
+    header = ("day", "provider", "calls", "errors", "tokens", "median latency", "tokens")
+    lines = [
+        f"{header[0]:<10}  {header[1]:<9} {header[2]:>6} {header[3]:>6} {header[4]:>11} {header[5]:>14}  {header[6]}"
+    ]
+    previous_day = None
+    for row in rows:
+        day = row["day"] if row["day"] != previous_day else ""
+        previous_day = row["day"]
+        bar = "█" * round(BAR_WIDTH * row["total_tokens"] / most) or ("▏" if row["total_tokens"] else "")
+        latency = f"{row['median_latency_ms'] / 1000:.1f} s"
+        lines.append(
+            f"{day:<10}  {row['provider']:<9} {row['calls']:>6} {row['errors']:>6} {row['total_tokens']:>11,}"
+            f" {latency:>14}  {bar}"
+        )
+    total = sum(row["total_tokens"] for row in rows)
+    calls = sum(row["calls"] for row in rows)
+    lines.append(f"\n{calls} calls, {total:,} tokens in all.")
+    return "\n".join(lines) + "\n"
