@@ -105,18 +105,17 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         store = await open_usage_store(settings)
         ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
         try:
-            async with http_client(settings) as client, anyio.create_task_group() as tg:
+            async with http_client(settings) as client:
                 upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
-                handles = Handles(
-                    tg, ttl_s=settings.job_ttl, max_kept=settings.max_jobs, heartbeat_s=settings.heartbeat
-                )
+                handles = Handles(ttl_s=settings.job_ttl, max_kept=settings.max_jobs, heartbeat_s=settings.heartbeat)
                 state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
                 running.append(state)
                 try:
                     yield state
                 finally:
                     running.remove(state)
-                    tg.cancel_scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await handles.aclose()
         finally:
             await anyio.to_thread.run_sync(ledger.store.close)
 

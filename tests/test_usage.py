@@ -326,7 +326,8 @@ async def test_the_usage_command_prints_a_table_and_json_of_the_rows(tmp_path: P
         row(20, "swarms", 7, 1),  # outside the last 14 days
     ]
     for each in rows:
-        await store.record(each)
+        pending = store.record(each)
+        assert pending is None  # nobody else holds the file
     store.close()
     env = {"PATH": os.environ["PATH"], "SWARM_MCP_STATE_DB": str(path)}
     table = (await anyio.run_process([SCRIPT, "usage"], env=env)).stdout.decode()

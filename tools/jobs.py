@@ -124,8 +124,10 @@ class Jobs:
             raise
         finally:
             del self._running[key]
-            with anyio.CancelScope(shield=True):  # counted even when the caller was cancelled
-                await self.ledger.record(_row(provider, body, origin, started, request))
+            pending = self.ledger.record(_row(provider, body, origin, started, request))
+            if pending is not None:
+                with anyio.CancelScope(shield=True):  # counted even when the caller was cancelled
+                    await pending
             request.done.set()
         if self._cache_ttl_s > 0:
             self._cache[key] = (anyio.current_time() + self._cache_ttl_s, request.result)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,8 +46,9 @@ class Ledger:
         self._shared = [budget for budget in budgets if budget.window != "lifetime"]
         self.store = store
 
-    async def record(self, row: UsageRow) -> None:
-        """Count one upstream request, here and in the store (returns once the store has it)."""
+    def record(self, row: UsageRow) -> Awaitable[None] | None:
+        """Count one upstream request, here and in the store: stored on return, or once the returned
+        awaitable is done (the store had to wait for another process)."""
         entry = self._since_start[row.provider]
         entry.calls += 1
         entry.errors += row.outcome != "answer"
@@ -56,7 +57,7 @@ class Ledger:
         entry.total_tokens += row.total_tokens or 0
         if self.store.problem is not None and not isinstance(self.store, MemoryUsageStore):
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
-        await self.store.record(row)
+        return self.store.record(row)
 
     async def check_budget(self, provider: str, label: str) -> None:
         """Refuse a new upstream request once a budget covering `provider` is spent. Raises
