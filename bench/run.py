@@ -10,6 +10,7 @@ per-round ratios. Prints one table; `--json` also writes the figures.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -47,10 +48,17 @@ class Upstream:
             time.sleep(0.05)
         self.root = f"http://127.0.0.1:{port_file.read_text()}"
         self.base = self.root + "/v1"
+        self.state_db = workdir / "usage.sqlite3"
+        """Our server's usage state file: in the benchmark's own directory, never the user's."""
 
     async def configure(self, **settings: Any) -> None:
         async with httpx2.AsyncClient() as http:
             (await http.post(self.root + "/_config", json=settings)).raise_for_status()
+
+    async def requests(self) -> int:
+        async with httpx2.AsyncClient() as http:
+            count: int = (await http.get(self.root + "/_stats")).json()["requests"]
+            return count
 
     async def first_frames(self) -> list[float]:
         async with httpx2.AsyncClient() as http:
@@ -71,11 +79,14 @@ class Counts:
     concurrent_delay_s: float = 1.0
     stream_tokens: int = 2000
     stream_rounds: int = 5
+    held_jobs: int = 1000
+    held_delay_s: float = 30.0
+    held_watch_s: float = 6.0
 
 
 QUICK = Counts(
     cold_rounds=2, call_rounds=2, calls_per_round=5, concurrent=10, concurrent_delay_s=0.2, stream_tokens=50,
-    stream_rounds=1,
+    stream_rounds=1, held_jobs=20, held_delay_s=4.0, held_watch_s=2.5,
 )  # fmt: skip
 
 
@@ -103,6 +114,7 @@ def ours_params(upstream: Upstream, **env: str) -> StdioServerParameters:
             "SWARMS_API_KEY": KEY,
             "SWARMS_BASE_URL": upstream.base,
             "SWARM_MCP_LOG_LEVEL": "WARNING",
+            "SWARM_MCP_STATE_DB": str(upstream.state_db),
             **env,
         },
     )
@@ -123,7 +135,7 @@ def floor_params(upstream: Upstream) -> StdioServerParameters:
 
 
 def call_of(side: str) -> tuple[str, Callable[[str], dict[str, Any]]]:
-    if side == "ours":
+    if side.startswith("ours"):
         return "ask_fortytwo", lambda prompt: {"prompt": prompt}
     return "ask", lambda prompt: {"prompt": prompt}
 
@@ -150,6 +162,14 @@ async def connected(params: StdioServerParameters) -> AsyncIterator[tuple[Client
     async with Client(params) as client:
         new = set(children_rss_peak_kib()) - before
         yield client, (new.pop() if len(new) == 1 else None)
+
+
+def current_rss_kib(pid: int | None) -> float:
+    """Resident memory now (VmRSS) of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def rss_kib(pid: int | None) -> float | None:
@@ -184,23 +204,25 @@ async def cold_start(upstream: Upstream, counts: Counts) -> Row:
 
 
 async def per_call(upstream: Upstream, counts: Counts) -> list[Row]:
+    """Ours (with its usage state file), ours with the file off, and the floor, interleaved."""
     rounds: list[dict[str, float]] = []
-    samples: dict[str, list[float]] = {"ours": [], "floor": [], "direct": []}
+    samples: dict[str, list[float]] = {"ours": [], "ours_off": [], "floor": [], "direct": []}
     async with (
         connected(ours_params(upstream)) as (ours, _),
+        connected(ours_params(upstream, SWARM_MCP_STATE_DB="off")) as (ours_off, _),
         connected(floor_params(upstream)) as (floor, _),
         httpx2.AsyncClient() as http,
     ):
-        clients = {"ours": ours, "floor": floor}
+        clients = {"ours": ours, "ours_off": ours_off, "floor": floor}
         url = upstream.base + "/chat/completions"
         headers = {"Authorization": f"Bearer {KEY}"}
         for side, client in clients.items():  # warm both: first calls open connections
             name, args = call_of(side)
             await client.call_tool(name, args("warm-up"))
         for round_no in range(counts.call_rounds):
-            figures: dict[str, list[float]] = {"ours": [], "floor": [], "direct": []}
+            figures: dict[str, list[float]] = {"ours": [], "ours_off": [], "floor": [], "direct": []}
             for i in range(counts.calls_per_round):
-                for side in ("ours", "floor", "direct"):
+                for side in ("ours", "ours_off", "floor", "direct"):
                     prompt = f"round {round_no} call {i}"
                     started = time.perf_counter()
                     if side == "direct":
@@ -217,6 +239,7 @@ async def per_call(upstream: Upstream, counts: Counts) -> list[Row]:
             rounds.append(
                 {
                     "ours": statistics.median(figures["ours"]) - direct,
+                    "ours_off": statistics.median(figures["ours_off"]) - direct,
                     "floor": statistics.median(figures["floor"]) - direct,
                 }
             )
@@ -233,6 +256,22 @@ async def per_call(upstream: Upstream, counts: Counts) -> list[Row]:
             "ms",
             "≤ 1.15×",
             rounds,
+        ),
+        Row(
+            "  the same with the usage state file off (SWARM_MCP_STATE_DB=off)",
+            statistics.median(r["ours_off"] for r in rounds),
+            statistics.median(r["floor"] for r in rounds),
+            statistics.median(r["ours_off"] / r["floor"] for r in rounds),
+            "ms",
+            "",
+        ),
+        Row(
+            "  what the usage state file adds: with it vs without (ms)",
+            statistics.median(r["ours"] for r in rounds),
+            statistics.median(r["ours_off"] for r in rounds),
+            statistics.median(r["ours"] / r["ours_off"] for r in rounds),
+            "ms",
+            "floor column: ours, file off",
         ),
         Row("tool call latency, median (ms)", statistics.median(samples["ours"]),
             statistics.median(samples["floor"]), None, "ms", ""),
@@ -338,12 +377,59 @@ async def streaming(upstream: Upstream, counts: Counts) -> list[Row]:
     ]  # fmt: skip
 
 
+async def held_jobs(upstream: Upstream, counts: Counts) -> list[Row]:
+    """Many jobs in flight at once on a slow upstream: memory per job, and how late heartbeats get."""
+    heartbeat_s = 1.0
+    env = {
+        "FORTYTWO_MAX_CONCURRENCY": str(counts.held_jobs),
+        "SWARM_MCP_HEARTBEAT": str(heartbeat_s),
+        "SWARM_MCP_WAIT": str(counts.held_delay_s * 2),
+    }
+    beats: list[list[float]] = [[] for _ in range(counts.held_jobs)]
+    async with connected(ours_params(upstream, **env)) as (client, pid):
+        await client.call_tool("ask_fortytwo", {"prompt": "warm-up"})
+        before = current_rss_kib(pid)
+        sent = await upstream.requests()
+        await upstream.configure(delay_s=counts.held_delay_s)
+
+        async def one(i: int) -> None:
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                beats[i].append(time.monotonic())
+
+            await client.call_tool("ask_fortytwo", {"prompt": f"held job {i}"}, progress_callback=on_progress)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(counts.held_jobs):
+                tg.start_soon(one, i)
+            while await upstream.requests() < sent + counts.held_jobs:  # noqa: ASYNC110 - another process's count
+                await anyio.sleep(0.1)
+            all_held = time.monotonic()
+            held = current_rss_kib(pid)
+            await anyio.sleep(counts.held_watch_s)
+            tg.cancel_scope.cancel()
+    await upstream.configure(delay_s=0.0)
+    # Steady state: the gaps between one job's heartbeats once every job is in flight (not the start-up burst).
+    lateness = [
+        (later - earlier - heartbeat_s) * 1000
+        for times in beats
+        for earlier, later in itertools.pairwise(times)
+        if earlier >= all_held
+    ]
+    return [
+        Row(f"{counts.held_jobs} jobs held on a {counts.held_delay_s:g} s upstream: RSS per job (KiB)",
+            (held - before) / counts.held_jobs, None, None, "KiB", ""),
+        Row(f"  heartbeat lateness with {counts.held_jobs} jobs waiting, median (ms)",
+            statistics.median(lateness) if lateness else None, None, None, "ms", f"heartbeat every {heartbeat_s:g} s"),
+        Row("  heartbeat lateness, worst (ms)", max(lateness) if lateness else None, None, None, "ms", ""),
+    ]  # fmt: skip
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
     if unit == "s":
         return f"{value:.2f}"
-    if unit in ("ms", "MiB"):
+    if unit in ("ms", "MiB", "KiB"):
         return f"{value:.1f}"
     return f"{value:g}"
 
@@ -366,6 +452,7 @@ async def main_async(counts: Counts) -> list[Row]:
             rows += await per_call(upstream, counts)
             rows += await concurrency(upstream, counts)
             rows += await streaming(upstream, counts)
+            rows += await held_jobs(upstream, counts)
         finally:
             upstream.close()
     return rows

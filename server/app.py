@@ -99,6 +99,11 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
 
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
+    def current() -> AppState:
+        if not running:
+            raise ResourceError("the server is not running")
+        return running[0]
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
@@ -180,9 +185,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def usage_resource() -> str:
-        if not running:
-            raise ResourceError("the server is not running")
-        ledger = running[0].jobs.ledger
+        ledger = current().jobs.ledger
         path = settings.state_path()
         usage = {
             **ledger.snapshot().model_dump(mode="json"),
@@ -199,9 +202,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def models_resource() -> str:
-        if not running:
-            raise ResourceError("the server is not running")
-        return json.dumps(await list_models(running[0]), indent=2)
+        return json.dumps(await list_models(current()), indent=2)
 
     @server.resource(
         "swarm://jobs",
@@ -212,9 +213,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def jobs_resource() -> str:
-        if not running:
-            raise ResourceError("the server is not running")
-        return json.dumps(running[0].handles.listing(), indent=2)
+        return json.dumps(current().handles.listing(), indent=2)
 
     return server
 

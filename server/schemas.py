@@ -12,6 +12,7 @@ declare is derived from the pydantic result model with:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,6 +30,7 @@ def _non_null(node: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+@functools.cache  # several tools share a shape; building one costs milliseconds of start-up
 def output_schema(*models: type[BaseModel]) -> dict[str, Any]:
     """The schema of any of `models`' `model_dump(mode="json", exclude_none=True)`, as clients should see it.
 
@@ -61,6 +63,7 @@ def output_schema(*models: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def _portable(model: type[BaseModel]) -> dict[str, Any]:
     """One model's schema, made portable as the module docstring says."""
     schema = model.model_json_schema(mode="serialization")

@@ -20,7 +20,16 @@ def test_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    for row in ("cold start", "per-call overhead", "concurrent calls", "peak RSS", "first chunk → first progress"):
+    for row in (
+        "cold start",
+        "per-call overhead",
+        "usage state file off",
+        "concurrent calls",
+        "peak RSS",
+        "first chunk → first progress",
+        "jobs held",
+        "heartbeat lateness",
+    ):
         assert row in done.stdout
     figures = json.loads(out.read_text())
     assert figures["machine"]

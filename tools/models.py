@@ -66,7 +66,6 @@ class Conversation(BaseModel):
         "Leave out for the server's default, which allows for slow swarms; "
         "values above the server's maximum are lowered to it.",
     )
-
     wait_s: float | None = Field(
         default=None,
         ge=0,
