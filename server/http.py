@@ -26,6 +26,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
+import re
+import time
 from types import FrameType
 from typing import Any
 
@@ -33,7 +36,7 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,6 +71,66 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
+SDK_LOGGERS = ("mcp.server.streamable_http", "mcp.server.streamable_http_manager")
+_SESSION_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{8,}\b")
+
+
+class QuietLog(logging.Filter):
+    """Keeps the SDK's HTTP log to what an operator needs.
+
+    - A client that hangs up in the middle of its request is not our error: the SDK logs it with a
+      traceback at ERROR; it becomes one INFO line.
+    - Session ids are credentials of a sort (whoever has one can use the session), so they are
+      logged by their first eight characters only.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ClientDisconnect):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a client disconnected before its request was complete",
+                (),
+                None,
+                None,
+            )
+        elif isinstance(record.msg, str) and not record.args:
+            record.msg = _SESSION_ID.sub(r"\1…", record.msg)
+        return True
+
+
+class RefusalLog:
+    """Failed authentication at WARNING, never with the token presented, and bounded in volume: the
+    first refusal from an address is logged at once, the rest in that minute are counted and summed
+    up in one line when the minute is over (or the server stops), so a flood cannot fill the disk."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[float, int]] = {}
+        """Address -> (start of its window, refusals since the first)."""
+
+    def refused(self, address: str, now: float) -> None:
+        self.flush(now)
+        window = self._windows.get(address)
+        if window is None:
+            self._windows[address] = (now, 0)
+            log.warning(
+                "refused a request from %s: missing or wrong bearer token (more this minute are counted, not listed)",
+                address,
+            )
+        else:
+            self._windows[address] = (window[0], window[1] + 1)
+
+    def flush(self, now: float = math.inf) -> None:
+        for address, (start, more) in list(self._windows.items()):
+            if now - start < self.WINDOW_S:
+                continue
+            del self._windows[address]
+            if more:
+                log.warning("refused %d more requests from %s in a minute: missing or wrong token", more, address)
+
+
 class Gate:
     """Health check, Host/Origin validation and bearer-token check in front of the MCP app."""
 
@@ -77,6 +140,7 @@ class Gate:
         self._token = settings.token.get_secret_value().encode() if settings.token else None
         self.answering = InFlight()
         """POSTs being answered: a shutdown waits for them, so that every last result is written."""
+        self.refusals = RefusalLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,6 +152,7 @@ class Gate:
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=False)
         if refusal is None and self._token is not None and not self._authorised(request):
+            self.refusals.refused(request.client.host if request.client else "an unknown address", time.monotonic())
             refusal = Response(
                 "Missing or invalid bearer token",
                 status_code=401,
@@ -149,6 +214,7 @@ class DrainingServer(uvicorn.Server):
         with anyio.move_on_after(FLUSH_S):
             await self._calls.wait_idle()
             await self._gate.answering.wait_idle()
+        self._gate.refusals.flush()  # now: uvicorn ends the process with the signal it caught
         super().handle_exit(sig, None)
 
 
@@ -173,6 +239,9 @@ def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
 async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight) -> None:
     """Serve until a signal; `calls` is the `InFlight` the server's tools run in."""
     app = build_app(settings, server)
+    quiet = QuietLog()
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
     config = uvicorn.Config(
         app,
         host=settings.host,

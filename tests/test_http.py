@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -227,3 +228,64 @@ async def test_sigterm_delivers_what_finishes_within_the_grace_and_cancels_the_r
     assert request.disconnected is not None
     assert grace - 0.2 <= request.disconnected - signalled < grace + 1.5
     assert "Traceback" not in stderr.read_text()
+
+
+async def test_a_client_that_hangs_up_mid_request_leaves_one_info_line(fake: FakeUpstream, tmp_path: Path) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, process):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Accept: application/json, text/event-stream\r\n"
+                + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b'{"jsonrpc":'
+            )
+        log = tmp_path / "server.stderr"
+        await eventually(lambda: "disconnected before its request was complete" in log.read_text())
+        async with mcp_client(f"{base}/mcp") as client:  # and the server goes on serving
+            assert len((await client.list_tools()).tools) >= 2
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert " ERROR " not in text
+    (line,) = [line for line in text.splitlines() if "disconnected before" in line]
+    assert " INFO " in line
+
+
+async def test_refused_tokens_are_logged_without_the_token_and_summed_up(fake: FakeUpstream, tmp_path: Path) -> None:
+    wrong = "wrong-token-that-must-never-be-logged"
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, process):
+        for _ in range(40):
+            response = httpx2.post(f"{base}/mcp", json={}, headers={"Authorization": f"Bearer {wrong}"}, timeout=10)
+            assert response.status_code == 401
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    text = (tmp_path / "server.stderr").read_text()
+    refusals = [line for line in text.splitlines() if "refused" in line and "WARNING" in line]
+    assert len(refusals) == 2, refusals  # the first at once, the other 39 in one line
+    assert "refused 39 more requests from 127.0.0.1" in refusals[1]
+    assert wrong not in text
+    assert TOKEN not in text
+
+
+async def test_session_ids_are_never_logged_in_full(fake: FakeUpstream, tmp_path: Path) -> None:
+    with http_server(fake, tmp_path, SWARM_MCP_TOKEN=TOKEN) as (base, _):
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"}
+        response = httpx2.post(f"{base}/mcp", json=initialize, headers=headers, timeout=10)
+        session = response.headers["mcp-session-id"]
+        httpx2.delete(f"{base}/mcp", headers={**headers, "mcp-session-id": session}, timeout=10)
+        log = tmp_path / "server.stderr"
+        await eventually(lambda: session[:8] in log.read_text())
+    assert len(session) >= 16
+    assert session not in log.read_text()
