@@ -11,16 +11,19 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import anyio
 import httpx2
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
 
 from server import __version__
 from server.calls import AppState, both_work, list_models, provider_work
@@ -32,7 +35,7 @@ from server.schemas import output_schema
 from tools import PROVIDERS
 from tools.errors import UpstreamError, argument_error, shutting_down
 from tools.jobs import Jobs
-from tools.ledger import Ledger
+from tools.ledger import Caller, Ledger
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
 from tools.upstream import RetryPolicy, Upstream
@@ -132,7 +135,9 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             description=BOTH_DESCRIPTION,
             args_model=BothArgs,
             outputs=(BothAnswers, RunningJob),
-            handler=lambda state, args, progress: _ask(state, both_work(state, cast("BothArgs", args)), args, progress),
+            handler=lambda state, args, progress, caller: _ask(
+                state, both_work(state, cast("BothArgs", args), caller), args, progress
+            ),
         ),
         _tool(
             name="get_result",
@@ -140,7 +145,9 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             description=GET_RESULT_DESCRIPTION,
             args_model=GetResultArgs,
             outputs=(Answer, BothAnswers, RunningJob),
-            handler=lambda state, args, progress: _get_result(state, cast("GetResultArgs", args), progress),
+            handler=lambda state, args, progress, caller: _get_result(
+                state, cast("GetResultArgs", args), progress, caller
+            ),
             annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
         ),
         _tool(
@@ -149,13 +156,13 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             description=CANCEL_DESCRIPTION,
             args_model=JobArgs,
             outputs=(CancelOutcome,),
-            handler=lambda state, args, _: _cancel(state, cast("JobArgs", args)),
+            handler=lambda state, args, _, caller: _cancel(state, cast("JobArgs", args), caller),
             annotations=ToolAnnotations(
                 read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
             ),
         ),
     ]
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _Server(
         "swarm-inference-mcp",
         title="Swarm inference",
         version=__version__,
@@ -192,6 +199,9 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             **await ledger.shared_usage(),
             "state_db": str(path) if path is not None else None,
         }
+        caller = _reader.get()
+        if caller is not None:
+            usage["client"] = await ledger.caller_usage(caller)
         return json.dumps(usage, indent=2)
 
     @server.resource(
@@ -213,12 +223,36 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def jobs_resource() -> str:
-        return json.dumps(current().handles.listing(), indent=2)
+        return json.dumps(current().handles.listing(_name(_reader.get())), indent=2)
 
     return server
 
 
-Handler = Callable[[AppState, BaseModel, ProgressFn | None], Awaitable[CallToolResult]]
+Handler = Callable[[AppState, BaseModel, ProgressFn | None, Caller | None], Awaitable[CallToolResult]]
+
+_reader: ContextVar[Caller | None] = ContextVar("reader", default=None)
+"""The HTTP client reading a resource, for the one resource that shows a client its own totals."""
+
+
+class _Server(MCPServer[AppState]):
+    """The SDK gives static resources no Context; this passes on who reads them."""
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        token = _reader.set(_caller(context))
+        try:
+            return await super().read_resource(uri, context)
+        finally:
+            _reader.reset(token)
+
+
+def _caller(ctx: Context[AppState, Any] | None) -> Caller | None:
+    """The HTTP client the gate authenticated (`server.http`), or None (stdio, or no tokens)."""
+    request = ctx.request_context.request if ctx is not None and ctx.request_context is not None else None
+    user = request.scope.get("user") if isinstance(request, Request) else None
+    if not isinstance(user, AuthenticatedUser):
+        return None
+    claims = user.access_token.claims or {}
+    return Caller(user.access_token.client_id, claims.get("daily_tokens"))
 
 
 async def open_usage_store(settings: Settings) -> UsageStore:
@@ -246,8 +280,8 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
         description=spec.description,
         args_model=spec.args_model,
         outputs=(Answer, RunningJob),
-        handler=lambda state, args, progress: _ask(
-            state, provider_work(state, spec, cast("ChatArgs", args)), args, progress
+        handler=lambda state, args, progress, caller: _ask(
+            state, provider_work(state, spec, cast("ChatArgs", args), caller), args, progress
         ),
     )
 
@@ -256,12 +290,18 @@ async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressF
     return await state.handles.call(work, state.wait_s(cast("Conversation", args).wait_s), progress)
 
 
-async def _get_result(state: AppState, args: GetResultArgs, progress: ProgressFn | None) -> CallToolResult:
-    return await state.handles.get_result(args.job_id, state.wait_s(args.wait_s), progress)
+async def _get_result(
+    state: AppState, args: GetResultArgs, progress: ProgressFn | None, caller: Caller | None
+) -> CallToolResult:
+    return await state.handles.get_result(args.job_id, state.wait_s(args.wait_s), progress, _name(caller))
 
 
-async def _cancel(state: AppState, args: JobArgs) -> CallToolResult:
-    return state.handles.cancel(args.job_id)
+async def _cancel(state: AppState, args: JobArgs, caller: Caller | None) -> CallToolResult:
+    return state.handles.cancel(args.job_id, _name(caller))
+
+
+def _name(caller: Caller | None) -> str | None:
+    return caller.name if caller is not None else None
 
 
 def _tool(
@@ -293,7 +333,7 @@ def _tool(
             return error_result(shutting_down(name, started=False))
         with state.in_flight.track():
             try:
-                return await handler(state, args, _progress_sender(ctx))
+                return await handler(state, args, _progress_sender(ctx), _caller(ctx))
             except UpstreamError as err:  # a refusal before any work started (an unknown job id)
                 return error_result(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).

@@ -19,6 +19,7 @@ from tools import PROVIDERS
 from tools.completion import Completion
 from tools.errors import UpstreamError, all_failed
 from tools.jobs import Jobs, Origin, request_key
+from tools.ledger import Caller
 from tools.models import (
     Answer,
     BothAnswers,
@@ -86,25 +87,25 @@ def answer_text(answer: Answer) -> str:
     return "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in answer.choices)
 
 
-def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs) -> Work:
+def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, caller: Caller | None) -> Work:
     """`ask_fortytwo` / `ask_swarm`: one provider, one request body."""
     body = args.request_body(state.jobs.upstream.endpoints[spec.name].model)
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
         try:
-            answer = await _answer(
-                state, spec, body, timeout_s, on_progress=on_progress, origin=Origin(spec.tool_name, job_id)
-            )
+            origin = Origin(spec.tool_name, job_id, caller)
+            answer = await _answer(state, spec, body, timeout_s, on_progress=on_progress, origin=origin)
         except UpstreamError as err:
             return error_result(err)
         return structured(answer_text(answer), answer)
 
-    key = spec.tool_name + "\n" + request_key(spec.name, body)
-    return Work(spec.tool_name, (spec.name,), spec.label, key, timeout_s, run)
+    client = caller.name if caller is not None else None
+    key = f"{client}\n{spec.tool_name}\n{request_key(spec.name, body)}"
+    return Work(spec.tool_name, (spec.name,), spec.label, key, timeout_s, client, run)
 
 
-def both_work(state: AppState, args: BothArgs) -> Work:
+def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
     """`ask_both`: both providers at once; an error only when both fail."""
     models = {"fortytwo": args.fortytwo_model, "swarms": args.swarms_model}
     endpoints = state.jobs.upstream.endpoints
@@ -116,11 +117,12 @@ def both_work(state: AppState, args: BothArgs) -> Work:
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
-        return await _ask_both(state, bodies, timeout_s, on_progress, Origin("ask_both", job_id))
+        return await _ask_both(state, bodies, timeout_s, on_progress, Origin("ask_both", job_id, caller))
 
-    key = "ask_both\n" + json.dumps(bodies, sort_keys=True, separators=(",", ":"))
+    key = f"{caller.name if caller else None}\nask_both\n" + json.dumps(bodies, sort_keys=True, separators=(",", ":"))
     labels = " and ".join(spec.label for spec in PROVIDERS)
-    return Work("ask_both", tuple(spec.name for spec in PROVIDERS), labels, key, timeout_s, run)
+    providers = tuple(spec.name for spec in PROVIDERS)
+    return Work("ask_both", providers, labels, key, timeout_s, caller.name if caller is not None else None, run)
 
 
 async def _ask_both(

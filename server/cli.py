@@ -22,7 +22,7 @@ from server.config import SECRET_FIELDS, Settings, load_settings
 
 log = logging.getLogger("swarm_inference_mcp")
 
-COMMAND_FLAGS = frozenset({"command", "days", "json"})
+COMMAND_FLAGS = frozenset({"command", "days", "json", "by_client", "name"})
 """Flags of the commands, not settings."""
 
 
@@ -45,13 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "check", "usage"],
+        choices=["serve", "check", "usage", "token"],
         default="serve",
         help="serve (the default): serve MCP over stdio; check: show the configuration, test each provider, exit; "
-        "usage: print calls, errors and tokens per day and provider from the usage state file, exit",
+        "usage: print calls, errors and tokens per day and provider from the usage state file, exit; "
+        "token NAME: print a new random token for an HTTP client and the tokens-file line that admits it, exit",
     )
+    parser.add_argument("name", nargs="?", help="token: the client's name")
     parser.add_argument("--days", type=int, default=14, help="usage: how many days back to show [default 14]")
     parser.add_argument("--json", action="store_true", help="usage: print JSON instead of a table")
+    parser.add_argument("--by-client", action="store_true", help="usage: per HTTP client instead of per provider")
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
             continue
@@ -89,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "usage":
         from server.report import print_usage  # noqa: PLC0415 - only this command draws tables
 
-        return print_usage(settings.state_path(), max(1, args.days), args.json, sys.stdout)
+        return print_usage(settings.state_path(), max(1, args.days), args.json, sys.stdout, by_client=args.by_client)
+    if args.command == "token":
+        return _new_token(args.name)
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from server.app import create_server  # noqa: PLC0415
@@ -111,6 +116,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
+    return 0
+
+
+def _new_token(name: str | None) -> int:
+    from server.clients import TokensFileError, new_token  # noqa: PLC0415 - only this command needs it
+
+    if not name:
+        sys.stderr.write("swarm-inference-mcp token: give the client's name: swarm-inference-mcp token NAME\n")
+        return 2
+    try:
+        token, line = new_token(name)
+    except TokensFileError as err:
+        sys.stderr.write(f"swarm-inference-mcp token: {err}\n")
+        return 2
+    sys.stdout.write(
+        f"Token for {name} (give it to them; it is not stored anywhere and is shown only this once):\n{token}\n\n"
+        f"Add this line to the tokens file (SWARM_MCP_TOKENS_FILE), then send the server SIGHUP:\n{line}\n"
+    )
     return 0
 
 

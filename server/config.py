@@ -204,6 +204,30 @@ class Settings(BaseModel):
     token_file: str | None = Field(
         None, alias="SWARM_MCP_TOKEN_FILE", description="File holding the bearer token (instead of SWARM_MCP_TOKEN)."
     )
+    tokens_file: str | None = Field(
+        None,
+        alias="SWARM_MCP_TOKENS_FILE",
+        description="File of HTTP clients, one a line: NAME TOKEN [daily_tokens=N] [max_sessions=N] (TOKEN may be "
+        "sha256:HEX); re-read on SIGHUP.",
+    )
+    max_sessions_per_client: int = Field(
+        50,
+        ge=1,
+        alias="SWARM_MCP_MAX_SESSIONS_PER_CLIENT",
+        description="Most MCP sessions one HTTP client may hold open (max_sessions= in the tokens file overrides it).",
+    )
+    session_idle: float = Field(
+        600.0,
+        gt=0,
+        alias="SWARM_MCP_SESSION_IDLE",
+        description="Seconds without a request after which an HTTP session is closed.",
+    )
+    request_timeout: float = Field(
+        15.0,
+        gt=0,
+        alias="SWARM_MCP_REQUEST_TIMEOUT",
+        description="Seconds an HTTP connection has to send a whole request before it is closed.",
+    )
     allowed_hosts: str | None = Field(
         None,
         alias="SWARM_MCP_ALLOWED_HOSTS",

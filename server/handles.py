@@ -52,8 +52,11 @@ class Work:
     labels: str
     """How people name the providers: "Fortytwo", "Fortytwo and Swarms"."""
     key: str
-    """Identical work has an identical key: the tool and its exact request bodies."""
+    """Identical work has an identical key: the client, the tool and its exact request bodies. (Two
+    clients asking the same are two jobs, each its own, that share one upstream request.)"""
     timeout_s: float
+    client: str | None
+    """The HTTP client that asked (None over stdio)."""
     run: Callable[[ProgressFn | None, str], Awaitable[CallToolResult]]
     """Does the work (given a progress callback and the job's id); returns the tool's result (an
     answer or an error result), never raises."""
@@ -175,14 +178,16 @@ class Handles:
         if self._tasks:
             await asyncio.wait(list(self._tasks))
 
-    async def get_result(self, job_id: str, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
-        job = self._find(job_id, "get_result")
+    async def get_result(
+        self, job_id: str, wait_s: float, on_progress: ProgressFn | None, client: str | None
+    ) -> CallToolResult:
+        job = self._find(job_id, "get_result", client)
         if job.result is not None:
             return job.result
         return await self._wait(job, wait_s, on_progress)
 
-    def cancel(self, job_id: str) -> CallToolResult:
-        job = self._find(job_id, "cancel_job")
+    def cancel(self, job_id: str, client: str | None) -> CallToolResult:
+        job = self._find(job_id, "cancel_job", client)
         if job.result is not None:
             text = f"Job {job.id} had already finished ({job.status}); nothing was cancelled. get_result returns it."
             return structured(text, CancelOutcome(job_id=job.id, status="finished"))
@@ -191,11 +196,11 @@ class Handles:
         text = f"Job {job.id} is cancelled: its upstream request to {job.work.labels} was aborted."
         return structured(text, CancelOutcome(job_id=job.id, status="cancelled"))
 
-    def listing(self) -> dict[str, Any]:
-        """What swarm://jobs shows: every job the server knows, without any prompt text."""
+    def listing(self, client: str | None) -> dict[str, Any]:
+        """What swarm://jobs shows: every job of this client the server knows, without any prompt text."""
         self._forget_expired()
         now = anyio.current_time()
-        return {"jobs": [self._describe(job, now) for job in self._jobs.values()]}
+        return {"jobs": [self._describe(job, now) for job in self._jobs.values() if job.work.client == client]}
 
     async def _wait(self, job: _Job, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
         job.waiters += 1
@@ -258,17 +263,18 @@ class Handles:
         while len(self._forgotten) > FORGOTTEN_IDS:
             self._forgotten.popitem(last=False)
 
-    def _find(self, job_id: str, tool: str) -> _Job:
+    def _find(self, job_id: str, tool: str, client: str | None) -> _Job:
+        """A job of this client's; another client's is as unknown as one that never existed."""
         self._forget_expired()
         job = self._jobs.get(job_id)
-        if job is not None:
+        if job is not None and job.work.client == client:
             return job
         match = _ID.match(job_id)
         if match is None:
             raise unknown_job(tool, job_id, "malformed")
         if match.group(1) != self._instance:
             raise unknown_job(tool, job_id, "restarted")
-        raise unknown_job(tool, job_id, self._forgotten.get(job_id, "never"))
+        raise unknown_job(tool, job_id, "never" if job is not None else self._forgotten.get(job_id, "never"))
 
     def _running_result(self, job: _Job) -> CallToolResult:
         now = anyio.current_time()
@@ -295,6 +301,7 @@ class Handles:
             "id": job.id,
             "tool": job.work.tool,
             "providers": list(job.work.providers),
+            "client": job.work.client,
             "status": job.status,
             "started_at": _wall_time(job.started, now),
             "elapsed_s": round((job.finished or now) - job.started, 1),

@@ -24,22 +24,28 @@ signal stops at once.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import math
 import re
+import signal
 import time
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
 import anyio
+import h11
 import uvicorn
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext
+from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from server.clients import Client, TokensFileError, authenticate, load_clients
 from server.config import Settings
 from server.drain import InFlight
 
@@ -94,8 +100,11 @@ class QuietLog(logging.Filter):
                 None,
                 None,
             )
-        elif isinstance(record.msg, str) and not record.args:
-            record.msg = _SESSION_ID.sub(r"\1…", record.msg)
+        else:
+            message = record.getMessage()
+            shortened = _SESSION_ID.sub(r"\1…", message)
+            if shortened != message:
+                record.msg, record.args = shortened, ()
         return True
 
 
@@ -132,12 +141,31 @@ class RefusalLog:
 
 
 class Gate:
-    """Health check, Host/Origin validation and bearer-token check in front of the MCP app."""
+    """Health check, Host/Origin validation, client authentication and per-client session limits
+    in front of the MCP app.
 
-    def __init__(self, app: ASGIApp, settings: Settings, security: TransportSecuritySettings) -> None:
+    An authenticated client is handed to the SDK as the request's `user` (its name as the token's
+    client id, never the token itself). The SDK binds each session to the user that opened it and
+    answers anyone else exactly as if the session did not exist (404), for use and DELETE alike;
+    the tools read the name from the request, for the ledger and the client's own budget.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        security: TransportSecuritySettings,
+        clients: list[Client],
+        open_sessions: Callable[[], Iterable[AuthorizationContext]] | None,
+    ) -> None:
         self._app = app
         self._security = TransportSecurityMiddleware(security)
-        self._token = settings.token.get_secret_value().encode() if settings.token else None
+        self.clients = clients
+        """Replaced as a whole when the tokens file is re-read (SIGHUP)."""
+        self._authenticate = bool(clients)
+        self._max_sessions = settings.max_sessions_per_client
+        self._open_sessions = open_sessions
+        """The owners of the sessions open now (None when stateless): the SDK's own record."""
         self.answering = InFlight()
         """POSTs being answered: a shutdown waits for them, so that every last result is written."""
         self.refusals = RefusalLog()
@@ -151,13 +179,21 @@ class Gate:
             return
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=False)
-        if refusal is None and self._token is not None and not self._authorised(request):
-            self.refusals.refused(request.client.host if request.client else "an unknown address", time.monotonic())
-            refusal = Response(
-                "Missing or invalid bearer token",
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
-            )
+        if refusal is None and self._authenticate:
+            client = self._client(request)
+            if client is None:
+                self.refusals.refused(request.client.host if request.client else "an unknown address", time.monotonic())
+                refusal = Response(
+                    "Missing or invalid bearer token",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
+                )
+            else:
+                claims = {"daily_tokens": client.daily_tokens} if client.daily_tokens else None
+                scope["user"] = AuthenticatedUser(
+                    AccessToken(token="", client_id=client.name, scopes=[], claims=claims)
+                )
+                refusal = self._session_refusal(request, client)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -167,11 +203,26 @@ class Gate:
         with self.answering.track():
             await self._app(scope, receive, send)
 
-    def _authorised(self, request: Request) -> bool:
+    def _client(self, request: Request) -> Client | None:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or self._token is None:
-            return False
-        return hmac.compare_digest(presented.strip().encode(), self._token)
+        if scheme.lower() != "bearer":
+            return None
+        return authenticate(self.clients, presented.strip())
+
+    def _session_refusal(self, request: Request, client: Client) -> Response | None:
+        """429 for a new session past the client's limit; other clients are not affected."""
+        if self._open_sessions is None or request.method != "POST" or "mcp-session-id" in request.headers:
+            return None
+        limit = client.max_sessions or self._max_sessions
+        held = sum(1 for owner in self._open_sessions() if owner["client_id"] == client.name)
+        if held < limit:
+            return None
+        message = (
+            f"client {client.name} already holds {held} open sessions, its limit ({limit}); end one "
+            "(HTTP DELETE) or let an idle one expire (SWARM_MCP_SESSION_IDLE)"
+        )
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}
+        return JSONResponse(body, status_code=429)
 
 
 FLUSH_S = 5.0
@@ -219,11 +270,15 @@ class DrainingServer(uvicorn.Server):
 
 
 def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
-    """The whole HTTP application; refuses a non-loopback bind without a token."""
-    if not settings.loopback and settings.token is None:
+    """The whole HTTP application; refuses a non-loopback bind without a token, and a bad tokens file."""
+    try:
+        clients = load_clients(settings.tokens_file, settings.token.get_secret_value() if settings.token else None)
+    except TokensFileError as err:
+        raise ConfigurationRefused(f"the tokens file cannot be used: {err}") from None
+    if not settings.loopback and not clients:
         raise ConfigurationRefused(
             f"refusing to serve on {settings.host}, which is not a loopback address, without a token: "
-            "set SWARM_MCP_TOKEN or SWARM_MCP_TOKEN_FILE"
+            "set SWARM_MCP_TOKEN, SWARM_MCP_TOKEN_FILE or SWARM_MCP_TOKENS_FILE"
         )
     security = transport_security(settings)
     app = server.streamable_http_app(
@@ -232,8 +287,56 @@ def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
         max_request_body_size=settings.max_body_bytes,
         transport_security=security,
         host=settings.host,
+        session_idle_timeout=settings.session_idle,
     )
-    return Gate(app, settings, security)
+    manager = server.session_manager
+    # The SDK's record of who opened each open session (private, but the one that is exact: it
+    # forgets a session when it is deleted or expires). The tests would notice it changing.
+    open_sessions = None if settings.stateless else (lambda: list(manager._session_owners.values()))
+    return Gate(app, settings, security, clients, open_sessions)
+
+
+def timed_protocol(timeout_s: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request within
+    `timeout_s`: from when it opened, or from the first byte of each later request. (uvicorn closes
+    idle keep-alive connections, but nothing stops one that trickles its headers a byte at a time.)"""
+
+    class TimedH11Protocol(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_timer()
+
+        def data_received(self, data: bytes) -> None:
+            if self._timer is None and self.conn.their_state is h11.IDLE:
+                self._start_timer()  # a new request begins on a kept-alive connection
+            super().data_received(data)
+            if self._timer is not None and self.conn.their_state is not h11.IDLE and self._request_received():
+                self._timer.cancel()
+                self._timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            super().connection_lost(exc)
+
+        def _request_received(self) -> bool:
+            return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+
+        def _start_timer(self) -> None:
+            self._timer = self.loop.call_later(timeout_s, self._timed_out)
+
+        def _timed_out(self) -> None:
+            self._timer = None
+            if self._request_received() or self.transport.is_closing():
+                return
+            who = "%s:%d" % self.client if self.client else "a client"  # noqa: UP031 - uvicorn's own shape
+            log.info("closed the connection of %s: no whole request within %g s", who, timeout_s)
+            self.transport.close()
+
+    return TimedH11Protocol
 
 
 async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight) -> None:
@@ -250,6 +353,7 @@ async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight
         log_config=None,  # our stderr logging, not uvicorn's (whose access log goes to stdout)
         access_log=False,
         timeout_graceful_shutdown=1,  # the drain has already waited; this only closes idle connections
+        http=timed_protocol(settings.request_timeout),
     )
     log.info(
         "serving MCP over streamable HTTP at http://%s:%d%s (%s, %s)",
@@ -257,6 +361,18 @@ async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight
         settings.port,
         settings.path,
         "stateless" if settings.stateless else "sessions",
-        "token required" if settings.token else "no token: loopback only",
+        f"{len(app.clients)} clients" if app.clients else "no token: loopback only",
     )
+
+    def reload_clients() -> None:
+        try:
+            token = settings.token.get_secret_value() if settings.token else None
+            app.clients = load_clients(settings.tokens_file, token)
+        except TokensFileError as err:
+            log.error("SIGHUP: the tokens file was not re-read (%s); the clients stay as they were", err)
+            return
+        log.info("SIGHUP: re-read the tokens file; %d clients", len(app.clients))
+
+    if settings.tokens_file is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_clients)
     await DrainingServer(config, calls, app, settings.shutdown_grace).serve()

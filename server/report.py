@@ -17,15 +17,16 @@ from tools.usage import BUSY_TIMEOUT_MS, StateError
 BAR_WIDTH = 30
 
 
-def usage_rows(path: Path, days: int) -> list[dict[str, Any]]:
-    """Per local day and provider over the last `days` days (today included), newest first."""
+def usage_rows(path: Path, days: int, *, by_client: bool = False) -> list[dict[str, Any]]:
+    """Per local day and provider (or HTTP client) over the last `days` days (today included), newest first."""
+    group = "coalesce(client, '-')" if by_client else "provider"
     first = time.strftime("%Y-%m-%d", time.localtime(time.time() - (days - 1) * 86400))
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             found = db.execute(
-                "SELECT day, provider, outcome, prompt_tokens, completion_tokens, total_tokens, latency_ms"
-                " FROM calls WHERE day >= ? ORDER BY day DESC, provider",
+                f"SELECT day, {group}, outcome, prompt_tokens, completion_tokens, total_tokens, latency_ms"  # noqa: S608
+                f" FROM calls WHERE day >= ? ORDER BY day DESC, {group}",
                 (first,),
             ).fetchall()
         finally:
@@ -35,10 +36,11 @@ def usage_rows(path: Path, days: int) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for row in found:
         groups.setdefault((row[0], row[1]), []).append(row)
+    who = "client" if by_client else "provider"
     return [
         {
             "day": day,
-            "provider": provider,
+            who: provider,
             "calls": len(rows),
             "errors": sum(row[2] != "answer" for row in rows),
             "prompt_tokens": sum(row[3] or 0 for row in rows),
@@ -50,7 +52,7 @@ def usage_rows(path: Path, days: int) -> list[dict[str, Any]]:
     ]
 
 
-def print_usage(path: Path | None, days: int, as_json: bool, out: TextIO) -> int:
+def print_usage(path: Path | None, days: int, as_json: bool, out: TextIO, *, by_client: bool = False) -> int:
     """The command's output and exit status."""
     if path is None:
         out.write(
@@ -61,7 +63,7 @@ def print_usage(path: Path | None, days: int, as_json: bool, out: TextIO) -> int
         rows: list[dict[str, Any]] = []
     else:
         try:
-            rows = usage_rows(path, days)
+            rows = usage_rows(path, days, by_client=by_client)
         except StateError as err:
             out.write(f"{err}\n")
             return 2
@@ -72,13 +74,13 @@ def print_usage(path: Path | None, days: int, as_json: bool, out: TextIO) -> int
     if not rows:
         out.write("No calls recorded.\n")
         return 0
-    out.write(_table(rows))
+    out.write(_table(rows, "client" if by_client else "provider"))
     return 0
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], who: str) -> str:
     most = max(row["total_tokens"] for row in rows) or 1
-    header = ("day", "provider", "calls", "errors", "tokens", "median latency", "tokens")
+    header = ("day", who, "calls", "errors", "tokens", "median latency", "tokens")
     lines = [
         f"{header[0]:<10}  {header[1]:<9} {header[2]:>6} {header[3]:>6} {header[4]:>11} {header[5]:>14}  {header[6]}"
     ]
@@ -89,7 +91,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         bar = "█" * round(BAR_WIDTH * row["total_tokens"] / most) or ("▏" if row["total_tokens"] else "")
         latency = f"{row['median_latency_ms'] / 1000:.1f} s"
         lines.append(
-            f"{day:<10}  {row['provider']:<9} {row['calls']:>6} {row['errors']:>6} {row['total_tokens']:>11,}"
+            f"{day:<10}  {row[who]:<9} {row['calls']:>6} {row['errors']:>6} {row['total_tokens']:>11,}"
             f" {latency:>14}  {bar}"
         )
     total = sum(row["total_tokens"] for row in rows)

@@ -21,7 +21,7 @@ import anyio
 
 from tools.completion import Completion
 from tools.errors import UpstreamError
-from tools.ledger import Ledger
+from tools.ledger import Caller, Ledger
 from tools.progress import ProgressFn, wait_with_progress
 from tools.upstream import Upstream
 from tools.usage import UsageRow
@@ -50,6 +50,8 @@ class Origin:
 
     tool: str | None = None
     job_id: str | None = None
+    caller: Caller | None = None
+    """The HTTP client that asked, when the tokens file names clients."""
 
 
 def request_key(provider: str, body: dict[str, Any]) -> str:
@@ -109,7 +111,7 @@ class Jobs:
         on_progress: ProgressFn | None,
         origin: Origin,
     ) -> Completion:
-        await self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label)
+        await self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label, origin.caller)
         request = _Request(streams=on_progress is not None)
         if on_progress is not None:
             request.listeners.append(on_progress)
@@ -162,4 +164,5 @@ def _row(provider: str, body: dict[str, Any], origin: Origin, started: float, re
         total_tokens=usage.total_tokens if usage else None,
         latency_ms=round((time.time() - started) * 1000),
         job_id=origin.job_id,
+        client=origin.caller.name if origin.caller is not None else None,
     )

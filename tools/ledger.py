@@ -39,6 +39,14 @@ class Budget:
         return self.provider is None or self.provider == provider
 
 
+@dataclass(frozen=True)
+class Caller:
+    """An HTTP client from the tokens file, with its own daily budget (None: none)."""
+
+    name: str
+    daily_tokens: int | None = None
+
+
 class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
         self._since_start = {name: ProviderUsage() for name in providers}
@@ -59,12 +67,14 @@ class Ledger:
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
         return self.store.record(row)
 
-    async def check_budget(self, provider: str, label: str) -> None:
-        """Refuse a new upstream request once a budget covering `provider` is spent. Raises
-        `BudgetError`, or `ConfigError` when a shared budget is set but cannot be counted."""
+    async def check_budget(self, provider: str, label: str, caller: Caller | None = None) -> None:
+        """Refuse a new upstream request once a budget covering `provider`, or the caller's own, is
+        spent. Raises `BudgetError`, or `ConfigError` when a shared budget is set but cannot be counted."""
         for budget in self._budgets:
             if budget.window == "lifetime" and budget.covers(provider):
                 self._refuse_if_spent(budget, self._lifetime_used(budget), label)
+        if caller is not None and caller.daily_tokens is not None:
+            await self._check_caller(caller, label)
         shared = [budget for budget in self._shared if budget.covers(provider)]
         if not shared:
             return
@@ -119,6 +129,32 @@ class Ledger:
         if self.store.problem is not None:
             out["problem"] = self.store.problem
         return out
+
+    async def caller_usage(self, caller: Caller) -> dict[str, Any]:
+        """One HTTP client's own spend today (every process sharing the state file), and its budget."""
+        day = periods_of(time.time())[0]
+        totals = (await self.store.client_totals(day)).get(caller.name, Totals())
+        limit = caller.daily_tokens
+        return {
+            "name": caller.name,
+            "today": vars(totals),
+            "daily_tokens": limit,
+            "remaining": None if limit is None else max(0, limit - totals.total_tokens),
+        }
+
+    async def _check_caller(self, caller: Caller, label: str) -> None:
+        if self.store.problem is not None:
+            raise ConfigError(label, f"{self.store.problem}; calls are refused while client budgets are set.")
+        try:
+            used = (await self.store.client_totals(periods_of(time.time())[0])).get(caller.name, Totals()).total_tokens
+        except StateError as err:
+            raise ConfigError(label, f"{err}; calls are refused while client budgets are set.") from None
+        if caller.daily_tokens is not None and used >= caller.daily_tokens:
+            raise BudgetError(
+                label,
+                f"the daily token budget of client {caller.name} ({caller.daily_tokens} tokens, from the tokens file) "
+                f"is spent ({used} used); it resets at midnight, local time.",
+            )
 
     async def _read_shared(self, label: str) -> dict[tuple[str, str], Totals]:
         problem = self.store.problem

@@ -30,7 +30,7 @@ import anyio
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 """How long a write waits for another process's write to finish (each holds the lock for well under
 a millisecond); past that the file counts as locked too long."""
@@ -84,6 +84,28 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         END""",
     ),
     2: ("ALTER TABLE calls ADD COLUMN client TEXT",),
+    3: (
+        """CREATE TABLE client_totals (
+            day TEXT NOT NULL,
+            client TEXT NOT NULL,
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            total_tokens INTEGER NOT NULL,
+            PRIMARY KEY (day, client)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER add_to_client_totals AFTER INSERT ON calls WHEN NEW.client IS NOT NULL BEGIN
+            INSERT INTO client_totals VALUES (
+                NEW.day, NEW.client, 1, NEW.outcome != 'answer',
+                coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), coalesce(NEW.total_tokens, 0)
+            ) ON CONFLICT (day, client) DO UPDATE SET
+                calls = calls + 1, errors = errors + excluded.errors,
+                prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                completion_tokens = completion_tokens + excluded.completion_tokens,
+                total_tokens = total_tokens + excluded.total_tokens;
+        END""",
+    ),
 }
 """Schema version → the statements that upgrade the version before it. Never edit a shipped one."""
 
@@ -149,6 +171,9 @@ class UsageStore(Protocol):
     async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
         """Totals by (period, provider) for the given periods (days or months). Raises `StateError`."""
 
+    async def client_totals(self, day: str) -> dict[str, Totals]:
+        """Totals by HTTP client for one day. Raises `StateError`."""
+
     def close(self) -> None: ...
 
 
@@ -158,10 +183,16 @@ class MemoryUsageStore:
     def __init__(self, problem: str | None = None) -> None:
         self.problem = problem
         self._totals: dict[tuple[str, str], Totals] = {}
+        self._clients: dict[tuple[str, str], Totals] = {}
 
     def record(self, row: UsageRow) -> None:
         for period in row.periods:
             self._totals.setdefault((period, row.provider), Totals()).add(row)
+        if row.client is not None:
+            self._clients.setdefault((row.periods[0], row.client), Totals()).add(row)
+
+    async def client_totals(self, day: str) -> dict[str, Totals]:
+        return {client: totals for (at, client), totals in self._clients.items() if at == day}
 
     async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
         wanted = set(periods)
@@ -293,16 +324,29 @@ class SqliteUsageStore:
 
     async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
         wanted = list(periods)
+        columns = "period, provider, calls, errors, prompt_tokens, completion_tokens, total_tokens"
+        marks = ",".join("?" * len(wanted))
+        query = f"SELECT {columns} FROM totals WHERE period IN ({marks})"  # noqa: S608 - only placeholders go in
+        rows = await self._read(query, wanted)
+        return {(period, provider): Totals(*numbers) for period, provider, *numbers in rows}
+
+    async def client_totals(self, day: str) -> dict[str, Totals]:
+        columns = "client, calls, errors, prompt_tokens, completion_tokens, total_tokens"
+        rows = await self._read(f"SELECT {columns} FROM client_totals WHERE day = ?", [day])  # noqa: S608
+        return {client: Totals(*numbers) for client, *numbers in rows}
+
+    async def _read(self, query: str, params: list[str]) -> list[tuple[Any, ...]]:
+        """On the loop (WAL: a read does not wait for writers), or in a thread on the rare busy file."""
         try:
             try:
-                rows = _read_totals(self._db, wanted)  # WAL: a read never waits for a writer
+                rows: list[tuple[Any, ...]] = self._db.execute(query, params).fetchall()
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise
-                rows = await anyio.to_thread.run_sync(self._read_waiting, wanted, limiter=self._one_thread)
+                rows = await anyio.to_thread.run_sync(self._read_waiting, query, params, limiter=self._one_thread)
         except sqlite3.Error as exc:
             raise StateError(f"the usage state file {self.path} cannot be read ({_reason(exc)})") from None
-        return {(period, provider): Totals(*numbers) for period, provider, *numbers in rows}
+        return rows
 
     def close(self) -> None:
         self._closing.set()
@@ -322,8 +366,9 @@ class SqliteUsageStore:
     def _write_waiting(self, row: UsageRow) -> None:
         _write(self._waiting_db(), row)
 
-    def _read_waiting(self, periods: list[str]) -> list[tuple[Any, ...]]:
-        return _read_totals(self._waiting_db(), periods)
+    def _read_waiting(self, query: str, params: list[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._waiting_db().execute(query, params).fetchall()
+        return rows
 
     def _checkpoints(self) -> None:
         """Move the write-ahead log into the file now and then (and at the end), off the event loop."""
@@ -348,13 +393,6 @@ class SqliteUsageStore:
 def _busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
-
-
-def _read_totals(db: sqlite3.Connection, periods: list[str]) -> list[tuple[Any, ...]]:
-    marks = ",".join("?" * len(periods))
-    columns = "period, provider, calls, errors, prompt_tokens, completion_tokens, total_tokens"
-    query = f"SELECT {columns} FROM totals WHERE period IN ({marks})"  # noqa: S608 - only placeholders go in
-    return db.execute(query, periods).fetchall()
 
 
 def _write(db: sqlite3.Connection, row: UsageRow) -> None:

@@ -1,0 +1,107 @@
+"""Who may call over HTTP: a token per client from `SWARM_MCP_TOKENS_FILE`, and/or the single
+`SWARM_MCP_TOKEN` as one anonymous client.
+
+The tokens file has one client a line, `NAME TOKEN [daily_tokens=N] [max_sessions=N]`, and `#`
+starts a comment. TOKEN is the token itself or, better, `sha256:HEX` of it, so the file is no
+secret. Only digests are kept in memory, and a presented token is compared with every client's
+digest in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ANONYMOUS = "anonymous"
+"""The name of the one client `SWARM_MCP_TOKEN` stands for."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+_OPTIONS = ("daily_tokens", "max_sessions")
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    digest: bytes
+    """sha256 of the client's token."""
+    daily_tokens: int | None = None
+    max_sessions: int | None = None
+
+
+class TokensFileError(Exception):
+    """The tokens file cannot be used; the message names the file and the line."""
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_tokens(text: str, origin: str) -> list[Client]:
+    clients: list[Client] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+
+        def problem(what: str, number: int = number) -> TokensFileError:
+            return TokensFileError(f"{origin}, line {number}: {what}")
+
+        name, *rest = line.split()
+        if not rest:
+            raise problem("expected NAME TOKEN [daily_tokens=N] [max_sessions=N]")
+        token, *options = rest
+        if not _NAME.match(name):
+            raise problem(f"{name[:64]!r} is not a client name (letters, digits, '.', '_', '-'; at most 64)")
+        hashed = _HASHED.match(token)
+        if hashed is None and (token.startswith("sha256:") or len(token) < MIN_TOKEN_LENGTH):
+            raise problem(f"the token must be sha256:<64 hex digits> or at least {MIN_TOKEN_LENGTH} characters")
+        settings: dict[str, int] = {}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key not in _OPTIONS or not value.isdigit() or int(value) < 1:
+                raise problem(f"{option[:64]!r} is not daily_tokens=N or max_sessions=N with N at least 1")
+            settings[key] = int(value)
+        client = Client(name, bytes.fromhex(hashed.group(1)) if hashed else digest(token), **settings)
+        if any(other.name == name for other in clients):
+            raise problem(f"client {name!r} is listed twice")
+        if any(hmac.compare_digest(other.digest, client.digest) for other in clients):
+            raise problem(f"client {name!r} has the same token as another client")
+        clients.append(client)
+    return clients
+
+
+def load_clients(tokens_file: str | None, token: str | None) -> list[Client]:
+    """Every client: the tokens file's, and the anonymous one of `SWARM_MCP_TOKEN`. Raises `TokensFileError`."""
+    clients: list[Client] = []
+    if tokens_file is not None:
+        try:
+            text = Path(tokens_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TokensFileError(f"{tokens_file}: cannot be read ({exc.strerror})") from None
+        clients = parse_tokens(text, tokens_file)
+    if token is not None:
+        clients.append(Client(ANONYMOUS, digest(token)))
+    return clients
+
+
+def authenticate(clients: list[Client], presented: str) -> Client | None:
+    """The client whose token this is, compared with every digest so the time says nothing."""
+    wanted = digest(presented)
+    found = None
+    for client in clients:
+        if hmac.compare_digest(client.digest, wanted):
+            found = client
+    return found
+
+
+def new_token(name: str) -> tuple[str, str]:
+    """A fresh random token, and the tokens-file line that admits it (holding only its digest)."""
+    if not _NAME.match(name):
+        raise TokensFileError(f"{name[:64]!r} is not a client name (letters, digits, '.', '_', '-'; at most 64)")
+    token = secrets.token_urlsafe(32)
+    return token, f"{name} sha256:{hashlib.sha256(token.encode()).hexdigest()}"
