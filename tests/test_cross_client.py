@@ -177,6 +177,37 @@ def test_a_job_longer_than_the_clients_timeout_completes_through_handles(
     assert len(fake.seen("fortytwo")) == 1
 
 
+def test_pydantic_ai_shows_the_model_our_sentence(tmp_path: Path, fake: FakeUpstream) -> None:
+    env = fake_env(fake, FORTYTWO_API_KEY="ft-revoked-key-0000")
+    del env["SWARMS_API_KEY"]
+    plan = {
+        "server": {"command": str(SCRIPT), "args": [], "env": {"PATH": os.environ["PATH"], **env}},
+        "steps": [
+            call("ask_fortytwo", prompt="with a revoked key"),
+            call("ask_swarm", prompt="with no key"),
+            call("ask_fortytwo", prompt="bad argument", max_tokens=0),
+        ],
+    }
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    driver = third_party.CLIENTS_DIR / "pydantic_ai_client.py"
+    done = subprocess.run(
+        [str(third_party.pydantic_ai_python()), str(driver), str(plan_file)],
+        capture_output=True, text=True, timeout=180, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    unauthorised, missing, invalid = json.loads(done.stdout.splitlines()[-1])
+    assert unauthorised["error"]["message"] == (
+        "Fortytwo: HTTP 401 (authentication_error: Invalid authentication credentials); "
+        "check that FORTYTWO_API_KEY holds a valid key with access to this model."
+    )
+    assert missing["error"]["message"] == "Swarms: no API key is set; set SWARMS_API_KEY in the server's environment."
+    assert invalid["error"]["message"] == (
+        "ask_fortytwo: invalid arguments: `max_tokens`: input should be greater than or equal to 1 (got 0). "
+        "Nothing was sent."
+    )
+
+
 def inspector(installed: dict[str, Path], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     launcher = installed["npm"] / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher"
     return subprocess.run(

@@ -22,6 +22,8 @@ TS_SDK = "@modelcontextprotocol/sdk@1.32.2"
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 MCP1 = "mcp==1.30.0"
 """The last Python SDK of the 1.x line, still pinned by many agent frameworks."""
+PYDANTIC_AI = "pydantic-ai-slim[mcp]==2.68.0"
+"""pydantic-ai's MCP toolset, which shows structured content in place of the text when there is any."""
 MIN_NODE = 18
 INSTALL_TIMEOUT_S = 600
 
@@ -76,8 +78,17 @@ def npm_clients() -> Path:
 
 def mcp1_python() -> Path:
     """The Python of a virtual environment that holds the pinned `mcp` 1.x client."""
+    return _venv(MCP1)
+
+
+def pydantic_ai_python() -> Path:
+    """The Python of a virtual environment that holds the pinned pydantic-ai MCP toolset."""
+    return _venv(PYDANTIC_AI)
+
+
+def _venv(requirement: str) -> Path:
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", requirement).strip("-")
     venv = _install(
-        MCP1.replace("==", "-"),
-        [[sys.executable, "-m", "venv", "{dir}"], ["{dir}/bin/python", "-m", "pip", "install", "-q", MCP1]],
+        name, [[sys.executable, "-m", "venv", "{dir}"], ["{dir}/bin/python", "-m", "pip", "install", "-q", requirement]]
     )
     return venv / "bin" / "python"
