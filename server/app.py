@@ -1,8 +1,8 @@
 """`create_server(settings)`: the MCP face of the providers.
 
-The lifespan owns the one HTTP client (and with it every connection pool and concurrency cap) and
-the task group shared upstream jobs run in. Each tool's arguments are one pydantic model, validated
-by the SDK before our code runs and handed whole to the functions in `server.calls`.
+The lifespan owns the one HTTP client (and with it every connection pool and concurrency cap), the
+usage store and the job handles. Each tool's arguments are one pydantic model, validated by us
+(`parse_arguments`, for one readable sentence per refusal) and handed whole to `server.calls`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from server.schemas import output_schema
 from tools import PROVIDERS
 from tools.errors import UpstreamError, argument_error, shutting_down
 from tools.jobs import Jobs
-from tools.ledger import Caller, Ledger
+from tools.ledger import Caller, Ledger, caller_name
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
 from tools.upstream import RetryPolicy, Upstream
@@ -223,7 +223,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def jobs_resource() -> str:
-        return json.dumps(current().handles.listing(_name(_reader.get())), indent=2)
+        return json.dumps(current().handles.listing(caller_name(_reader.get())), indent=2)
 
     return server
 
@@ -263,7 +263,7 @@ async def open_usage_store(settings: Settings) -> UsageStore:
     try:
         return await anyio.to_thread.run_sync(SqliteUsageStore.open, path)
     except StateError as err:
-        shared = any(budget.window != "lifetime" for budget in settings.budgets())
+        shared = any(budget.shared for budget in settings.budgets())
         consequence = (
             "calls are refused while a daily or monthly token budget is set"
             if shared
@@ -293,15 +293,11 @@ async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressF
 async def _get_result(
     state: AppState, args: GetResultArgs, progress: ProgressFn | None, caller: Caller | None
 ) -> CallToolResult:
-    return await state.handles.get_result(args.job_id, state.wait_s(args.wait_s), progress, _name(caller))
+    return await state.handles.get_result(args.job_id, state.wait_s(args.wait_s), progress, caller_name(caller))
 
 
 async def _cancel(state: AppState, args: JobArgs, caller: Caller | None) -> CallToolResult:
-    return state.handles.cancel(args.job_id, _name(caller))
-
-
-def _name(caller: Caller | None) -> str | None:
-    return caller.name if caller is not None else None
+    return state.handles.cancel(args.job_id, caller_name(caller))
 
 
 def _tool(

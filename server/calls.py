@@ -19,7 +19,7 @@ from tools import PROVIDERS
 from tools.completion import Completion
 from tools.errors import UpstreamError, all_failed
 from tools.jobs import Jobs, Origin, request_key
-from tools.ledger import Caller
+from tools.ledger import Caller, caller_name
 from tools.models import (
     Answer,
     BothAnswers,
@@ -100,9 +100,8 @@ def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, caller: C
             return error_result(err)
         return structured(answer_text(answer), answer)
 
-    client = caller.name if caller is not None else None
-    key = f"{client}\n{spec.tool_name}\n{request_key(spec.name, body)}"
-    return Work(spec.tool_name, (spec.name,), spec.label, key, timeout_s, client, run)
+    request = request_key(spec.name, body)
+    return Work(spec.tool_name, (spec.name,), spec.label, request, timeout_s, caller_name(caller), run)
 
 
 def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
@@ -119,10 +118,10 @@ def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
     async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
         return await _ask_both(state, bodies, timeout_s, on_progress, Origin("ask_both", job_id, caller))
 
-    key = f"{caller.name if caller else None}\nask_both\n" + json.dumps(bodies, sort_keys=True, separators=(",", ":"))
+    request = json.dumps(bodies, sort_keys=True, separators=(",", ":"))
     labels = " and ".join(spec.label for spec in PROVIDERS)
     providers = tuple(spec.name for spec in PROVIDERS)
-    return Work("ask_both", providers, labels, key, timeout_s, caller.name if caller is not None else None, run)
+    return Work("ask_both", providers, labels, request, timeout_s, caller_name(caller), run)
 
 
 async def _ask_both(

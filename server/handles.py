@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.results import error_result, structured
 from tools.errors import CallCancelledError, UpstreamError, unknown_job
 from tools.models import Result
-from tools.progress import ProgressFn, wait_with_progress
+from tools.progress import Listeners, ProgressFn, wait_with_progress
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,20 @@ class Work:
     providers: tuple[str, ...]
     labels: str
     """How people name the providers: "Fortytwo", "Fortytwo and Swarms"."""
-    key: str
-    """Identical work has an identical key: the client, the tool and its exact request bodies. (Two
-    clients asking the same are two jobs, each its own, that share one upstream request.)"""
+    request: str
+    """The exact request bodies, as text: identical work asks identically."""
     timeout_s: float
     client: str | None
     """The HTTP client that asked (None over stdio)."""
     run: Callable[[ProgressFn | None, str], Awaitable[CallToolResult]]
     """Does the work (given a progress callback and the job's id); returns the tool's result (an
     answer or an error result), never raises."""
+
+    @property
+    def key(self) -> str:
+        """Identical work of one client has an identical key. (Two clients asking the same are two
+        jobs, each its own, that share one upstream request.)"""
+        return f"{self.client}\n{self.tool}\n{self.request}"
 
 
 class JobArgs(BaseModel):
@@ -112,16 +117,12 @@ class _Job:
     started: float = field(default_factory=anyio.current_time)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
-    listeners: list[ProgressFn] = field(default_factory=list)
+    listeners: Listeners = field(default_factory=Listeners)
     waiters: int = 0
     handed_out: bool = False
     cancelled_by_user: bool = False
     result: CallToolResult | None = None
     finished: float | None = None
-
-    async def progress(self, value: float, message: str) -> None:
-        for listener in list(self.listeners):
-            await listener(value, message)
 
     @property
     def status(self) -> str:
@@ -206,11 +207,8 @@ class Handles:
         job.waiters += 1
         listeners = job.listeners if job.streams else None
         try:
-            if wait_s == math.inf:
+            with anyio.move_on_after(wait_s):  # an infinite wait sets no timer
                 await wait_with_progress(job.done, on_progress, listeners, job.work.labels, self._heartbeat_s)
-            else:
-                with anyio.move_on_after(wait_s):
-                    await wait_with_progress(job.done, on_progress, listeners, job.work.labels, self._heartbeat_s)
             if job.result is not None:
                 return job.result
             job.handed_out = True
@@ -223,7 +221,7 @@ class Handles:
     async def _run(self, job: _Job) -> None:
         try:
             with job.scope:
-                job.result = await job.work.run(job.progress if job.streams else None, job.id)
+                job.result = await job.work.run(job.listeners if job.streams else None, job.id)
         except Exception:  # a bug: say so in the log, and give the callers an error instead of silence
             log.exception("%s: job %s failed unexpectedly", job.work.tool, job.id)
             job.result = error_result(UpstreamError(job.work.tool, "failed unexpectedly; see the server's log."))

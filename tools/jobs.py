@@ -22,7 +22,7 @@ import anyio
 from tools.completion import Completion
 from tools.errors import UpstreamError
 from tools.ledger import Caller, Ledger
-from tools.progress import ProgressFn, wait_with_progress
+from tools.progress import Listeners, ProgressFn, wait_with_progress
 from tools.upstream import Upstream
 from tools.usage import UsageRow
 
@@ -35,13 +35,9 @@ class _Request:
 
     streams: bool
     done: anyio.Event = field(default_factory=anyio.Event)
-    listeners: list[ProgressFn] = field(default_factory=list)
+    listeners: Listeners = field(default_factory=Listeners)
     result: Completion | None = None
     error: UpstreamError | None = None
-
-    async def progress(self, progress: float, message: str) -> None:
-        for listener in list(self.listeners):
-            await listener(progress, message)
 
 
 @dataclass(frozen=True)
@@ -119,7 +115,7 @@ class Jobs:
         started = time.time()
         try:
             request.result = await self.upstream.complete(
-                provider, body, timeout_s=timeout_s, on_progress=request.progress if request.streams else None
+                provider, body, timeout_s=timeout_s, on_progress=request.listeners if request.streams else None
             )
         except UpstreamError as err:
             request.error = err

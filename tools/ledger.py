@@ -38,6 +38,11 @@ class Budget:
     def covers(self, provider: str) -> bool:
         return self.provider is None or self.provider == provider
 
+    @property
+    def shared(self) -> bool:
+        """Daily and monthly budgets count the state file every process shares; lifetime ones, this process."""
+        return self.window != "lifetime"
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -47,11 +52,16 @@ class Caller:
     daily_tokens: int | None = None
 
 
+def caller_name(caller: Caller | None) -> str | None:
+    """The client's name, or None over stdio (and with no tokens at all)."""
+    return caller.name if caller is not None else None
+
+
 class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
         self._since_start = {name: ProviderUsage() for name in providers}
         self._budgets = budgets
-        self._shared = [budget for budget in budgets if budget.window != "lifetime"]
+        self._shared = [budget for budget in budgets if budget.shared]
         self.store = store
 
     def record(self, row: UsageRow) -> Awaitable[None] | None:

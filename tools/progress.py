@@ -24,10 +24,18 @@ _TAIL_CHARS = 60
 log = logging.getLogger(__name__)
 
 
+class Listeners(list[ProgressFn]):
+    """The callers following one streamed job; calling it sends each of them the notification."""
+
+    async def __call__(self, progress: float, message: str) -> None:
+        for listener in list(self):
+            await listener(progress, message)
+
+
 async def wait_with_progress(
     done: anyio.Event,
     on_progress: ProgressFn | None,
-    listeners: list[ProgressFn] | None,
+    listeners: Listeners | None,
     label: str,
     heartbeat_s: float,
 ) -> None:
