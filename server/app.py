@@ -26,10 +26,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 
 from server import __version__
+from server.board import JobBoard, LocalBoard
 from server.calls import AppState, both_work, list_models, provider_work
 from server.config import Settings
 from server.drain import InFlight
-from server.handles import CancelOutcome, GetResultArgs, Handles, JobArgs, RunningJob, Work
+from server.handles import CancelOutcome, GetResultArgs, Handles, JobArgs, RunningJob, Work, new_instance_id
 from server.results import error_result
 from server.schemas import output_schema
 from tools import PROVIDERS
@@ -110,13 +111,19 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
-        store = await open_usage_store(settings)
-        ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
-        try:
-            async with http_client(settings) as client:
-                upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
-                handles = Handles(ttl_s=settings.job_ttl, max_kept=settings.max_jobs, heartbeat_s=settings.heartbeat)
-                state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
+        instance = new_instance_id()
+        async with shared_state(settings, instance) as (store, board), http_client(settings) as client:
+            ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
+            upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
+            handles = Handles(
+                ttl_s=settings.job_ttl,
+                max_kept=settings.max_jobs,
+                heartbeat_s=settings.heartbeat,
+                board=board,
+                instance=instance,
+            )
+            state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
+            async with handles.serving():
                 running.append(state)
                 try:
                     yield state
@@ -124,8 +131,6 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
                     running.remove(state)
                     with anyio.CancelScope(shield=True):
                         await handles.aclose()
-        finally:
-            await anyio.to_thread.run_sync(ledger.store.close)
 
     tools = [_provider_tool(spec) for spec in PROVIDERS]
     tools += [
@@ -193,11 +198,10 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
     )
     async def usage_resource() -> str:
         ledger = current().jobs.ledger
-        path = settings.state_path()
         usage = {
             **ledger.snapshot().model_dump(mode="json"),
             **await ledger.shared_usage(),
-            "state_db": str(path) if path is not None else None,
+            **_store_location(settings),
         }
         caller = _reader.get()
         if caller is not None:
@@ -255,6 +259,41 @@ def _caller(ctx: Context[AppState, Any] | None) -> Caller | None:
     return Caller(user.access_token.client_id, claims.get("daily_tokens"))
 
 
+def _store_location(settings: Settings) -> dict[str, str | None]:
+    """Where the shared usage is read from, as swarm://usage names it (never a password)."""
+    if settings.redis_url is not None:
+        from tools.redis_link import describe_url  # noqa: PLC0415 - only with Redis
+
+        return {"redis": describe_url(settings.redis_url.get_secret_value())}
+    path = settings.state_path()
+    return {"state_db": str(path) if path is not None else None}
+
+
+@asynccontextmanager
+async def shared_state(settings: Settings, instance: str) -> AsyncIterator[tuple[UsageStore, JobBoard]]:
+    """The usage store and job board: the state file and this process alone, or Redis shared by several
+    instances (imported only then). Raises `StateError` when the configured Redis does not answer."""
+    if settings.redis_url is None:
+        store = await open_usage_store(settings)
+        try:
+            yield store, LocalBoard()
+        finally:
+            await anyio.to_thread.run_sync(store.close)
+        return
+    from server.redis_board import RedisBoard  # noqa: PLC0415 - the redis client is loaded only when configured
+    from tools.redis_link import RedisLink  # noqa: PLC0415
+    from tools.redis_usage import RedisUsageStore  # noqa: PLC0415
+
+    link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
+    redis_store = RedisUsageStore(link)
+    try:
+        yield redis_store, RedisBoard(link, instance, lease_s=settings.redis_lease)
+    finally:
+        redis_store.close()
+        with anyio.CancelScope(shield=True):
+            await link.aclose()
+
+
 async def open_usage_store(settings: Settings) -> UsageStore:
     """The usage state file, or memory when it is off or cannot be used (said in one log line)."""
     path = settings.state_path()
@@ -297,7 +336,7 @@ async def _get_result(
 
 
 async def _cancel(state: AppState, args: JobArgs, caller: Caller | None) -> CallToolResult:
-    return state.handles.cancel(args.job_id, caller_name(caller))
+    return await state.handles.cancel(args.job_id, caller_name(caller))
 
 
 def _tool(

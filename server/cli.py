@@ -100,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.app import create_server  # noqa: PLC0415
     from server.drain import InFlight  # noqa: PLC0415
 
+    if settings.redis_url is not None:
+        problem = anyio.run(_redis_problem, settings)
+        if problem is not None:
+            sys.stderr.write(f"swarm-inference-mcp: not starting: {problem}.\n")
+            return 2
     calls = InFlight()
     server = create_server(settings, calls)
     for spec_name, endpoint in settings.endpoints().items():
@@ -117,6 +122,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
     return 0
+
+
+async def _redis_problem(settings: Settings) -> str | None:
+    """Why the configured Redis cannot be used (one sentence naming its host, never its password), or None."""
+    from tools.redis_link import RedisLink  # noqa: PLC0415 - only with Redis
+    from tools.usage import StateError  # noqa: PLC0415
+
+    assert settings.redis_url is not None  # noqa: S101 - the caller checked
+    try:
+        link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
+    except StateError as err:
+        return str(err)
+    await link.aclose()
+    return None
 
 
 def _new_token(name: str | None) -> int:

@@ -18,7 +18,7 @@ from tools import PROVIDERS, fortytwo, swarms
 from tools.ledger import Budget
 from tools.upstream import Endpoint
 
-SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token"})
+SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 
@@ -182,6 +182,24 @@ class Settings(BaseModel):
         alias="SWARM_MCP_STATE_DB",
         description="The usage state file shared by every server process of this user (SQLite), or off to keep "
         "usage in memory; default usage.sqlite3 in the user's state directory.",
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        alias="SWARM_MCP_REDIS_URL",
+        description="Redis through which several instances share jobs, identical in-flight calls, usage and "
+        "budgets (redis://host:6379/0, rediss:// for TLS); unset: each process keeps its own, usage in the state file.",
+    )
+    redis_password_file: str | None = Field(
+        None,
+        alias="SWARM_MCP_REDIS_PASSWORD_FILE",
+        description="File holding the Redis password (instead of putting it in SWARM_MCP_REDIS_URL).",
+    )
+    redis_lease: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        alias="SWARM_MCP_REDIS_LEASE",
+        description="Seconds an instance sharing Redis may go unheard before its running jobs are reported lost.",
     )
     transport: Literal["stdio", "streamable-http"] = Field(
         "stdio", alias="SWARM_MCP_TRANSPORT", description="stdio, or streamable-http for a shared server."

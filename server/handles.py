@@ -12,6 +12,11 @@ the server does: the job ends only when it finishes, reaches its deadline, is ca
 What is remembered: running jobs, and the outcomes of handed-out jobs for `job_ttl_s` after they
 finished (at most `max_kept`, the oldest forgotten first). An identical call (same tool and
 request bodies) joins a running job, and gets the kept outcome of a finished one that answered.
+
+Other instances (`server.board`): every job is announced on the board and claims its work there
+first. When another instance already runs identical work, the job waits for that job's outcome
+instead of sending the request again, and does the work itself only if that job ends without one
+(cancelled, or its instance lost). An id this instance does not know is looked up on the board.
 """
 
 from __future__ import annotations
@@ -31,16 +36,36 @@ import anyio
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.results import error_result, structured
-from tools.errors import CallCancelledError, UpstreamError, unknown_job
+from server.board import JobBoard, LocalBoard, SharedJob
+from server.results import ERROR_META, error_result, structured
+from tools.errors import (
+    CallCancelledError,
+    UpstreamError,
+    follow_deadline,
+    instance_lost,
+    shared_state_down,
+    unknown_job,
+)
 from tools.models import Result
 from tools.progress import Listeners, ProgressFn, wait_with_progress
+from tools.usage import StateError
 
 log = logging.getLogger(__name__)
 
+FOLLOWERS_KEEP_S = 120.0
+"""How long the board keeps the outcome of a job nobody holds a handle to, for instances waiting on it."""
 FORGOTTEN_IDS = 10_000
 """How many forgotten job ids are remembered, to say why an id is unknown (expired or evicted)."""
 _ID = re.compile(r"^j_([0-9a-f]{6})-[0-9a-f]{12}$")
+CANCEL_CONFIRM_S = 5.0
+"""How long cancel_job waits for another instance to confirm a cancel."""
+_TRY_AGAIN = frozenset({"cancelled", "instance_lost"})
+"""Outcomes of another instance's job that leave a job waiting on it still wanting an answer."""
+
+
+def new_instance_id() -> str:
+    """The id of one server process, the first part of every job id it hands out."""
+    return secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,7 @@ class _Job:
     work: Work
     streams: bool
     started: float = field(default_factory=anyio.current_time)
+    started_wall: float = field(default_factory=time.time)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     listeners: Listeners = field(default_factory=Listeners)
@@ -137,12 +163,21 @@ class Handles:
     """The jobs of one server. Each runs in a plain asyncio task (a third of the cost of an anyio
     task-group spawn, on every call); `aclose` cancels those still running and waits for them."""
 
-    def __init__(self, *, ttl_s: float, max_kept: int, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_kept: int,
+        heartbeat_s: float,
+        board: JobBoard | None = None,
+        instance: str | None = None,
+    ) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ttl_s = ttl_s
         self._max_kept = max_kept
         self._heartbeat_s = heartbeat_s
-        self._instance = secrets.token_hex(3)
+        self._board: JobBoard = board if board is not None else LocalBoard()
+        self._instance = instance if instance is not None else new_instance_id()
         self._jobs: dict[str, _Job] = {}
         """Every job that can be asked for by id: running ones, and finished handed-out ones."""
         self._running: dict[str, _Job] = {}
@@ -182,20 +217,75 @@ class Handles:
     async def get_result(
         self, job_id: str, wait_s: float, on_progress: ProgressFn | None, client: str | None
     ) -> CallToolResult:
-        job = self._find(job_id, "get_result", client)
+        job = await self._find(job_id, "get_result", client)
+        if isinstance(job, SharedJob):
+            return await self._shared_result(job, wait_s, on_progress)
         if job.result is not None:
             return job.result
         return await self._wait(job, wait_s, on_progress)
 
-    def cancel(self, job_id: str, client: str | None) -> CallToolResult:
-        job = self._find(job_id, "cancel_job", client)
+    async def cancel(self, job_id: str, client: str | None) -> CallToolResult:
+        job = await self._find(job_id, "cancel_job", client)
+        if isinstance(job, SharedJob):
+            return await self._cancel_shared(job)
         if job.result is not None:
             text = f"Job {job.id} had already finished ({job.status}); nothing was cancelled. get_result returns it."
             return structured(text, CancelOutcome(job_id=job.id, status="finished"))
-        job.cancelled_by_user = True
-        job.scope.cancel()
+        self.cancel_here(job.id)
         text = f"Job {job.id} is cancelled: its upstream request to {job.work.labels} was aborted."
         return structured(text, CancelOutcome(job_id=job.id, status="cancelled"))
+
+    def cancel_here(self, job_id: str) -> None:
+        """Cancel a running job of this instance (asked here, or by another instance through the board)."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.result is None:
+            job.cancelled_by_user = True
+            job.scope.cancel()
+
+    def serving(self) -> Any:
+        """The board, live (an async context manager): other instances can reach this one's jobs."""
+        return self._board.serving(self.cancel_here)
+
+    async def _shared_result(self, job: SharedJob, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
+        """get_result for another instance's job: its outcome, its loss, or the handle again."""
+        if job.result is None and not job.lost:
+            try:
+                job = await self._board.wait(job.id, wait_s, on_progress, self._heartbeat_s) or job
+            except StateError as err:
+                raise shared_state_down("get_result", job.id, str(err)) from None
+        if job.result is not None:
+            return job.result
+        if job.lost:
+            return error_result(instance_lost(job.labels, job.id, self._board.lease_s))
+        now = time.time()
+        return self._running_result(
+            job_id=job.id,
+            tool=job.tool,
+            providers=job.providers,
+            labels=job.labels,
+            elapsed=now - job.started,
+            deadline_in=job.started + job.timeout_s - now,
+        )
+
+    async def _cancel_shared(self, job: SharedJob) -> CallToolResult:
+        """cancel_job for another instance's job: ask that instance, and wait a moment to see it done."""
+        try:
+            if job.result is None and not job.lost:
+                await self._board.cancel(job.id)
+                job = await self._board.wait(job.id, CANCEL_CONFIRM_S, None, math.inf) or job
+        except StateError as err:
+            raise shared_state_down("cancel_job", job.id, str(err)) from None
+        if job.lost:
+            text = f"Job {job.id} had already ended: the server instance running it stopped. Nothing runs anymore."
+            return structured(text, CancelOutcome(job_id=job.id, status="finished"))
+        if job.result is None:
+            text = f"Job {job.id} is being cancelled by the server instance running it (it has not confirmed yet)."
+            return structured(text, CancelOutcome(job_id=job.id, status="cancelled"))
+        if _kind(job.result) == "cancelled":
+            text = f"Job {job.id} is cancelled: its upstream request to {job.labels} was aborted."
+            return structured(text, CancelOutcome(job_id=job.id, status="cancelled"))
+        text = f"Job {job.id} had already finished; nothing was cancelled. get_result returns it."
+        return structured(text, CancelOutcome(job_id=job.id, status="finished"))
 
     def listing(self, client: str | None) -> dict[str, Any]:
         """What swarm://jobs shows: every job of this client the server knows, without any prompt text."""
@@ -216,12 +306,53 @@ class Handles:
             job.waiters -= 1
             if job.waiters == 0 and not job.handed_out and job.result is None:
                 job.scope.cancel()  # its only callers left before a handle was handed out
-        return self._running_result(job)
+        now = anyio.current_time()
+        work = job.work
+        return self._running_result(
+            job_id=job.id,
+            tool=work.tool,
+            providers=work.providers,
+            labels=work.labels,
+            elapsed=now - job.started,
+            deadline_in=job.started + work.timeout_s - now,
+        )
+
+    async def _outcome(self, job: _Job) -> CallToolResult:
+        """The work's outcome: done here, or, when another instance already does identical work, theirs."""
+        progress = job.listeners if job.streams else None
+        if not self._board.shared:
+            return await job.work.run(progress, job.id)
+        for _ in range(3):  # a holder that keeps ending without an answer for us: do the work ourselves
+            try:
+                holder = await self._board.claim(job.id, job.work, job.started_wall)
+            except StateError:
+                break  # the board is down: go on without sharing
+            if holder is None:
+                forward = self._board.forwarder(job.id) if job.streams else None
+                if forward is not None:
+                    job.listeners.append(forward)
+                return await job.work.run(progress, job.id)
+            log.info(
+                "%s: job %s waits for job %s, which another instance runs for the same request",
+                job.work.tool,
+                job.id,
+                holder,
+            )
+            remaining = job.started + job.work.timeout_s - anyio.current_time()
+            try:
+                shared = await self._board.wait(holder, max(0.0, remaining), progress, math.inf)
+            except StateError:
+                break
+            if shared is not None and shared.result is not None and _kind(shared.result) not in _TRY_AGAIN:
+                return shared.result
+            if anyio.current_time() >= job.started + job.work.timeout_s:
+                return error_result(follow_deadline(job.work.labels, job.work.timeout_s))
+        return await job.work.run(progress, job.id)
 
     async def _run(self, job: _Job) -> None:
         try:
             with job.scope:
-                job.result = await job.work.run(job.listeners if job.streams else None, job.id)
+                job.result = await self._outcome(job)
         except Exception:  # a bug: say so in the log, and give the callers an error instead of silence
             log.exception("%s: job %s failed unexpectedly", job.work.tool, job.id)
             job.result = error_result(UpstreamError(job.work.tool, "failed unexpectedly; see the server's log."))
@@ -237,6 +368,10 @@ class Handles:
             else:
                 del self._jobs[job.id]  # its outcome went to its waiting callers; nobody holds its id
             job.done.set()
+            if self._board.shared:
+                with anyio.CancelScope(shield=True):  # bounded: the board never waits long (see its link)
+                    keep_s = self._ttl_s if job.handed_out else FOLLOWERS_KEEP_S
+                    await self._board.finish(job.id, job.work, job.started_wall, job.result, keep_s)
 
     def _keep(self, job: _Job) -> None:
         self._kept[job.id] = job
@@ -261,8 +396,8 @@ class Handles:
         while len(self._forgotten) > FORGOTTEN_IDS:
             self._forgotten.popitem(last=False)
 
-    def _find(self, job_id: str, tool: str, client: str | None) -> _Job:
-        """A job of this client's; another client's is as unknown as one that never existed."""
+    async def _find(self, job_id: str, tool: str, client: str | None) -> _Job | SharedJob:
+        """A job of this client's, here or on the board; another client's is as unknown as one that never existed."""
         self._forget_expired()
         job = self._jobs.get(job_id)
         if job is not None and job.work.client == client:
@@ -271,25 +406,33 @@ class Handles:
         if match is None:
             raise unknown_job(tool, job_id, "malformed")
         if match.group(1) != self._instance:
-            raise unknown_job(tool, job_id, "restarted")
+            if not self._board.shared:
+                raise unknown_job(tool, job_id, "restarted")
+            try:
+                shared = await self._board.find(job_id)
+            except StateError as err:
+                raise shared_state_down(tool, job_id, str(err)) from None
+            if shared is None or shared.client != client:
+                raise unknown_job(tool, job_id, "shared")
+            return shared
         raise unknown_job(tool, job_id, "never" if job is not None else self._forgotten.get(job_id, "never"))
 
-    def _running_result(self, job: _Job) -> CallToolResult:
-        now = anyio.current_time()
-        elapsed = now - job.started
+    def _running_result(
+        self, *, job_id: str, tool: str, providers: tuple[str, ...], labels: str, elapsed: float, deadline_in: float
+    ) -> CallToolResult:
         running = RunningJob(
-            job_id=job.id,
-            tool=job.work.tool,
-            providers=list(job.work.providers),
+            job_id=job_id,
+            tool=tool,
+            providers=list(providers),
             elapsed_s=round(elapsed, 1),
             poll_after_s=0.0,
-            deadline_in_s=round(max(0.0, job.started + job.work.timeout_s - now), 1),
+            deadline_in_s=round(max(0.0, deadline_in), 1),
             forget_after_s=self._ttl_s,
         )
-        verb = "are" if len(job.work.providers) > 1 else "is"
+        verb = "are" if len(providers) > 1 else "is"
         text = (
-            f"{job.work.labels} {verb} still working on this ({elapsed:.0f} s so far; swarm answers often take "
-            f'several minutes). Call get_result with job_id "{job.id}" to collect the answer (it waits for it). '
+            f"{labels} {verb} still working on this ({elapsed:.0f} s so far; swarm answers often take "
+            f'several minutes). Call get_result with job_id "{job_id}" to collect the answer (it waits for it). '
             "Do not ask again: the job is running and paid for once."
         )
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=running.model_dump())
@@ -308,6 +451,14 @@ class Handles:
             entry["forget_in_s"] = round(max(0.0, job.finished + self._ttl_s - now), 1)
             entry["usage"] = dict(_usages(job.result))
         return entry
+
+
+def _kind(result: CallToolResult) -> str | None:
+    """An error result's kind (None for an answer)."""
+    if not result.is_error or result.meta is None:
+        return None
+    error = result.meta.get(ERROR_META)
+    return error.get("kind") if isinstance(error, dict) else None
 
 
 def _wall_time(moment: float, now: float) -> str:

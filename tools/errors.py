@@ -16,7 +16,8 @@ UpstreamError                     kind          retryable
 ├── NetworkError                  network       only when the request never left
 ├── BadResponseError              bad_response  no   (not JSON, no choices, null content, broken stream)
 ├── CallCancelledError            cancelled     no   (cancel_job, or the server shut down under the call)
-└── UnknownJobError               unknown_job   no   (get_result/cancel_job with an id it does not know)
+├── UnknownJobError               unknown_job   no   (get_result/cancel_job with an id it does not know)
+└── InstanceLostError             instance_lost yes  (the instance sharing Redis that ran the job stopped)
 ```
 
 `ask_both` fails only when every provider does; that failure is of kind `all_failed` and lists each.
@@ -180,6 +181,38 @@ class UnknownJobError(UpstreamError):
     kind = "unknown_job"
 
 
+class InstanceLostError(UpstreamError):
+    kind = "instance_lost"
+    retryable_default = True
+
+
+def instance_lost(labels: str, job_id: str, lease_s: float) -> InstanceLostError:
+    """A job of another instance sharing Redis that stopped renewing its lease before the job finished."""
+    return InstanceLostError(
+        labels,
+        f"job {job_id} was lost: the server instance running it stopped (it has not been heard from for "
+        f"{lease_s:g} s) before an answer arrived. Ask again.",
+    )
+
+
+def shared_state_down(tool: str, job_id: str, problem: str) -> ConfigError:
+    """A job of another instance that cannot be looked up while Redis is down."""
+    return ConfigError(
+        tool,
+        f"{problem}; job {job_id[:64]!r} belongs to another instance and cannot be reached "
+        "until Redis is back. Try again shortly.",
+    )
+
+
+def follow_deadline(labels: str, timeout_s: float) -> DeadlineError:
+    """A call that waited for an identical job on another instance until its own deadline."""
+    return DeadlineError(
+        labels,
+        f"no answer within the call's deadline of {timeout_s:g} s (waiting for an identical call that "
+        "another server instance runs).",
+    )
+
+
 def unknown_job(tool: str, job_id: str, why: str) -> UnknownJobError:
     """`why`: malformed, restarted (another server process's id), expired, evicted, or never."""
     reasons = {
@@ -189,6 +222,8 @@ def unknown_job(tool: str, job_id: str, why: str) -> UnknownJobError:
         "expired": "finished longer ago than SWARM_MCP_JOB_TTL and its outcome was forgotten. Ask again",
         "evicted": "was forgotten to make room: the server keeps at most SWARM_MCP_MAX_JOBS finished jobs. Ask again",
         "never": "was never started by this server. Pass the job_id that a call handed back",
+        "shared": "is not known to any server instance sharing Redis: it finished longer ago than SWARM_MCP_JOB_TTL, "
+        "or was never handed out. Ask again",
     }
     return UnknownJobError(tool, f"job {job_id[:64]!r} {reasons[why]}.")
 

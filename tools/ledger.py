@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from tools.errors import BudgetError, ConfigError
 from tools.models import ProviderUsage, SessionUsage
-from tools.usage import MemoryUsageStore, StateError, Totals, UsageRow, UsageStore, periods_of
+from tools.usage import LIFETIME, MemoryUsageStore, StateError, Totals, UsageRow, UsageStore, periods_of
 
 Window = Literal["lifetime", "day", "month"]
 
@@ -61,7 +61,6 @@ class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
         self._since_start = {name: ProviderUsage() for name in providers}
         self._budgets = budgets
-        self._shared = [budget for budget in budgets if budget.shared]
         self.store = store
 
     def record(self, row: UsageRow) -> Awaitable[None] | None:
@@ -80,18 +79,30 @@ class Ledger:
     async def check_budget(self, provider: str, label: str, caller: Caller | None = None) -> None:
         """Refuse a new upstream request once a budget covering `provider`, or the caller's own, is
         spent. Raises `BudgetError`, or `ConfigError` when a shared budget is set but cannot be counted."""
+        shared = []
         for budget in self._budgets:
-            if budget.window == "lifetime" and budget.covers(provider):
+            if not budget.covers(provider):
+                continue
+            if self._counted_by_store(budget):
+                shared.append(budget)
+            else:
                 self._refuse_if_spent(budget, self._lifetime_used(budget), label)
         if caller is not None and caller.daily_tokens is not None:
             await self._check_caller(caller, label)
-        shared = [budget for budget in self._shared if budget.covers(provider)]
         if not shared:
             return
         totals = await self._read_shared(label)
-        day, month = periods_of(time.time())
+        periods = self._periods()
         for budget in shared:
-            self._refuse_if_spent(budget, _used(totals, day if budget.window == "day" else month, budget), label)
+            self._refuse_if_spent(budget, _used(totals, periods[budget.window], budget), label)
+
+    def _counted_by_store(self, budget: Budget) -> bool:
+        """Daily and monthly budgets count the store; lifetime ones too when it keeps all-time totals (Redis)."""
+        return budget.shared or self.store.counts_lifetime
+
+    def _periods(self) -> dict[Window, str]:
+        day, month = periods_of(time.time())
+        return {"day": day, "month": month, "lifetime": LIFETIME}
 
     def snapshot(self) -> SessionUsage:
         """This process's totals since it started, with its lifetime budgets."""
@@ -112,13 +123,17 @@ class Ledger:
 
     async def shared_usage(self) -> dict[str, Any]:
         """Today's and this month's totals from the store (every process sharing it), and the budgets left."""
-        day, month = periods_of(time.time())
+        periods = self._periods()
+        sections: list[tuple[str, Window]] = [("today", "day"), ("this_month", "month")]
+        if self.store.counts_lifetime:
+            sections.append(("all_time", "lifetime"))
         try:
-            totals = await self.store.totals([day, month])
+            totals = await self.store.totals(periods[window] for _, window in sections)
         except StateError as err:
             return {"problem": str(err)}
         out: dict[str, Any] = {}
-        for key, period, window in (("today", day, "day"), ("this_month", month, "month")):
+        for key, window in sections:
+            period = periods[window]
             providers = {p: vars(t) for (at, p), t in sorted(totals.items()) if at == period}
             budgets = [
                 {
@@ -127,8 +142,8 @@ class Ledger:
                     "used": (used := _used(totals, period, b)),
                     "remaining": max(0, b.limit - used),
                 }
-                for b in self._shared
-                if b.window == window
+                for b in self._budgets
+                if b.window == window and self._counted_by_store(b)
             ]
             out[key] = {
                 "period": period,
@@ -170,25 +185,25 @@ class Ledger:
         problem = self.store.problem
         if problem is None:
             try:
-                return await self.store.totals(periods_of(time.time()))
+                return await self.store.totals(set(self._periods().values()))
             except StateError as err:
                 problem = str(err)
-        raise ConfigError(
-            label,
-            f"{problem}; calls are refused while a daily or monthly token budget is set, since it cannot be counted.",
-        )
+        what = "a token budget" if self.store.counts_lifetime else "a daily or monthly token budget"
+        raise ConfigError(label, f"{problem}; calls are refused while {what} is set, since it cannot be counted.")
 
     def _lifetime_used(self, budget: Budget) -> int:
         if budget.provider is None:
             return sum(usage.total_tokens for usage in self._since_start.values())
         return self._since_start[budget.provider].total_tokens
 
-    @staticmethod
-    def _refuse_if_spent(budget: Budget, used: int, label: str) -> None:
+    def _refuse_if_spent(self, budget: Budget, used: int, label: str) -> None:
         if used < budget.limit:
             return
         whose = "" if budget.provider is None else f" for {label}"
-        if budget.window == "lifetime":
+        if budget.window == "lifetime" and self.store.counts_lifetime:
+            what = "lifetime token budget"
+            reset = "every instance sharing Redis counts against it; raise it to call again"
+        elif budget.window == "lifetime":
             what, reset = "lifetime token budget", "raise it or restart the server to call again"
         elif budget.window == "day":
             what, reset = "daily token budget", "it resets at midnight, local time"

@@ -150,6 +150,10 @@ class Totals:
         self.total_tokens += row.total_tokens or 0
 
 
+LIFETIME = "all"
+"""The period that never ends, kept by stores whose totals count every process (`counts_lifetime`)."""
+
+
 def periods_of(at: float) -> tuple[str, str]:
     """The local day and month of a moment: `("2026-11-22", "2026-11")`."""
     day = time.strftime("%Y-%m-%d", time.localtime(at))
@@ -163,6 +167,9 @@ class StateError(Exception):
 class UsageStore(Protocol):
     problem: str | None
     """Why the store no longer records (a sentence), or None while it works."""
+    counts_lifetime: bool
+    """Whether the store keeps all-time totals (period `all`) of every process sharing it: then the
+    lifetime budgets count those instead of this process's since it started."""
 
     def record(self, row: UsageRow) -> Awaitable[None] | None:
         """Add a row: stored on return, or once the returned awaitable is done (when it must wait
@@ -179,6 +186,8 @@ class UsageStore(Protocol):
 
 class MemoryUsageStore:
     """This process's usage only: what `SWARM_MCP_STATE_DB=off`, or a state file that cannot be used, leaves."""
+
+    counts_lifetime = False
 
     def __init__(self, problem: str | None = None) -> None:
         self.problem = problem
@@ -277,6 +286,7 @@ class SqliteUsageStore:
     """
 
     CHECKPOINT_S = 2.0
+    counts_lifetime = False
 
     def __init__(self, path: Path, db: sqlite3.Connection) -> None:
         self.path = path

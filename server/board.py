@@ -1,0 +1,123 @@
+"""The jobs other server instances run: what `Handles` asks when it is one of several.
+
+`Handles` keeps its own jobs in memory and runs them in its own tasks; a `JobBoard` is its view
+of everyone else's. Two boards:
+
+- `LocalBoard`, the default: this process is the only instance, so there is nothing elsewhere.
+  Every method returns at once and the stdio path pays nothing for the seam.
+- `server.redis_board.RedisBoard`, with `SWARM_MCP_REDIS_URL`: jobs, the claim on identical work,
+  progress, cancels and instance liveness live in Redis, so any instance can answer for any job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mcp_types import CallToolResult
+
+from tools.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from server.handles import Work
+
+
+@dataclass
+class SharedJob:
+    """A job as every instance sees it (another instance's, found on the board)."""
+
+    id: str
+    client: str | None
+    tool: str
+    providers: tuple[str, ...]
+    labels: str
+    started: float
+    """Wall-clock time (seconds since the epoch)."""
+    timeout_s: float
+    result: CallToolResult | None = None
+    """The outcome, once it finished."""
+    lost: bool = False
+    """The instance running it stopped before it finished."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = {**vars(self), "providers": list(self.providers)}
+        if self.result is not None:
+            data["result"] = self.result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SharedJob:
+        result = data.get("result")
+        fields = {
+            **data,
+            "providers": tuple(data["providers"]),
+            "result": None if result is None else CallToolResult.model_validate(result),
+        }
+        return cls(**fields)
+
+
+class JobBoard(Protocol):
+    shared: bool
+    """Whether other instances exist at all (False: every method is a no-op)."""
+    lease_s: float
+    """How long an instance may go unheard before its running jobs count as lost."""
+
+    def serving(self, on_cancel: Callable[[str], None]) -> Any:
+        """An async context manager: the board is live inside it (listening, renewing this instance's
+        lease); `on_cancel(job_id)` is called when another instance asks to cancel one of our jobs."""
+
+    async def claim(self, job_id: str, work: Work, started: float) -> str | None:
+        """Announce job `job_id` (doing `work`, started at wall-clock `started`) and claim its work for it.
+        Returns None when the work is this job's to do, or the id of an identical job that another live
+        instance runs: its outcome is this job's answer. Raises `StateError` when the board is down."""
+
+    async def finish(self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float) -> None:
+        """Publish the job's outcome (kept for `keep_s`) and release its claim. Never raises."""
+
+    def forwarder(self, job_id: str) -> ProgressFn | None:
+        """Where a streamed job's progress goes so other instances' callers see it (None: nowhere)."""
+
+    async def find(self, job_id: str) -> SharedJob | None:
+        """Another instance's job, or None when the board does not know it. Raises `StateError`."""
+
+    async def wait(
+        self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
+    ) -> SharedJob | None:
+        """`find`, after waiting up to `wait_s` for the job to finish (or be lost), relaying its progress
+        and sending heartbeats to `on_progress`. Raises `StateError`."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask the instance running the job to cancel it. Raises `StateError`."""
+
+
+class LocalBoard:
+    """The only instance: nothing runs elsewhere."""
+
+    shared = False
+    lease_s = 0.0
+
+    @asynccontextmanager
+    async def serving(self, on_cancel: Callable[[str], None]) -> AsyncIterator[None]:
+        yield
+
+    async def claim(self, job_id: str, work: Work, started: float) -> str | None:
+        return None
+
+    async def finish(self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float) -> None:
+        return None
+
+    def forwarder(self, job_id: str) -> ProgressFn | None:
+        return None
+
+    async def find(self, job_id: str) -> SharedJob | None:
+        return None
+
+    async def wait(
+        self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
+    ) -> SharedJob | None:
+        return None
+
+    async def cancel(self, job_id: str) -> None:
+        return None
