@@ -92,6 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "usage":
         from server.report import print_usage  # noqa: PLC0415 - only this command draws tables
 
+        if settings.redis_url is not None:
+            from server.report import print_redis_usage  # noqa: PLC0415
+
+            url = settings.redis_url.get_secret_value()
+            days = max(1, args.days)
+            return print_redis_usage(
+                url, settings.redis_password_file, days, args.json, sys.stdout, by_client=args.by_client
+            )
         return print_usage(settings.state_path(), max(1, args.days), args.json, sys.stdout, by_client=args.by_client)
     if args.command == "token":
         return _new_token(args.name)

@@ -263,7 +263,8 @@ class FakeUpstream:
             return self._send_sse(sock, record, reply.sse, reply.sse_delay_s, cut=reply.sse_cut)
         if reply.status == 200 and reply.body is None and reply.json is None:
             if isinstance(record.body, dict) and record.body.get("stream"):
-                return self._send_sse(sock, record, self.stream_frames(record, reply.text), 0.0, cut=False)
+                frames = self.stream_frames(record, reply.text)
+                return self._send_sse(sock, record, frames, reply.sse_delay_s, cut=False)
             return self._send(sock, 200, self.completion(record, reply.text), reply.headers)
         payload = reply.body if reply.body is not None else json.dumps(reply.json).encode()
         head = self._head(reply.status, reply.content_type, len(payload), reply.headers)

@@ -65,11 +65,11 @@ def http_server(
 
 @asynccontextmanager
 async def mcp_client(
-    url: str, token: str | None = TOKEN, headers: dict[str, str] | None = None, **kwargs: Any
+    url: str, token: str | None = TOKEN, headers: dict[str, str] | None = None, mode: str = "auto", **kwargs: Any
 ) -> AsyncIterator[Client]:
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
         httpx2.AsyncClient(headers={**auth, **(headers or {})}, timeout=30, **kwargs) as http,
-        Client(streamable_http_client(url, http_client=http)) as client,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
     ):
         yield client
