@@ -31,7 +31,12 @@ def describe(settings: Settings) -> list[str]:
     lines = []
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
-        shown = mask(value) if name in SECRET_FIELDS else value
+        if name == "redis_url" and value is not None:
+            from tools.redis_link import describe_url  # noqa: PLC0415 - only with Redis
+
+            shown = describe_url(value.get_secret_value())  # the host, never the password
+        else:
+            shown = mask(value) if name in SECRET_FIELDS else value
         lines.append(f"  {field.alias} = {shown}")
     return lines
 
