@@ -453,6 +453,9 @@ async def main_async(counts: Counts) -> list[Row]:
             rows += await concurrency(upstream, counts)
             rows += await streaming(upstream, counts)
             rows += await held_jobs(upstream, counts)
+            from bench.shared import redis_rows  # noqa: PLC0415 - it builds on this module
+
+            rows += await redis_rows(upstream, counts, Path(workdir))
         finally:
             upstream.close()
     return rows

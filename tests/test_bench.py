@@ -29,6 +29,8 @@ def test_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
         "first chunk → first progress",
         "jobs held",
         "heartbeat lateness",
+        "sharing Redis vs alone",
+        "over two HTTP instances sharing Redis",
     ):
         assert row in done.stdout
     figures = json.loads(out.read_text())
