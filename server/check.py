@@ -63,7 +63,25 @@ async def run_check(settings: Settings, out: TextIO) -> int:
                 f"  {name}: OK, reachable and authorised at {endpoint.base_url} "
                 f"({len(models)} models; default model {endpoint.model} {listed})\n"
             )
+    if settings.redis_url is not None:
+        failed = await _check_redis(settings, out) or failed
     if configured == 0:
         out.write("No provider is configured: set FORTYTWO_API_KEY or SWARMS_API_KEY.\n")
         return 1
     return 1 if failed else 0
+
+
+async def _check_redis(settings: Settings, out: TextIO) -> bool:
+    """One line on the Redis the instances share; True when it cannot be used."""
+    from tools.redis_link import RedisLink  # noqa: PLC0415 - only with Redis
+    from tools.usage import StateError  # noqa: PLC0415
+
+    assert settings.redis_url is not None  # noqa: S101 - the caller checked
+    try:
+        link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
+    except StateError as err:
+        out.write(f"\nRedis: FAILED: {err}\n")
+        return True
+    out.write(f"\nRedis: OK, reachable and authorised at {link.where}\n")
+    await link.aclose()
+    return False

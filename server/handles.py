@@ -340,7 +340,7 @@ class Handles:
             )
             remaining = job.started + job.work.timeout_s - anyio.current_time()
             try:
-                shared = await self._board.wait(holder, max(0.0, remaining), progress, math.inf)
+                shared = await self._board.wait(holder, max(0.0, remaining), progress, self._heartbeat_s)
             except StateError:
                 break
             if shared is not None and shared.result is not None and _kind(shared.result) not in _TRY_AGAIN:

@@ -393,3 +393,19 @@ async def test_a_password_file_and_the_usage_command_read_the_shared_rows(
     table = (await anyio.run_process([SCRIPT, "usage"], env=command_env)).stdout.decode()
     assert "swarms" in table
     assert "4 calls" in table
+
+
+def test_check_names_the_redis_it_reaches_never_its_password(fake: FakeUpstream, redis_server: RedisServer) -> None:
+    done = subprocess.run(
+        [SCRIPT, "check"],
+        env={"PATH": os.environ.get("PATH", ""), **fake_env(fake), "SWARM_MCP_REDIS_URL": redis_server.url},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert f"Redis: OK, reachable and authorised at redis://127.0.0.1:{redis_server.port}/0" in done.stdout
+    assert f"SWARM_MCP_REDIS_URL = redis://127.0.0.1:{redis_server.port}/0" in done.stdout
+    assert PASSWORD not in done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout
