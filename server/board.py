@@ -41,6 +41,11 @@ class SharedJob:
     lost: bool = False
     """The instance running it stopped before it finished."""
 
+    @classmethod
+    def of(cls, job_id: str, work: Work, started: float) -> SharedJob:
+        """A job as other instances see it, before it finished."""
+        return cls(job_id, work.client, work.tool, work.providers, work.labels, started, work.timeout_s)
+
     def to_json(self) -> dict[str, Any]:
         data = {**vars(self), "providers": list(self.providers)}
         if self.result is not None:

@@ -257,15 +257,7 @@ class Handles:
             return job.result
         if job.lost:
             return error_result(instance_lost(job.labels, job.id, self._board.lease_s))
-        now = time.time()
-        return self._running_result(
-            job_id=job.id,
-            tool=job.tool,
-            providers=job.providers,
-            labels=job.labels,
-            elapsed=now - job.started,
-            deadline_in=job.started + job.timeout_s - now,
-        )
+        return self._running_result(job)
 
     async def _cancel_shared(self, job: SharedJob) -> CallToolResult:
         """cancel_job for another instance's job: ask that instance, and wait a moment to see it done."""
@@ -306,16 +298,7 @@ class Handles:
             job.waiters -= 1
             if job.waiters == 0 and not job.handed_out and job.result is None:
                 job.scope.cancel()  # its only callers left before a handle was handed out
-        now = anyio.current_time()
-        work = job.work
-        return self._running_result(
-            job_id=job.id,
-            tool=work.tool,
-            providers=work.providers,
-            labels=work.labels,
-            elapsed=now - job.started,
-            deadline_in=job.started + work.timeout_s - now,
-        )
+        return self._running_result(SharedJob.of(job.id, job.work, job.started_wall))
 
     async def _outcome(self, job: _Job) -> CallToolResult:
         """The work's outcome: done here, or, when another instance already does identical work, theirs."""
@@ -417,22 +400,22 @@ class Handles:
             return shared
         raise unknown_job(tool, job_id, "never" if job is not None else self._forgotten.get(job_id, "never"))
 
-    def _running_result(
-        self, *, job_id: str, tool: str, providers: tuple[str, ...], labels: str, elapsed: float, deadline_in: float
-    ) -> CallToolResult:
+    def _running_result(self, job: SharedJob) -> CallToolResult:
+        """The handle of a job still running (here or on another instance)."""
+        elapsed = time.time() - job.started
         running = RunningJob(
-            job_id=job_id,
-            tool=tool,
-            providers=list(providers),
+            job_id=job.id,
+            tool=job.tool,
+            providers=list(job.providers),
             elapsed_s=round(elapsed, 1),
             poll_after_s=0.0,
-            deadline_in_s=round(max(0.0, deadline_in), 1),
+            deadline_in_s=round(max(0.0, job.timeout_s - elapsed), 1),
             forget_after_s=self._ttl_s,
         )
-        verb = "are" if len(providers) > 1 else "is"
+        verb = "are" if len(job.providers) > 1 else "is"
         text = (
-            f"{labels} {verb} still working on this ({elapsed:.0f} s so far; swarm answers often take "
-            f'several minutes). Call get_result with job_id "{job_id}" to collect the answer (it waits for it). '
+            f"{job.labels} {verb} still working on this ({elapsed:.0f} s so far; swarm answers often take "
+            f'several minutes). Call get_result with job_id "{job.id}" to collect the answer (it waits for it). '
             "Do not ask again: the job is running and paid for once."
         )
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=running.model_dump())

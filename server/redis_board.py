@@ -120,7 +120,7 @@ class RedisBoard:
                     await self._link.run(lambda client: client.delete(_instance_key(self._instance)))
 
     async def claim(self, job_id: str, work: Work, started: float) -> str | None:
-        record = json.dumps(_shared(job_id, work, started).to_json())
+        record = json.dumps(SharedJob.of(job_id, work, started).to_json())
         job_ms = _ms(work.timeout_s + self.lease_s)
 
         async def run(_: Any) -> Any:
@@ -133,7 +133,7 @@ class RedisBoard:
         return holder.decode() if holder else None
 
     async def finish(self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float) -> None:
-        job = _shared(job_id, work, started)
+        job = SharedJob.of(job_id, work, started)
         job.result = result
         record = json.dumps(job.to_json())
 
@@ -246,15 +246,3 @@ class RedisBoard:
         for send in list(self._watchers.get(job_id, ())):
             with suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait((kind, message))
-
-
-def _shared(job_id: str, work: Work, started: float) -> SharedJob:
-    return SharedJob(
-        id=job_id,
-        client=work.client,
-        tool=work.tool,
-        providers=work.providers,
-        labels=work.labels,
-        started=started,
-        timeout_s=work.timeout_s,
-    )

@@ -30,6 +30,19 @@ def free_port() -> int:
         return port
 
 
+def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The console script run once to its end (a command, or a start that is refused), with only `env` and PATH."""
+    return subprocess.run(
+        [SCRIPT, *args],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @contextmanager
 def http_server(
     fake: FakeUpstream, tmp_path: Path, *flags: str, name: str = "server", **env: str

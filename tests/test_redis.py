@@ -27,7 +27,7 @@ from mcp_types import TextResourceContents
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.redis_server import PASSWORD, RedisServer
-from tests.servers import SCRIPT, free_port, http_server, mcp_client
+from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script
 from tests.test_jobs import answer_of, handle_of, text_of
 from tests.test_streaming import Progress
 
@@ -325,18 +325,11 @@ async def test_redis_lost_without_a_budget_goes_on_unshared_and_catches_up(fake:
 def test_an_unreachable_redis_refuses_the_start_naming_the_host_not_the_password(fake: FakeUpstream) -> None:
     port = free_port()
     secret = "hunter2-do-not-show"
-    done = subprocess.run(
-        [SCRIPT],
+    done = run_script(
         env={
-            "PATH": os.environ.get("PATH", ""),
             **fake_env(fake),
             "SWARM_MCP_REDIS_URL": f"redis://:{secret}@127.0.0.1:{port}/2",
-        },
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        }
     )
     assert done.returncode == 2
     assert f"redis://127.0.0.1:{port}/2" in done.stderr
@@ -347,19 +340,12 @@ def test_an_unreachable_redis_refuses_the_start_naming_the_host_not_the_password
 def test_a_wrong_password_refuses_the_start(fake: FakeUpstream, redis_server: RedisServer, tmp_path: Path) -> None:
     wrong = tmp_path / "redis-password"
     wrong.write_text("not-the-password\n")
-    done = subprocess.run(
-        [SCRIPT],
+    done = run_script(
         env={
-            "PATH": os.environ.get("PATH", ""),
             **fake_env(fake),
             "SWARM_MCP_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
             "SWARM_MCP_REDIS_PASSWORD_FILE": str(wrong),
-        },
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        }
     )
     assert done.returncode == 2
     assert "not starting: Redis at" in done.stderr
@@ -396,15 +382,7 @@ async def test_a_password_file_and_the_usage_command_read_the_shared_rows(
 
 
 def test_check_names_the_redis_it_reaches_never_its_password(fake: FakeUpstream, redis_server: RedisServer) -> None:
-    done = subprocess.run(
-        [SCRIPT, "check"],
-        env={"PATH": os.environ.get("PATH", ""), **fake_env(fake), "SWARM_MCP_REDIS_URL": redis_server.url},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_script("check", env={**fake_env(fake), "SWARM_MCP_REDIS_URL": redis_server.url})
     assert f"Redis: OK, reachable and authorised at redis://127.0.0.1:{redis_server.port}/0" in done.stdout
     assert f"SWARM_MCP_REDIS_URL = redis://127.0.0.1:{redis_server.port}/0" in done.stdout
     assert PASSWORD not in done.stdout + done.stderr
