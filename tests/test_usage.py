@@ -177,6 +177,7 @@ async def test_a_killed_process_leaves_a_sound_file_with_every_finished_call(
             answered.append(result)
 
         killed_after: list[int] = []
+        writers: list[int] = []
 
         async def calls_until_killed() -> None:
             async with mcp_client(f"{base}/mcp") as client, anyio.create_task_group() as tg:
@@ -185,12 +186,16 @@ async def test_a_killed_process_leaves_a_sound_file_with_every_finished_call(
                 while len(answered) < 15:  # noqa: ASYNC110 - results arrive on other tasks
                     await anyio.sleep(0.01)
                 killed_after.append(len(answered))
+                writers.extend(children_of(process.pid))
                 process.send_signal(signal.SIGKILL)
 
         with contextlib.suppress(Exception):  # the client fails once its server is gone: that is the test
             await calls_until_killed()
         (finished_before_kill,) = killed_after
         process.wait(timeout=10)
+    assert writers, "the server's usage writer process"
+    for writer in writers:  # it outlives the server, commits what the pipe holds, and exits
+        wait_gone(writer)
     db_check = sqlite3.connect(db)
     try:
         assert db_check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -199,6 +204,45 @@ async def test_a_killed_process_leaves_a_sound_file_with_every_finished_call(
         db_check.close()
     assert recorded >= finished_before_kill > 0
     assert recorded < 60
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wait_gone(pid: int, timeout_s: float = 15.0) -> None:
+    """Until the process has exited (a zombie counts: an orphan may wait long for its reaper)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        assert time.monotonic() < deadline, f"process {pid} is still running"
+        time.sleep(0.02)
+
+
+async def test_a_file_another_process_holds_locked_never_holds_up_a_call(
+    connect: Callable[..., Any], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "busy.sqlite3"
+    async with connect(SWARM_MCP_STATE_DB=str(path), SWARM_MCP_DAILY_TOKEN_BUDGET="100000") as client:
+        assert not (await client.call_tool("ask_swarm", {"prompt": "before"})).is_error
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock, held for seconds
+        try:
+            for n in range(5):
+                started = time.monotonic()
+                assert not (await client.call_tool("ask_swarm", {"prompt": f"while locked {n}"})).is_error
+                assert time.monotonic() - started < 0.5
+            usage = await usage_of(client)  # counts the rows still waiting for the lock
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert usage["today"]["providers"]["swarms"]["calls"] == 6
+    assert len(rows_of(path)) == 6  # the writer committed them once the lock was gone
 
 
 def corrupt(path: Path) -> None:
@@ -326,9 +370,8 @@ async def test_the_usage_command_prints_a_table_and_json_of_the_rows(tmp_path: P
         row(20, "swarms", 7, 1),  # outside the last 14 days
     ]
     for each in rows:
-        pending = store.record(each)
-        assert pending is None  # nobody else holds the file
-    store.close()
+        store.record(each)
+    store.close()  # waits for the writer process to commit them
     env = {"PATH": os.environ["PATH"], "SWARM_MCP_STATE_DB": str(path)}
     table = (await anyio.run_process([SCRIPT, "usage"], env=env)).stdout.decode()
     dumped = (await anyio.run_process([SCRIPT, "usage", "--json"], env=env)).stdout.decode()
