@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+GATHER_S = 0.02
+"""After the first row of a batch, how long to let more arrive before committing."""
 BUSY_TIMEOUT_S = 5.0
 """A batch waits this long for another process's lock, then is tried again (and said so on stderr)."""
 COLUMNS = (
@@ -63,9 +65,18 @@ def main(argv: list[str]) -> int:
     partial = b""
     try:
         while True:
-            data = os.read(fd, 1 << 16)  # whatever has arrived: one batch
+            data = os.read(fd, 1 << 16)
             if not data:
                 break
+            time.sleep(GATHER_S)  # let a burst arrive: one commit for all of it, fewer wake-ups
+            os.set_blocking(fd, False)
+            try:
+                while len(data) < 1 << 20 and (more := os.read(fd, 1 << 16)):
+                    data += more
+            except BlockingIOError:
+                pass
+            finally:
+                os.set_blocking(fd, True)
             lines = (partial + data).split(b"\n")
             partial = lines.pop()
             if lines:
