@@ -1,10 +1,10 @@
 """Usage kept in Redis, for several instances that share one budget (`SWARM_MCP_REDIS_URL`).
 
-Per upstream request, one MULTI/EXEC (a single round trip) adds the row to the totals of its day,
-its month and all time (hashes `swarm-mcp:totals:<period>`, fields `<provider>:<measure>`), to its
-HTTP client's day (`swarm-mcp:clients:<day>`), and appends it to the stream `swarm-mcp:calls`
-(trimmed to `KEEP_DAYS`), which `swarm-inference-mcp usage` reads. Counting is atomic: N instances
-adding at once never lose an increment.
+Per upstream request, one script (`_RECORD`, a single round trip, atomic like every Redis script)
+adds the row to the totals of its day, its month and all time (hashes `swarm-mcp:totals:<period>`,
+fields `<provider>:<measure>`), to its HTTP client's day (`swarm-mcp:clients:<day>`), and appends it
+to the stream `swarm-mcp:calls` (trimmed to `KEEP_DAYS`), which `swarm-inference-mcp usage` reads.
+N instances adding at once never lose an increment.
 
 When Redis is down, rows wait in memory (at most `MAX_UNSENT`) and go with the next row that gets
 through, so the shared totals catch up once Redis is back. Reads fail with `RedisDown` meanwhile:
@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from dataclasses import astuple, fields
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from tools.redis_link import PREFIX, RedisDown, RedisLink
 from tools.usage import LIFETIME, Totals, UsageRow
 
@@ -31,6 +29,30 @@ MAX_UNSENT = 10_000
 MEASURES = tuple(f.name for f in fields(Totals))
 _ROW_FIELDS = tuple(f.name for f in fields(UsageRow))
 CALLS = PREFIX + "calls"
+
+
+_RECORD = """
+local measures = {'calls', 'errors', 'prompt_tokens', 'completion_tokens', 'total_tokens'}
+for k = 1, 3 do
+  for i, measure in ipairs(measures) do
+    redis.call('HINCRBY', KEYS[k], ARGV[1] .. ':' .. measure, ARGV[2 + i])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('EXPIRE', KEYS[2], ARGV[9])
+if ARGV[2] ~= '' then
+  for i, measure in ipairs(measures) do
+    redis.call('HINCRBY', KEYS[4], ARGV[2] .. ':' .. measure, ARGV[2 + i])
+  end
+  redis.call('EXPIRE', KEYS[4], ARGV[8])
+end
+redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 11))
+return 1
+"""
+"""KEYS: day, month and all-time totals, the client's day, the stream. ARGV: provider, client ('' for
+none), the five measures, day and month key lifetimes (s), the stream's oldest id, then the row's
+fields and values."""
+DAY_KEY_S = 40 * 86400
 
 
 def _totals_key(period: str) -> str:
@@ -51,6 +73,7 @@ class RedisUsageStore:
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._unsent: list[UsageRow] = []
+        self._record = link.client.register_script(_RECORD)
 
     @property
     def where(self) -> str:
@@ -59,7 +82,7 @@ class RedisUsageStore:
     async def record(self, row: UsageRow) -> None:
         rows = [*self._unsent, row]
         try:
-            await self._link.run(lambda client: _add(client.pipeline(transaction=True), rows).execute())
+            await self._link.run(lambda client: self._send(client, rows))
         except RedisDown:  # logged by the link: keep the row for the next attempt
             self._unsent = rows[-MAX_UNSENT:]
             if len(rows) > MAX_UNSENT:
@@ -90,35 +113,34 @@ class RedisUsageStore:
         table: dict[bytes, bytes] = await self._link.run(lambda client: client.hgetall(_clients_key(day)))
         return _parse(table)
 
+    async def _send(self, client: Any, rows: list[UsageRow]) -> None:
+        oldest = int((time.time() - KEEP_DAYS * 86400) * 1000)
+        if len(rows) == 1:
+            keys, args = _script_args(rows[0], oldest)
+            await self._record(keys=keys, args=args)
+            return
+        pipe = client.pipeline(transaction=True)  # rows kept while Redis was down: all or none
+        for row in rows:
+            keys, args = _script_args(row, oldest)
+            await self._record(keys=keys, args=args, client=pipe)
+        await pipe.execute()
+
     def close(self) -> None:
         if self._unsent:
             log.warning("%d usage rows never reached Redis (it was down until the end)", len(self._unsent))
 
 
-def _add(pipe: Pipeline, rows: list[UsageRow]) -> Pipeline:
-    oldest = int((time.time() - KEEP_DAYS * 86400) * 1000)
-    for row in rows:
-        day, month = row.periods
-        increments = {
-            "calls": 1,
-            "errors": int(row.outcome != "answer"),
-            "prompt_tokens": row.prompt_tokens or 0,
-            "completion_tokens": row.completion_tokens or 0,
-            "total_tokens": row.total_tokens or 0,
-        }
-        for period in (day, month, LIFETIME):
-            for measure, amount in increments.items():
-                pipe.hincrby(_totals_key(period), f"{row.provider}:{measure}", amount)
-        pipe.expire(_totals_key(day), 40 * 86400)
-        pipe.expire(_totals_key(month), KEEP_DAYS * 86400)
-        if row.client is not None:
-            for measure, amount in increments.items():
-                pipe.hincrby(_clients_key(day), f"{row.client}:{measure}", amount)
-            pipe.expire(_clients_key(day), 40 * 86400)
-        entry: dict[Any, Any] = {name: _text(value) for name, value in zip(_ROW_FIELDS, astuple(row), strict=True)}
-        entry["day"] = day
-        pipe.xadd(CALLS, entry, minid=oldest, approximate=True)
-    return pipe
+def _script_args(row: UsageRow, oldest_ms: int) -> tuple[list[str], list[Any]]:
+    day, month = row.periods
+    keys = [_totals_key(day), _totals_key(month), _totals_key(LIFETIME), _clients_key(day), CALLS]
+    measures = [
+        1, int(row.outcome != "answer"), row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens or 0,
+    ]  # fmt: skip
+    fields: list[Any] = ["day", day]
+    for name, value in zip(_ROW_FIELDS, astuple(row), strict=True):
+        fields += [name, _text(value)]
+    args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *fields]
+    return keys, args
 
 
 def _text(value: Any) -> str:
