@@ -105,7 +105,8 @@ class RedisBoard:
     @asynccontextmanager
     async def serving(self, on_cancel: Callable[[str], None]) -> AsyncIterator[None]:
         self._on_cancel = on_cancel
-        await self._renew()
+        with suppress(RedisDown):  # gone since start-up was checked: the lease is renewed once it is back
+            await self._renew()
         subscribed = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_lease)
