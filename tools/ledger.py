@@ -78,7 +78,9 @@ class Ledger:
 
     async def check_budget(self, provider: str, label: str, caller: Caller | None = None) -> None:
         """Refuse a new upstream request once a budget covering `provider`, or the caller's own, is
-        spent. Raises `BudgetError`, or `ConfigError` when a shared budget is set but cannot be counted."""
+        spent (and get the store ready to record it). Raises `BudgetError`, or `ConfigError` when a shared
+        budget is set but cannot be counted."""
+        self.store.prepare()
         shared = []
         for budget in self._budgets:
             if not budget.covers(provider):

@@ -79,6 +79,9 @@ class RedisUsageStore:
     def where(self) -> str:
         return self._link.where
 
+    def prepare(self) -> None:
+        pass
+
     async def record(self, row: UsageRow) -> None:
         rows = [*self._unsent, row]
         try:

@@ -186,6 +186,9 @@ class UsageStore(Protocol):
     """Whether the store keeps all-time totals (period `all`) of every process sharing it: then the
     lifetime budgets count those instead of this process's since it started."""
 
+    def prepare(self) -> None:
+        """A request is about to be sent: start what recording its row will need (at once when ready)."""
+
     def record(self, row: UsageRow) -> Awaitable[None] | None:
         """Add a row: stored on return, or once the returned awaitable is done (when it must wait
         for another process). Never raises: a failure sets `problem`."""
@@ -208,6 +211,9 @@ class MemoryUsageStore:
         self.problem = problem
         self._totals: dict[tuple[str, str], Totals] = {}
         self._clients: dict[tuple[str, str], Totals] = {}
+
+    def prepare(self) -> None:
+        pass
 
     def record(self, row: UsageRow) -> None:
         for period in row.periods:
@@ -321,6 +327,15 @@ class SqliteUsageStore:
     @classmethod
     def open(cls, path: Path) -> SqliteUsageStore:
         return cls(path, connect(path))
+
+    def prepare(self) -> None:
+        """Start the writer with the first request, so that it boots while the upstream works, not
+        while a burst of answers is being returned (nor while the server itself starts)."""
+        if self._pipe is None and self.problem is None:
+            try:
+                self._start_writer()
+            except OSError as exc:
+                self._fail(f"its writer process could not start ({exc.strerror or exc})")
 
     def record(self, row: UsageRow) -> None:
         if self.problem is not None:
