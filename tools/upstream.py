@@ -228,12 +228,16 @@ class Upstream:
         label = endpoint.spec.label
         started = anyio.current_time()
         answered = False
+        request = self._client.build_request("POST", endpoint.url, json=body, headers=endpoint.headers())
         try:
-            async with self._client.stream("POST", endpoint.url, json=body, headers=endpoint.headers()) as response:
-                answered = True
+            response = await self._client.send(request, stream=True)
+            answered = True
+            try:
                 if response.status_code >= 400:
                     raise await self._status_error(endpoint, response)
                 content = await response.aread()
+            finally:
+                await response.aclose()
         except httpx2.TransportError as exc:
             raise _transport_error(label, exc, received=answered) from None
         log.info("%s: HTTP %d in %.2f s", label, response.status_code, anyio.current_time() - started)
