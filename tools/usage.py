@@ -371,10 +371,14 @@ class SqliteUsageStore:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             close_fds=True,
+            start_new_session=True,  # a Ctrl-C or a signal to the host's process group must not cut its last commit
         )
         assert self._writer.stdin is not None  # noqa: S101 - asked for above
         self._pipe = self._writer.stdin.fileno()
-        os.set_blocking(self._pipe, False)
+        try:
+            os.set_blocking(self._pipe, False)
+        except OSError:  # pipes without non-blocking mode (Windows before Python 3.12): a write blocks only
+            log.debug("the usage writer's pipe stays blocking")  # when the writer is 64 KiB behind
 
     def _fail(self, reason: str) -> None:
         self.problem = f"the usage state file {self.path} cannot be written ({reason})"

@@ -56,6 +56,24 @@ def _commit(db: sqlite3.Connection, writer_id: str, lines: list[bytes]) -> None:
             sys.stderr.write(f"usage writer: the state file is locked by another process; retrying ({exc})\n")
 
 
+def _gathered(fd: int) -> bytes:
+    """What else arrives within `GATHER_S`: a burst of calls is one commit, with fewer wake-ups."""
+    time.sleep(GATHER_S)
+    data = b""
+    try:
+        os.set_blocking(fd, False)
+    except OSError:  # no non-blocking pipes here (Windows before Python 3.12): commit what was read
+        return data
+    try:
+        while len(data) < 1 << 20 and (more := os.read(fd, 1 << 16)):
+            data += more
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(fd, True)
+    return data
+
+
 def main(argv: list[str]) -> int:
     path, writer_id = argv
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -68,15 +86,7 @@ def main(argv: list[str]) -> int:
             data = os.read(fd, 1 << 16)
             if not data:
                 break
-            time.sleep(GATHER_S)  # let a burst arrive: one commit for all of it, fewer wake-ups
-            os.set_blocking(fd, False)
-            try:
-                while len(data) < 1 << 20 and (more := os.read(fd, 1 << 16)):
-                    data += more
-            except BlockingIOError:
-                pass
-            finally:
-                os.set_blocking(fd, True)
+            data += _gathered(fd)
             lines = (partial + data).split(b"\n")
             partial = lines.pop()
             if lines:
