@@ -8,9 +8,12 @@ and with persistence off: a restart starts empty, as a fresh Redis after a crash
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -83,3 +86,54 @@ class RedisServer:
     def flush(self) -> None:
         with self.client() as client:
             client.flushall()
+
+
+class FreezingProxy:
+    """A TCP relay to Redis on loopback that can freeze: connections stay open, nothing goes through,
+    as with a Redis that hangs or a network that drops packets. (A stopped Redis refuses at once; this
+    is the case where only timeouts can tell.)"""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._frozen = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def freeze(self) -> None:
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        self._frozen.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for each in self._sockets:
+            each.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                while self._frozen.is_set() and not self._closed.is_set():
+                    time.sleep(0.01)  # hold the bytes: the other side waits for an answer that does not come
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

@@ -26,10 +26,11 @@ from mcp_types import TextResourceContents
 
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
-from tests.redis_server import PASSWORD, RedisServer
+from tests.redis_server import PASSWORD, FreezingProxy, RedisServer
 from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script
 from tests.test_jobs import answer_of, handle_of, text_of
 from tests.test_streaming import Progress
+from tools.redis_link import TIMEOUT_S
 
 pytestmark = pytest.mark.anyio
 
@@ -289,6 +290,29 @@ async def test_redis_lost_with_a_budget_refuses_calls_fast_and_recovers(fake: Fa
         assert PASSWORD not in (tmp_path / "server.stderr").read_text()
     finally:
         own.stop()
+
+
+async def test_a_redis_that_hangs_holds_no_call_for_longer_than_its_timeout(
+    fake: FakeUpstream, tmp_path: Path, redis_server: RedisServer, redis_url: str
+) -> None:
+    relay = FreezingProxy(redis_server.port)
+    try:
+        env = {"SWARM_MCP_REDIS_URL": relay.url, "SWARM_MCP_DAILY_TOKEN_BUDGET": "100000"}
+        with http_server(fake, tmp_path, "--stateless", **env) as (base, _):
+            async with mcp_client(f"{base}/mcp", token=None) as client:
+                answer_of(await client.call_tool("ask_swarm", {"prompt": "before"}))
+                relay.freeze()
+                for n in range(4):
+                    started = time.monotonic()
+                    error = error_of(await client.call_tool("ask_swarm", {"prompt": f"frozen {n}"}))
+                    assert time.monotonic() - started < TIMEOUT_S + 1.5  # one command's timeout, no more
+                    assert error["kind"] == "config"
+                    assert f"127.0.0.1:{relay.port}" in error["message"]
+                relay.thaw()
+                answer_of(await answered_again(client, "after"))
+        assert len(fake.seen("swarms")) == 2
+    finally:
+        relay.close()
 
 
 async def test_redis_lost_without_a_budget_goes_on_unshared_and_catches_up(fake: FakeUpstream, tmp_path: Path) -> None:
