@@ -7,6 +7,7 @@ usage store and the job handles. Each tool's arguments are one pydantic model, v
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -299,8 +300,10 @@ async def open_usage_store(settings: Settings) -> UsageStore:
     path = settings.state_path()
     if path is None:
         return MemoryUsageStore()
+    # With budgets every process counts, a call returns once its row is committed, for all to see.
+    confirm = any(budget.shared for budget in settings.budgets()) or settings.tokens_file is not None
     try:
-        return await anyio.to_thread.run_sync(SqliteUsageStore.open, path)
+        return await anyio.to_thread.run_sync(functools.partial(SqliteUsageStore.open, path, confirm=confirm))
     except StateError as err:
         shared = any(budget.shared for budget in settings.budgets())
         consequence = (

@@ -9,7 +9,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent, TextResourceContents
 
 from tests.conftest import ERROR_META, error_of, fake_env
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import SCRIPT, http_server, mcp_client
 from tools.usage import _MIGRATIONS, SCHEMA_VERSION, SqliteUsageStore, UsageRow
 
@@ -228,21 +228,58 @@ async def test_a_file_another_process_holds_locked_never_holds_up_a_call(
     connect: Callable[..., Any], fake: FakeUpstream, tmp_path: Path
 ) -> None:
     path = tmp_path / "busy.sqlite3"
-    async with connect(SWARM_MCP_STATE_DB=str(path), SWARM_MCP_DAILY_TOKEN_BUDGET="100000") as client:
+    async with connect(SWARM_MCP_STATE_DB=str(path)) as client:
         assert not (await client.call_tool("ask_swarm", {"prompt": "before"})).is_error
-        holder = sqlite3.connect(path, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")  # another process's write lock, held for seconds
-        try:
+        with write_lock(path):  # another process's, held for seconds
             for n in range(5):
                 started = time.monotonic()
                 assert not (await client.call_tool("ask_swarm", {"prompt": f"while locked {n}"})).is_error
                 assert time.monotonic() - started < 0.5
             usage = await usage_of(client)  # counts the rows still waiting for the lock
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
     assert usage["today"]["providers"]["swarms"]["calls"] == 6
     assert len(rows_of(path)) == 6  # the writer committed them once the lock was gone
+
+
+async def test_with_a_shared_budget_a_call_returns_once_its_row_is_committed_and_the_loop_stays_free(
+    connect: Callable[..., Any], fake: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "budget.sqlite3"
+    async with connect(SWARM_MCP_STATE_DB=str(path), SWARM_MCP_DAILY_TOKEN_BUDGET="100000") as client:
+        assert not (await client.call_tool("ask_swarm", {"prompt": "before"})).is_error
+        assert len(rows_of(path)) == 1  # committed when the call returned: every process counts it
+        done = anyio.Event()
+
+        async def held() -> None:
+            assert not (await client.call_tool("ask_swarm", {"prompt": "held"})).is_error
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            with write_lock(path):
+                tg.start_soon(held)
+                await eventually(lambda: len(fake.seen("swarms")) == 2)
+                started = time.monotonic()
+                usage = await usage_of(client)  # the server answers while the call waits for the lock
+                assert time.monotonic() - started < 0.5
+                assert usage["today"]["providers"]["swarms"]["calls"] == 2
+                await anyio.sleep(1)  # the call is still held: its row is not on file yet
+                assert not done.is_set()
+            released = time.monotonic()
+            with anyio.fail_after(3):
+                await done.wait()
+            assert time.monotonic() - released < 1  # it returned once committed, not after a timeout
+        assert len(rows_of(path)) == 2
+
+
+@contextlib.contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """Another process's write lock on the state file, for as long as the block runs."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def corrupt(path: Path) -> None:

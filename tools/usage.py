@@ -16,8 +16,10 @@ characters). A row never holds prompt or answer text, nor a key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import sqlite3
@@ -28,11 +30,11 @@ from collections import deque
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import anyio
 
-from tools.usage_writer import encode
+from tools.usage_writer import GATHER_S, encode
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +311,13 @@ class SqliteUsageStore:
 
     counts_lifetime = False
 
-    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection, *, confirm: bool = False) -> None:
         self.path = path
         self.problem: str | None = None
+        self._confirm = confirm
+        """Whether a call waits for its row's commit: when budgets that every process counts are set."""
+        self._confirmations: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._db = db
         db.execute("PRAGMA busy_timeout = 0")
         self._reader: sqlite3.Connection | None = None
@@ -326,8 +332,8 @@ class SqliteUsageStore:
         self._backlog = b""
 
     @classmethod
-    def open(cls, path: Path) -> SqliteUsageStore:
-        return cls(path, connect(path))
+    def open(cls, path: Path, *, confirm: bool = False) -> SqliteUsageStore:
+        return cls(path, connect(path), confirm=confirm)
 
     def prepare(self) -> None:
         """Start the writer with the first request, so that it boots while the upstream works, not
@@ -338,9 +344,11 @@ class SqliteUsageStore:
             except OSError as exc:
                 self._fail(f"its writer process could not start ({exc.strerror or exc})")
 
-    def record(self, row: UsageRow) -> None:
+    def record(self, row: UsageRow) -> Awaitable[None] | None:
+        """Into the writer's pipe. With budgets every process counts, the returned future is done once
+        the row is committed (or the writer failed): a call returns only when all processes see it."""
         if self.problem is not None:
-            return
+            return None
         self._seq += 1
         self._unwritten.append((self._seq, row))
         values = (
@@ -350,6 +358,40 @@ class SqliteUsageStore:
         self._send(encode(self._seq, values))
         if len(self._unwritten) > MAX_UNWRITTEN:
             self._forget_committed(self._committed_seq(self._db))
+        if self._loop is None or self.problem is not None:
+            return None
+        confirmed = self._loop.create_future()
+        self._confirmations.append((self._seq, confirmed))
+        return self._committed(confirmed)
+
+    async def _committed(self, confirmed: asyncio.Future[None]) -> None:
+        """Until the writer confirms the row; a file locked for long holds a call no more than `BUSY_TIMEOUT_MS`
+        (the row stays in the pipe and is committed later)."""
+        with anyio.move_on_after(BUSY_TIMEOUT_MS / 1000) as waited:
+            await confirmed
+        if waited.cancelled_caught:
+            log.warning("usage state file %s: a row waits for another process's lock; the call did not", self.path)
+
+    def _on_confirmation(self, stream: IO[bytes]) -> None:
+        """The writer said which rows are committed: those calls may return (on the event loop)."""
+        try:
+            data = os.read(stream.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the writer is gone: nobody will confirm the rest
+            assert self._loop is not None  # noqa: S101 - set with the reader
+            self._loop.remove_reader(stream.fileno())
+            self._release(math.inf)
+            return
+        self._release(int(data.rstrip(b"\n").rsplit(b"\n", 1)[-1]))
+
+    def _release(self, committed: float) -> None:
+        while self._confirmations and self._confirmations[0][0] <= committed:
+            _, confirmed = self._confirmations.popleft()
+            if not confirmed.done():
+                confirmed.set_result(None)
 
     def _send(self, line: bytes) -> None:
         """Into the writer's pipe, never blocking: what the pipe cannot take now waits for the next row."""
@@ -367,10 +409,11 @@ class SqliteUsageStore:
 
     def _start_writer(self) -> None:
         script = Path(__file__).with_name("usage_writer.py")
+        gather = "0" if self._confirm else str(GATHER_S)
         self._writer = subprocess.Popen(  # noqa: S603 - our own script, with our own arguments
-            [sys.executable, "-I", "-S", str(script), str(self.path), self._id],
+            [sys.executable, "-I", "-S", str(script), str(self.path), self._id, gather],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if self._confirm else subprocess.DEVNULL,
             close_fds=True,
             start_new_session=True,  # a Ctrl-C or a signal to the host's process group must not cut its last commit
         )
@@ -380,10 +423,24 @@ class SqliteUsageStore:
             os.set_blocking(self._pipe, False)
         except OSError:  # pipes without non-blocking mode (Windows before Python 3.12): a write blocks only
             log.debug("the usage writer's pipe stays blocking")  # when the writer is 64 KiB behind
+        if self._confirm and self._writer.stdout is not None:
+            self._listen(self._writer.stdout)
+
+    def _listen(self, stream: IO[bytes]) -> None:
+        """Read the writer's confirmations on the event loop (where it cannot, calls do not wait for them)."""
+        try:
+            loop = asyncio.get_running_loop()
+            os.set_blocking(stream.fileno(), False)
+            loop.add_reader(stream.fileno(), self._on_confirmation, stream)
+        except (RuntimeError, NotImplementedError, OSError):
+            log.warning("calls will not wait for their usage rows to be committed on this platform")
+            return
+        self._loop = loop
 
     def _fail(self, reason: str) -> None:
         self.problem = f"the usage state file {self.path} cannot be written ({reason})"
         log.error("%s; usage is kept in memory from now on.", self.problem)
+        self._release(math.inf)
 
     async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
         wanted = list(periods)
@@ -449,6 +506,9 @@ class SqliteUsageStore:
 
     def close(self) -> None:
         """End the writer's input and wait for it to commit the rest (blocking: call it off the loop)."""
+        if self._loop is not None and self._writer is not None and self._writer.stdout is not None:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                self._loop.call_soon_threadsafe(self._loop.remove_reader, self._writer.stdout.fileno())
         if self._pipe is not None and self._writer is not None:
             with contextlib.suppress(OSError):
                 os.set_blocking(self._pipe, True)
@@ -461,6 +521,8 @@ class SqliteUsageStore:
                 self._writer.wait(timeout=BUSY_TIMEOUT_MS / 1000 * 3)
             except subprocess.TimeoutExpired:
                 log.warning("usage writer for %s did not finish in time; it goes on in the background", self.path)
+            if self._writer.stdout is not None:
+                self._writer.stdout.close()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
             if self._reader is not None:

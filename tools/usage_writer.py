@@ -1,6 +1,6 @@
 """The usage writer: a process of its own that commits the server's usage rows to the state file.
 
-    python -m tools.usage_writer PATH WRITER_ID
+    python tools/usage_writer.py PATH WRITER_ID GATHER_S
 
 Started by `SqliteUsageStore` on the first row, fed one JSON line per row on stdin (see `encode`).
 It commits whatever has arrived in one transaction (a burst of calls is one commit), and records
@@ -8,12 +8,18 @@ in the same transaction the last row number it committed (`writers`), so the ser
 exactly which of its rows are on file yet. It waits as long as it must for another process's lock,
 which the server's event loop never does.
 
+After each commit it writes the number of the last row committed to its stdout, a pipe the server
+reads when a budget shared with other processes is set: then a call returns only once its row is
+committed, so every process counts it from then on (and the writer then commits at once: GATHER_S
+is 0).
+
 It outlives the server on purpose: killed, the server leaves its rows in the pipe, and the writer
-commits them all when it reads the end of its input, then exits. It never writes to stdout.
+commits them all when it reads the end of its input, then exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -22,7 +28,7 @@ import time
 from typing import Any
 
 GATHER_S = 0.02
-"""After the first row of a batch, how long to let more arrive before committing."""
+"""After the first row of a batch, how long to let more arrive before committing (when nobody waits)."""
 BUSY_TIMEOUT_S = 5.0
 """A batch waits this long for another process's lock, then is tried again (and said so on stderr)."""
 COLUMNS = (
@@ -56,9 +62,9 @@ def _commit(db: sqlite3.Connection, writer_id: str, lines: list[bytes]) -> None:
             sys.stderr.write(f"usage writer: the state file is locked by another process; retrying ({exc})\n")
 
 
-def _gathered(fd: int) -> bytes:
-    """What else arrives within `GATHER_S`: a burst of calls is one commit, with fewer wake-ups."""
-    time.sleep(GATHER_S)
+def _gathered(fd: int, gather_s: float) -> bytes:
+    """What else arrives within `gather_s`: a burst of calls is one commit, with fewer wake-ups."""
+    time.sleep(gather_s)
     data = b""
     try:
         os.set_blocking(fd, False)
@@ -74,8 +80,16 @@ def _gathered(fd: int) -> bytes:
     return data
 
 
+def _confirm(last: bytes) -> None:
+    """Tell the server which rows are committed (its reader may be gone: then nobody is waiting)."""
+    seq = last[1 : last.index(b",")]
+    with contextlib.suppress(OSError):
+        os.write(1, seq + b"\n")
+
+
 def main(argv: list[str]) -> int:
-    path, writer_id = argv
+    path, writer_id, gather = argv
+    gather_s = float(gather)
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     db.execute("PRAGMA synchronous = NORMAL")  # durable across a killed process; fsync at checkpoints
     db.execute("INSERT OR REPLACE INTO writers (id, seq, at) VALUES (?, 0, ?)", (writer_id, time.time()))
@@ -86,11 +100,12 @@ def main(argv: list[str]) -> int:
             data = os.read(fd, 1 << 16)
             if not data:
                 break
-            data += _gathered(fd)
+            data += _gathered(fd, gather_s)
             lines = (partial + data).split(b"\n")
             partial = lines.pop()
             if lines:
                 _commit(db, writer_id, lines)
+                _confirm(lines[-1])
         db.execute("DELETE FROM writers WHERE id = ?", (writer_id,))
     except sqlite3.Error as exc:
         sys.stderr.write(f"usage writer: the usage state file {path} cannot be written ({exc}); stopping\n")
