@@ -223,12 +223,13 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         "swarm://jobs",
         name="jobs",
         title="Jobs",
-        description="The jobs this server knows: running ones, and finished ones whose handle was handed out "
-        "(kept for SWARM_MCP_JOB_TTL), each with id, tool, providers, status, elapsed time and usage.",
+        description="The jobs this server knows (with Redis, every instance's): running ones, and finished ones "
+        "whose handle was handed out (kept for SWARM_MCP_JOB_TTL), each with id, tool, providers, status, elapsed "
+        "time and usage.",
         mime_type="application/json",
     )
     async def jobs_resource() -> str:
-        return json.dumps(current().handles.listing(caller_name(_reader.get())), indent=2)
+        return json.dumps(await current().handles.listing(caller_name(_reader.get())), indent=2)
 
     return server
 

@@ -40,6 +40,10 @@ class SharedJob:
     """The outcome, once it finished."""
     lost: bool = False
     """The instance running it stopped before it finished."""
+    finished: float | None = None
+    """Wall-clock time it finished."""
+    kept: bool = False
+    """Its handle was handed out, so its outcome is kept for get_result (and listed)."""
 
     @classmethod
     def of(cls, job_id: str, work: Work, started: float) -> SharedJob:
@@ -78,8 +82,11 @@ class JobBoard(Protocol):
         Returns None when the work is this job's to do, or the id of an identical job that another live
         instance runs: its outcome is this job's answer. Raises `StateError` when the board is down."""
 
-    async def finish(self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float) -> None:
-        """Publish the job's outcome (kept for `keep_s`) and release its claim. Never raises."""
+    async def finish(
+        self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float, *, kept: bool
+    ) -> None:
+        """Publish the job's outcome (readable for `keep_s`; `kept`: its handle was handed out) and release
+        its claim. Never raises."""
 
     def forwarder(self, job_id: str) -> ProgressFn | None:
         """Where a streamed job's progress goes so other instances' callers see it (None: nowhere)."""
@@ -96,6 +103,10 @@ class JobBoard(Protocol):
     async def cancel(self, job_id: str) -> None:
         """Ask the instance running the job to cancel it. Raises `StateError`."""
 
+    async def jobs_of(self, client: str | None) -> list[SharedJob]:
+        """The client's jobs on every instance: running ones, and finished ones whose handle was handed
+        out, newest last. Raises `StateError`."""
+
 
 class LocalBoard:
     """The only instance: nothing runs elsewhere."""
@@ -110,7 +121,9 @@ class LocalBoard:
     async def claim(self, job_id: str, work: Work, started: float) -> str | None:
         return None
 
-    async def finish(self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float) -> None:
+    async def finish(
+        self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float, *, kept: bool
+    ) -> None:
         return None
 
     def forwarder(self, job_id: str) -> ProgressFn | None:
@@ -126,3 +139,6 @@ class LocalBoard:
 
     async def cancel(self, job_id: str) -> None:
         return None
+
+    async def jobs_of(self, client: str | None) -> list[SharedJob]:
+        return []

@@ -279,11 +279,20 @@ class Handles:
         text = f"Job {job.id} had already finished; nothing was cancelled. get_result returns it."
         return structured(text, CancelOutcome(job_id=job.id, status="finished"))
 
-    def listing(self, client: str | None) -> dict[str, Any]:
-        """What swarm://jobs shows: every job of this client the server knows, without any prompt text."""
+    async def listing(self, client: str | None) -> dict[str, Any]:
+        """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
+        board), without any prompt text."""
         self._forget_expired()
         now = anyio.current_time()
-        return {"jobs": [self._describe(job, now) for job in self._jobs.values() if job.work.client == client]}
+        jobs = [self._describe(job, now) for job in self._jobs.values() if job.work.client == client]
+        if not self._board.shared:
+            return {"jobs": jobs}
+        here = {job["id"] for job in jobs}
+        try:
+            elsewhere = [job for job in await self._board.jobs_of(client) if job.id not in here]
+        except StateError as err:
+            return {"jobs": jobs, "problem": f"{err}; only this instance's jobs are listed"}
+        return {"jobs": jobs + [self._describe_shared(job) for job in elsewhere]}
 
     async def _wait(self, job: _Job, wait_s: float, on_progress: ProgressFn | None) -> CallToolResult:
         job.waiters += 1
@@ -354,7 +363,9 @@ class Handles:
             if self._board.shared:
                 with anyio.CancelScope(shield=True):  # bounded: the board never waits long (see its link)
                     keep_s = self._ttl_s if job.handed_out else FOLLOWERS_KEEP_S
-                    await self._board.finish(job.id, job.work, job.started_wall, job.result, keep_s)
+                    await self._board.finish(
+                        job.id, job.work, job.started_wall, job.result, keep_s, kept=job.handed_out
+                    )
 
     def _keep(self, job: _Job) -> None:
         self._kept[job.id] = job
@@ -419,6 +430,29 @@ class Handles:
             "Do not ask again: the job is running and paid for once."
         )
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=running.model_dump())
+
+    def _describe_shared(self, job: SharedJob) -> dict[str, Any]:
+        """Another instance's job, as `_describe` shows one of ours."""
+        now = time.time()
+        if job.result is None:
+            status = "lost" if job.lost else "running"
+        elif not job.result.is_error:
+            status = "done"
+        else:
+            status = "cancelled" if _kind(job.result) == "cancelled" else "failed"
+        entry: dict[str, Any] = {
+            "id": job.id,
+            "tool": job.tool,
+            "providers": list(job.providers),
+            "client": job.client,
+            "status": status,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.started)),
+            "elapsed_s": round((job.finished or now) - job.started, 1),
+        }
+        if job.finished is not None:
+            entry["forget_in_s"] = round(max(0.0, job.finished + self._ttl_s - now), 1)
+            entry["usage"] = dict(_usages(job.result))
+        return entry
 
     def _describe(self, job: _Job, now: float) -> dict[str, Any]:
         entry: dict[str, Any] = {

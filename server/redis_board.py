@@ -10,6 +10,7 @@ What lives in Redis (keys under `swarm-mcp:`):
   sending the request again. A claim whose instance is gone is taken over.
 - `instance:<id>`: this instance's lease, renewed every third of `SWARM_MCP_REDIS_LEASE`. A job
   whose instance's lease ran out is reported lost (kind `instance_lost`), never `running` forever.
+- `client-jobs:<client>`: a client's job ids by start time, for `swarm://jobs` on any instance.
 - the channel `events`: `done <id>`, `progress <id> <message>` and `cancel <id>`, one subscription
   per instance; waiters also re-read the job every third of the lease, so a missed message (Redis
   restarting, say) costs seconds, not the answer.
@@ -39,33 +40,56 @@ log = logging.getLogger(__name__)
 
 EVENTS = PREFIX + "events"
 
-_CLAIM = """
+_INDEXED = """
+local function index(key, score, id, ms)
+  redis.call('ZADD', key, score, id)
+  if redis.call('PTTL', key) < tonumber(ms) then redis.call('PEXPIRE', key, ms) end
+end
+"""
+"""Adds a job to its client's index (by start time), which lasts at least as long as the job's record."""
+
+_CLAIM = (
+    _INDEXED
+    + """
+index(KEYS[3], ARGV[6], ARGV[1], ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
   local instance = string.match(holder, '^j_(%x+)%-')
   if instance and redis.call('EXISTS', ARGV[5] .. instance) == 1 then
-    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
     return holder
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 return false
 """
-"""KEYS: the work's claim, the job. ARGV: job id, job JSON, claim ms, job ms, instance key prefix.
-Returns the live holder of the claim, or nil when it is now this job's."""
+)
+"""KEYS: the work's claim, the job, the client's index. ARGV: job id, job JSON, claim ms, job ms, instance
+key prefix, start time. Returns the live holder of the claim, or nil when it is now this job's."""
+INDEX_MAX = 1000
+"""Most jobs `jobs_of` lists for one client (the newest)."""
 
-_FINISH = """
+_FINISH = (
+    _INDEXED
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if ARGV[7] == '1' then index(KEYS[3], ARGV[6], ARGV[1], ARGV[3]) end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
-"""KEYS: the work's claim, the job. ARGV: job id, job JSON with its outcome, keep ms, channel, message."""
+)
+"""KEYS: the work's claim, the job, the client's index. ARGV: job id, job JSON with its outcome, keep ms,
+channel, message, start time, and 1 when its handle was handed out (then it stays listed as long)."""
 
 
 def _job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
+
+
+def _index_key(client: str | None) -> str:
+    """A client's jobs by start time ("-" for the stdio and token-less ones)."""
+    return f"{PREFIX}client-jobs:{client or '-'}"
 
 
 def _instance_key(instance: str) -> str:
@@ -126,22 +150,50 @@ class RedisBoard:
 
         async def run(_: Any) -> Any:
             return await self._claim(
-                keys=[_work_key(work), _job_key(job_id)],
-                args=[job_id, record, job_ms, job_ms, _instance_key("")],
+                keys=[_work_key(work), _job_key(job_id), _index_key(work.client)],
+                args=[job_id, record, job_ms, job_ms, _instance_key(""), started],
             )
 
         holder = await self._link.run(run)
         return holder.decode() if holder else None
 
-    async def finish(self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float) -> None:
+    async def jobs_of(self, client: str | None) -> list[SharedJob]:
+        key = _index_key(client)
+        ids = [raw.decode() for raw in await self._link.run(lambda c: c.zrange(key, -INDEX_MAX, -1))]
+
+        async def read(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.get(_job_key(job_id))
+                pipe.exists(_instance_key(_instance_of(job_id)))
+            found: list[Any] = await pipe.execute()
+            return found
+
+        found = await self._link.run(read) if ids else []
+        jobs, gone = [], []
+        for job_id, raw, alive in zip(ids, found[::2], found[1::2], strict=True):
+            if raw is None:
+                gone.append(job_id)
+                continue
+            job = SharedJob.from_json(json.loads(raw))
+            job.lost = job.result is None and not alive
+            if job.result is None or job.kept:
+                jobs.append(job)
+        if gone:
+            await self._link.run(lambda c: c.zrem(key, *gone))
+        return jobs
+
+    async def finish(
+        self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float, *, kept: bool
+    ) -> None:
         job = SharedJob.of(job_id, work, started)
-        job.result = result
+        job.result, job.finished, job.kept = result, time.time(), kept
         record = json.dumps(job.to_json())
 
         async def run(_: Any) -> Any:
             return await self._finish(
-                keys=[_work_key(work), _job_key(job_id)],
-                args=[job_id, record, _ms(keep_s), EVENTS, f"done {job_id}"],
+                keys=[_work_key(work), _job_key(job_id), _index_key(work.client)],
+                args=[job_id, record, _ms(keep_s), EVENTS, f"done {job_id}", started, "1" if kept else "0"],
             )
 
         with suppress(RedisDown):  # said once by the link; waiters re-read the job and see it lost or gone

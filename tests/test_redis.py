@@ -28,7 +28,7 @@ from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.redis_server import PASSWORD, FreezingProxy, RedisServer
 from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script
-from tests.test_jobs import answer_of, handle_of, text_of
+from tests.test_jobs import answer_of, handle_of, jobs_listing, text_of
 from tests.test_streaming import Progress
 from tools.redis_link import TIMEOUT_S
 
@@ -166,6 +166,28 @@ async def test_a_job_started_on_one_instance_is_collected_and_cancelled_through_
                 outcome = await client.call_tool("get_result", {"job_id": doomed["job_id"]})
                 assert error_of(outcome)["kind"] == "cancelled"
             assert len(fake.seen("swarms")) == 2
+
+
+async def test_swarm_jobs_lists_the_client_s_jobs_of_every_instance(
+    fake: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    fake.script("fortytwo", Reply(hang=True))
+    with deployment(fake, tmp_path, redis_url) as proxy:
+        async with through(proxy) as client:
+            job = handle_of(await client.call_tool("ask_fortytwo", {"prompt": "listed", "wait_s": 0}))
+            answer_of(await client.call_tool("ask_swarm", {"prompt": "answered at once"}))  # no handle: not listed
+            listings = [await jobs_listing(client) for _ in range(2)]  # one read per instance
+            assert sorted(index for what, index in proxy.served() if what == "resources/read") == [0, 1]
+            for listed in listings:
+                (entry,) = listed
+                assert entry["id"] == job["job_id"]
+                assert entry["status"] == "running"
+                assert entry["tool"] == "ask_fortytwo"
+            await client.call_tool("cancel_job", {"job_id": job["job_id"]})
+            for _ in range(2):
+                (entry,) = await jobs_listing(client)
+                assert entry["status"] == "cancelled"
+                assert entry["forget_in_s"] > 0
 
 
 async def test_get_result_on_the_other_instance_relays_the_running_job_s_progress(
