@@ -23,13 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bench.run import ROOT, Counts, Row, Upstream, call_of, connected, median_ratio, ours_params
 from tests.redis_server import redis_server_binary
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.servers import free_port, wait_until_up
 
 
 @contextmanager
@@ -39,7 +33,7 @@ def redis_server(workdir: Path) -> Iterator[str | None]:
     if binary is None:
         yield None
         return
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdin=subprocess.DEVNULL,
@@ -99,7 +93,7 @@ def http_instances(upstream: Upstream, workdir: Path, count: int, **env: str) ->
     with ExitStack() as stack:
         urls = []
         for n in range(count):
-            port = _free_port()
+            port = free_port()
             log = stack.enter_context((workdir / f"instance{n}-{port}.log").open("wb"))
             params = ours_params(upstream, **env)
             process = subprocess.Popen(
@@ -113,16 +107,7 @@ def http_instances(upstream: Upstream, workdir: Path, count: int, **env: str) ->
             stack.callback(process.wait, 10)
             stack.callback(process.terminate)
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("an HTTP instance did not start")
-                time.sleep(0.05)
+            wait_until_up(f"{base}/healthz", process, "an HTTP instance")
             urls.append(f"{base}/mcp")
         yield urls
 

@@ -73,15 +73,13 @@ async def run_check(settings: Settings, out: TextIO) -> int:
 
 async def _check_redis(settings: Settings, out: TextIO) -> bool:
     """One line on the Redis the instances share; True when it cannot be used."""
-    from tools.redis_link import RedisLink  # noqa: PLC0415 - only with Redis
-    from tools.usage import StateError  # noqa: PLC0415
+    from tools.redis_link import describe_url, redis_problem  # noqa: PLC0415 - only with Redis
 
     assert settings.redis_url is not None  # noqa: S101 - the caller checked
-    try:
-        link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
-    except StateError as err:
-        out.write(f"\nRedis: FAILED: {err}\n")
+    url = settings.redis_url.get_secret_value()
+    problem = await redis_problem(url, settings.redis_password_file)
+    if problem is not None:
+        out.write(f"\nRedis: FAILED: {problem}\n")
         return True
-    out.write(f"\nRedis: OK, reachable and authorised at {link.where}\n")
-    await link.aclose()
+    out.write(f"\nRedis: OK, reachable and authorised at {describe_url(url)}\n")
     return False

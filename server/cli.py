@@ -109,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.drain import InFlight  # noqa: PLC0415
 
     if settings.redis_url is not None:
-        problem = anyio.run(_redis_problem, settings)
+        from tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
+
+        problem = anyio.run(redis_problem, settings.redis_url.get_secret_value(), settings.redis_password_file)
         if problem is not None:
             sys.stderr.write(f"swarm-inference-mcp: not starting: {problem}.\n")
             return 2
@@ -130,20 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
     return 0
-
-
-async def _redis_problem(settings: Settings) -> str | None:
-    """Why the configured Redis cannot be used (one sentence naming its host, never its password), or None."""
-    from tools.redis_link import RedisLink  # noqa: PLC0415 - only with Redis
-    from tools.usage import StateError  # noqa: PLC0415
-
-    assert settings.redis_url is not None  # noqa: S101 - the caller checked
-    try:
-        link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
-    except StateError as err:
-        return str(err)
-    await link.aclose()
-    return None
 
 
 def _new_token(name: str | None) -> int:

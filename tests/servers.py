@@ -43,6 +43,20 @@ def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     )
 
 
+def wait_until_up(url: str, process: subprocess.Popen[Any], what: str, log: Path | None = None) -> None:
+    """Until `url` answers 200; fails if `process` (which serves it) exits first (with its log), or after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx2.get(url, timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass
+        assert process.poll() is None, log.read_text() if log is not None else f"{what} exited"
+        assert time.monotonic() < deadline, f"{what} did not come up"
+        time.sleep(0.05)
+
+
 @contextmanager
 def http_server(
     fake: FakeUpstream, tmp_path: Path, *flags: str, name: str = "server", **env: str
@@ -58,16 +72,7 @@ def http_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert process.poll() is None, (tmp_path / f"{name}.stderr").read_text()
-            assert time.monotonic() < deadline, "the HTTP server did not come up"
-            time.sleep(0.1)
+        wait_until_up(f"{base}/healthz", process, "the HTTP server", tmp_path / f"{name}.stderr")
         yield base, process
     finally:
         if process.poll() is None:

@@ -27,7 +27,7 @@ from mcp_types import TextResourceContents
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.redis_server import PASSWORD, FreezingProxy, RedisServer
-from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script
+from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script, wait_until_up
 from tests.test_jobs import answer_of, handle_of, jobs_listing, text_of
 from tests.test_streaming import Progress
 from tools.redis_link import TIMEOUT_S
@@ -100,15 +100,7 @@ def deployment(fake: FakeUpstream, tmp_path: Path, redis_url: str, **env: str) -
         stack.callback(proxy.wait, 10)
         stack.callback(proxy.terminate)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx2.get(f"{url}/_proxy/served", timeout=1).raise_for_status()
-                break
-            except httpx2.TransportError:
-                assert proxy.poll() is None, "the proxy exited"
-                assert time.monotonic() < deadline, "the proxy did not come up"
-                time.sleep(0.05)
+        wait_until_up(f"{url}/_proxy/served", proxy, "the proxy")
         yield Deployment(url, processes)
 
 

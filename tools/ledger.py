@@ -64,8 +64,8 @@ class Ledger:
         self.store = store
 
     def record(self, row: UsageRow) -> Awaitable[None] | None:
-        """Count one upstream request, here and in the store: stored on return, or once the returned
-        awaitable is done (the store had to wait for another process)."""
+        """Count one upstream request, here and in the store; await what is returned, if anything, before
+        the call returns (see `UsageStore.record`)."""
         entry = self._since_start[row.provider]
         entry.calls += 1
         entry.errors += row.outcome != "answer"

@@ -116,6 +116,17 @@ class RedisLink:
         await self.client.aclose()
 
 
+async def redis_problem(url: str, password_file: str | None) -> str | None:
+    """Why this Redis cannot be used (one sentence naming its host, never its password), or None: the
+    check made before start-up and by `swarm-inference-mcp check`."""
+    try:
+        link = await RedisLink.open(url, password_file)
+    except RedisDown as err:
+        return str(err)
+    await link.aclose()
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     """The library's message without anything it may have quoted from the URL."""
     text = str(exc) or type(exc).__name__

@@ -192,8 +192,8 @@ class UsageStore(Protocol):
         """A request is about to be sent: start what recording its row will need (at once when ready)."""
 
     def record(self, row: UsageRow) -> Awaitable[None] | None:
-        """Add a row: stored on return, or once the returned awaitable is done (when it must wait
-        for another process). Never raises: a failure sets `problem`."""
+        """Add a row; when an awaitable is returned, the row counts for every process once it is done
+        (the caller awaits it before its call returns). Never raises: a failure sets `problem`."""
 
     async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
         """Totals by (period, provider) for the given periods (days or months). Raises `StateError`."""
