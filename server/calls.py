@@ -3,7 +3,6 @@ job (answering in time, or handing back a job handle); list_models asks each pro
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from server.results import error_result, failure, structured
 from tools import PROVIDERS
 from tools.completion import Completion
 from tools.errors import UpstreamError, all_failed
-from tools.jobs import Jobs, Origin, request_key
+from tools.jobs import Ask, Jobs, Origin
 from tools.ledger import Caller, caller_name
 from tools.models import (
     Answer,
@@ -53,30 +52,30 @@ def _elapsed_ms(started: float) -> int:
 async def _answer(
     state: AppState,
     spec: ProviderSpec,
-    body: dict[str, Any],
+    ask: Ask,
     timeout_s: float,
     *,
     on_progress: ProgressFn | None,
     origin: Origin,
-) -> Answer:
-    """Ask one provider; raises `UpstreamError`."""
+) -> tuple[Answer, dict[str, Any]]:
+    """Ask one provider: its answer, and how it came about (its entry in `TRACE_META`). Raises `UpstreamError`."""
     started = time.perf_counter()
-    completion = await state.jobs.complete(spec.name, body, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
-    return _to_answer(spec, completion, _elapsed_ms(started))
+    completion = await state.jobs.complete(ask, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
+    trace: dict[str, Any] = {"latency_ms": _elapsed_ms(started), "attempts": completion.attempts}
+    if completion.id is not None:
+        trace["id"] = completion.id
+    return _to_answer(spec, completion), trace
 
 
-def _to_answer(spec: ProviderSpec, completion: Completion, latency_ms: int) -> Answer:
+def _to_answer(spec: ProviderSpec, completion: Completion) -> Answer:
     return Answer(
         provider=spec.name,
         model=completion.model,
-        id=completion.id,
         text=completion.text,
         finish_reason=completion.finish_reason,
         usage=completion.usage,
-        latency_ms=latency_ms,
-        attempts=completion.attempts,
         choices=completion.choices if len(completion.choices) > 1 else None,
-        cached=completion.cached,
+        cached=True if completion.cached else None,
     )
 
 
@@ -89,19 +88,18 @@ def answer_text(answer: Answer) -> str:
 
 def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, caller: Caller | None) -> Work:
     """`ask_fortytwo` / `ask_swarm`: one provider, one request body."""
-    body = args.request_body(state.jobs.upstream.endpoints[spec.name].model)
+    ask = Ask.of(spec.name, args.request_body(state.jobs.upstream.endpoints[spec.name].model))
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
         try:
             origin = Origin(spec.tool_name, job_id, caller)
-            answer = await _answer(state, spec, body, timeout_s, on_progress=on_progress, origin=origin)
+            answer, trace = await _answer(state, spec, ask, timeout_s, on_progress=on_progress, origin=origin)
         except UpstreamError as err:
             return error_result(err)
-        return structured(answer_text(answer), answer)
+        return structured(answer_text(answer), answer, {spec.name: trace})
 
-    request = request_key(spec.name, body)
-    return Work(spec.tool_name, (spec.name,), spec.label, request, timeout_s, caller_name(caller), run)
+    return Work(spec.tool_name, (spec.name,), spec.label, ask.key, timeout_s, caller_name(caller), run)
 
 
 def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
@@ -109,16 +107,16 @@ def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
     models = {"fortytwo": args.fortytwo_model, "swarms": args.swarms_model}
     endpoints = state.jobs.upstream.endpoints
     messages = args.chat_messages()
-    bodies = {
-        spec.name: {"model": models[spec.name] or endpoints[spec.name].model, "messages": messages}
+    asks = {
+        spec.name: Ask.of(spec.name, {"model": models[spec.name] or endpoints[spec.name].model, "messages": messages})
         for spec in PROVIDERS
     }
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> CallToolResult:
-        return await _ask_both(state, bodies, timeout_s, on_progress, Origin("ask_both", job_id, caller))
+        return await _ask_both(state, asks, timeout_s, on_progress, Origin("ask_both", job_id, caller))
 
-    request = json.dumps(bodies, sort_keys=True, separators=(",", ":"))
+    request = "\n".join(ask.key for ask in asks.values())
     labels = " and ".join(spec.label for spec in PROVIDERS)
     providers = tuple(spec.name for spec in PROVIDERS)
     return Work("ask_both", providers, labels, request, timeout_s, caller_name(caller), run)
@@ -126,19 +124,19 @@ def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
 
 async def _ask_both(
     state: AppState,
-    bodies: dict[str, dict[str, Any]],
+    asks: dict[str, Ask],
     timeout_s: float,
     on_progress: ProgressFn | None,
     origin: Origin,
 ) -> CallToolResult:
-    started = time.perf_counter()
     outcomes: dict[str, Answer | UpstreamError] = {}
+    traces: dict[str, dict[str, Any]] = {}
     progress = _Monotonic(on_progress) if on_progress else None
 
     async def ask(spec: ProviderSpec) -> None:
         try:
-            outcomes[spec.name] = await _answer(
-                state, spec, bodies[spec.name], timeout_s, on_progress=progress, origin=origin
+            outcomes[spec.name], traces[spec.name] = await _answer(
+                state, spec, asks[spec.name], timeout_s, on_progress=progress, origin=origin
             )
         except UpstreamError as err:
             outcomes[spec.name] = err
@@ -154,7 +152,8 @@ async def _ask_both(
         if isinstance(outcome, Answer):
             results.append(ProviderOutcome(provider=spec.name, answer=outcome))
             tokens = f", {outcome.usage.total_tokens} tokens" if outcome.usage else ""
-            heading = f"## {spec.label} ({outcome.model or 'unknown model'}{tokens}, {outcome.latency_ms} ms)"
+            latency_ms = traces[spec.name]["latency_ms"]
+            heading = f"## {spec.label} ({outcome.model or 'unknown model'}{tokens}, {latency_ms} ms)"
             sections.append(f"{heading}\n{answer_text(outcome)}")
         else:
             results.append(ProviderOutcome(provider=spec.name, error=ErrorInfo.model_validate(outcome.to_dict())))
@@ -163,7 +162,8 @@ async def _ask_both(
     errors = [outcome for result in results if isinstance(outcome := outcomes[result.provider], UpstreamError)]
     if len(errors) == len(results):
         return failure(text, all_failed(errors))
-    return structured(text, BothAnswers(results=results, latency_ms=_elapsed_ms(started)))
+    ordered = {spec.name: traces[spec.name] for spec in PROVIDERS if spec.name in traces}  # Fortytwo first
+    return structured(text, BothAnswers(results=results), ordered)
 
 
 class _Monotonic:

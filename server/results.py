@@ -5,6 +5,11 @@ on the TypeScript SDK check any structured content against the tool's output sch
 included), and some clients show structured content instead of the text. Programs read the error's
 kind, retryability and wait from `_meta["swarm-inference-mcp/error"]`, which no client validates.
 Failures are returned rather than raised because a raised `ToolError` cannot carry that `_meta`.
+
+An answer's structured content holds what a caller acts on (text, model, usage); how it came
+about is in `_meta["swarm-inference-mcp/trace"]`, by provider: `{"fortytwo": {"id": ...,
+"latency_ms": ..., "attempts": ...}}`. Clients check structured content against the output schema
+on every call, field by field, and nobody acts on a latency, so it costs nothing there.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from tools.errors import UpstreamError
 
 ERROR_META = "swarm-inference-mcp/error"
 """The `_meta` key of an error result's structured form (`ErrorInfo`, or `all_failed` for ask_both)."""
+TRACE_META = "swarm-inference-mcp/trace"
+"""The `_meta` key of how each provider's answer came about (see the module docstring)."""
 
 
 def error_result(err: UpstreamError) -> CallToolResult:
@@ -29,9 +36,11 @@ def failure(text: str, error: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: error})
 
 
-def structured(text: str, content: BaseModel) -> CallToolResult:
-    """A successful result: `content` without the fields that do not apply (see `server.schemas`)."""
+def structured(text: str, content: BaseModel, trace: dict[str, Any] | None = None) -> CallToolResult:
+    """A successful result: `content` without the fields that do not apply (see `server.schemas`), and
+    the providers' traces, if any, in `_meta`."""
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
         structured_content=content.model_dump(mode="json", exclude_none=True),
+        meta={TRACE_META: trace} if trace else None,
     )

@@ -21,6 +21,16 @@ PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
 
 
 ERROR_META = "swarm-inference-mcp/error"
+TRACE_META = "swarm-inference-mcp/trace"
+
+
+def trace_of(result: CallToolResult, provider: str) -> dict[str, Any]:
+    """How a provider's answer came about (completion id, latency, attempts): in `_meta`, not in the
+    structured content that every client checks on every call."""
+    assert result.meta is not None, result.content
+    trace = result.meta[TRACE_META][provider]
+    assert isinstance(trace, dict)
+    return trace
 
 
 def error_of(result: CallToolResult) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from mcp_types import CallToolResult, TextContent, TextResourceContents
 
 from server.app import create_server
 from server.config import load_settings
-from tests.conftest import error_of, fake_env
+from tests.conftest import error_of, fake_env, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +52,7 @@ async def test_ask_both_runs_concurrently_and_labels_each_answer(
     fortytwo, swarms = data["results"]
     assert fortytwo["provider"] == "fortytwo"
     assert fortytwo["answer"]["text"] == "fortytwo says: which is better?"
-    assert fortytwo["answer"]["latency_ms"] >= 1000
+    assert trace_of(result, "fortytwo")["latency_ms"] >= 1000
     assert swarms["answer"]["model"] == "gpt-4.1"
     assert swarms["answer"]["usage"]["total_tokens"] > 0
     assert fake.seen("swarms")[0].body == {
@@ -292,7 +292,7 @@ async def test_cache_serves_exact_repeats_within_its_ttl(connect: Callable[..., 
     assert len(fake.seen("swarms")) == 2
     assert text_of(first) == text_of(second)
     assert (second.structured_content or {})["cached"] is True
-    assert (first.structured_content or {})["cached"] is False
+    assert "cached" not in (first.structured_content or {})  # left out unless reused
     assert not other.is_error
 
 

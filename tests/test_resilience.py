@@ -17,7 +17,7 @@ import anyio
 import pytest
 from mcp_types import CallToolResult, TextContent
 
-from tests.conftest import error_of
+from tests.conftest import error_of, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, cancel_when, error_body, eventually
 
 pytestmark = pytest.mark.anyio
@@ -170,9 +170,8 @@ async def test_fault(
     assert elapsed < fault.timeout_s + 0.5
     if fault.kind is None:
         assert not result.is_error, text_of(result)
-        structured = result.structured_content
-        assert structured is not None
-        assert structured["attempts"] == fault.attempts
+        assert result.structured_content is not None
+        assert trace_of(result, provider)["attempts"] == fault.attempts
     else:
         structured = error_of(result)
         assert structured["kind"] == fault.kind, text_of(result)
@@ -185,7 +184,7 @@ async def test_fault(
     assert not following.is_error, text_of(following)
     assert text_of(following) == f"{provider} says: and now?"
 
-    everything = text_of(result) + str(structured) + caplog.text + "".join(capsys.readouterr())
+    everything = text_of(result) + result.model_dump_json() + caplog.text + "".join(capsys.readouterr())
     for secret in CANARY.values():
         assert secret not in everything
 

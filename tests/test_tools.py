@@ -11,7 +11,7 @@ from mcp_types import CallToolResult, TextContent
 
 from server.app import create_server
 from server.config import load_settings
-from tests.conftest import error_of
+from tests.conftest import error_of, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +47,7 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
         assert tool.output_schema is not None
     for tool in (tools["ask_fortytwo"], tools["ask_swarm"]):
         assert tool.output_schema is not None
-        assert {"provider", "model", "id", "text", "finish_reason", "usage", "latency_ms", "attempts"} <= set(
+        assert {"status", "provider", "model", "text", "finish_reason", "usage"} <= set(
             tool.output_schema["properties"]
         )
     assert set(tools["ask_fortytwo"].input_schema["properties"]) == {
@@ -167,14 +167,16 @@ async def test_result_text_and_structured_content(connect: Callable[..., Any], f
     assert data is not None
     assert data["provider"] == "fortytwo"
     assert data["model"] == "fortytwo-prime"
-    assert data["id"].startswith("chatcmpl-")
     assert data["text"] == "fortytwo says: what is 6 x 7"
     assert data["finish_reason"] == "stop"
     assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
-    assert isinstance(data["latency_ms"], int)
-    assert data["latency_ms"] >= 0
-    assert data["attempts"] == 1
     assert "choices" not in data  # only when several came back
+    assert "cached" not in data  # only when a recent answer was reused
+    trace = trace_of(result, "fortytwo")  # how the answer came about, for programs and logs
+    assert trace["id"].startswith("chatcmpl-")
+    assert isinstance(trace["latency_ms"], int)
+    assert trace["latency_ms"] >= 0
+    assert trace["attempts"] == 1
 
 
 async def test_several_choices_are_labelled(connect: Callable[..., Any], fake: FakeUpstream) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from tools.completion import Completion
+from tools.done import Done
 from tools.errors import UpstreamError
 from tools.ledger import Caller, Ledger
 from tools.progress import Listeners, ProgressFn, wait_with_progress
@@ -34,7 +35,7 @@ class _Request:
     """One upstream request in flight, and what its waiting callers need."""
 
     streams: bool
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: Done = field(default_factory=Done)
     listeners: Listeners = field(default_factory=Listeners)
     result: Completion | None = None
     error: UpstreamError | None = None
@@ -50,9 +51,18 @@ class Origin:
     """The HTTP client that asked, when the tokens file names clients."""
 
 
-def request_key(provider: str, body: dict[str, Any]) -> str:
-    """Identical requests have identical keys."""
-    return provider + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"))
+@dataclass(frozen=True)
+class Ask:
+    """One upstream request to make: the provider and the exact body, keyed once (identical requests
+    have identical keys; the job that runs it is keyed by the same text)."""
+
+    provider: str
+    body: dict[str, Any]
+    key: str
+
+    @classmethod
+    def of(cls, provider: str, body: dict[str, Any]) -> Ask:
+        return cls(provider, body, provider + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":")))
 
 
 class Jobs:
@@ -65,20 +75,19 @@ class Jobs:
 
     async def complete(
         self,
-        provider: str,
-        body: dict[str, Any],
+        ask: Ask,
         *,
         timeout_s: float,
         on_progress: ProgressFn | None = None,
         origin: Origin = Origin(),
     ) -> Completion:
-        """The answer to `body`: from the cache, from an identical request in flight, or from a new one.
+        """The answer to `ask`: from the cache, from an identical request in flight, or from a new one.
 
         Raises `UpstreamError`.
         """
+        provider, body, key = ask.provider, ask.body, ask.key
         endpoint = self.upstream.endpoints[provider]
         endpoint.require_key()
-        key = request_key(provider, body)
         while True:
             cached = self._cached(key)
             if cached is not None:
@@ -128,7 +137,7 @@ class Jobs:
                     await pending
             request.done.set()
         if self._cache_ttl_s > 0:
-            self._cache[key] = (anyio.current_time() + self._cache_ttl_s, request.result)
+            self._cache[key] = (time.monotonic() + self._cache_ttl_s, request.result)
         return request.result
 
     def _cached(self, key: str) -> Completion | None:
@@ -136,7 +145,7 @@ class Jobs:
         if entry is None:
             return None
         expires, completion = entry
-        if anyio.current_time() >= expires:
+        if time.monotonic() >= expires:
             del self._cache[key]
             return None
         return replace(completion, cached=True)

@@ -190,19 +190,23 @@ class ErrorInfo(Result):
 
 
 class Answer(Result):
-    """Structured content of a successful call; fields that do not apply are left out, never null."""
+    """Structured content of a successful call; fields that do not apply are left out, never null.
+
+    Only what a caller acts on: every client checks this against the output schema on every call,
+    so how the answer came about (completion id, latency, attempts) is in `_meta` instead (see
+    `server.results.TRACE_META`)."""
 
     status: Literal["done"] = Field("done", description="done: this is the answer (a job handle says running).")
     provider: str = Field(description="Which provider answered: fortytwo or swarms.")
     model: str | None = Field(default=None, description="The model the upstream says answered.")
-    id: str | None = Field(default=None, description="The upstream's completion id.")
     text: str = Field(description="The answer (the first choice's text).")
     finish_reason: str | None = Field(default=None, description="Why the answer ended: stop, length, content_filter.")
     usage: Usage | None = Field(default=None, description="Token usage; left out when the upstream did not report it.")
-    latency_ms: int = Field(description="Wall time of the call, retries included.")
-    attempts: int = Field(description="Upstream requests made for this answer (1 unless retried).")
     choices: list[ChoiceOut] | None = Field(default=None, description="Every choice, when more than one came back.")
-    cached: bool = Field(default=False, description="True when a recent identical call's answer was reused.")
+    cached: bool | None = Field(
+        default=None,
+        description="true when a recent identical call's answer was reused (no tokens spent); left out otherwise.",
+    )
 
 
 class BothArgs(Conversation):
@@ -229,4 +233,3 @@ class BothAnswers(Result):
 
     status: Literal["done"] = Field("done", description="done: these are the answers (a job handle says running).")
     results: list[ProviderOutcome] = Field(description="One entry per provider, Fortytwo first.")
-    latency_ms: int = Field(description="Wall time of the whole call: the slower provider's, not the sum.")
