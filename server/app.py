@@ -253,7 +253,13 @@ class _Server(MCPServer[AppState]):
 
 def _caller(ctx: Context[AppState, Any] | None) -> Caller | None:
     """The HTTP client the gate authenticated (`server.http`), or None (stdio, or no tokens)."""
-    request = ctx.request_context.request if ctx is not None and ctx.request_context is not None else None
+    return _caller_of(ctx.request_context.request if ctx is not None and ctx.request_context is not None else None)
+
+
+def _caller_of(request: Any) -> Caller | None:
+    """`_caller`, given the request (None over stdio)."""
+    if request is None:
+        return None
     user = request.scope.get("user") if isinstance(request, Request) else None
     if not isinstance(user, AuthenticatedUser):
         return None
@@ -361,7 +367,8 @@ def _tool(
     """
 
     async def call(raw: dict[str, Any], ctx: Context[AppState, Any]) -> CallToolResult:
-        state = ctx.request_context.lifespan_context
+        context = ctx.request_context
+        state = context.lifespan_context
         try:
             args = parse_arguments(args_model, raw)
         except ValidationError as exc:
@@ -372,7 +379,7 @@ def _tool(
             return error_result(shutting_down(name, started=False))
         with state.in_flight.track():
             try:
-                return await handler(state, args, _progress_sender(ctx), _caller(ctx))
+                return await handler(state, args, _progress_sender(ctx, context.meta), _caller_of(context.request))
             except UpstreamError as err:  # a refusal before any work started (an unknown job id)
                 return error_result(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).
@@ -399,8 +406,10 @@ def parse_arguments(model: type[ArgsT], raw: dict[str, Any]) -> ArgsT:
     (Claude Desktop is known to send `messages` as a string)."""
     decoded = dict(raw)
     for key, value in raw.items():
+        if not isinstance(value, str) or value.lstrip()[:1] not in ("[", "{"):  # no JSON list or object in it
+            continue
         field = model.model_fields.get(key)
-        if field is None or field.annotation is str or not isinstance(value, str):
+        if field is None or field.annotation is str:
             continue
         try:
             parsed = json.loads(value)
@@ -411,9 +420,9 @@ def parse_arguments(model: type[ArgsT], raw: dict[str, Any]) -> ArgsT:
     return model.model_validate(decoded)
 
 
-def _progress_sender(ctx: Context[AppState, Any]) -> ProgressFn | None:
-    """A progress callback when the client sent a progress token; otherwise None (no streaming)."""
-    meta = ctx.request_context.meta
+def _progress_sender(ctx: Context[AppState, Any], meta: Any) -> ProgressFn | None:
+    """A progress callback when the client sent a progress token (in the request's `meta`); otherwise
+    None (no streaming)."""
     if not meta or meta.get("progress_token") is None:
         return None
 

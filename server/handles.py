@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.board import JobBoard, LocalBoard, SharedJob
 from server.results import ERROR_META, error_result, structured
+from tools.done import Done
 from tools.errors import (
     CallCancelledError,
     UpstreamError,
@@ -139,10 +140,10 @@ class _Job:
     id: str
     work: Work
     streams: bool
-    started: float = field(default_factory=anyio.current_time)
+    started: float = field(default_factory=time.monotonic)  # the event loop's clock, on asyncio
     started_wall: float = field(default_factory=time.time)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: Done = field(default_factory=Done)
     listeners: Listeners = field(default_factory=Listeners)
     waiters: int = 0
     handed_out: bool = False
@@ -283,7 +284,7 @@ class Handles:
         """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
         board), without any prompt text."""
         self._forget_expired()
-        now = anyio.current_time()
+        now = time.monotonic()
         jobs = [self._describe(job, now) for job in self._jobs.values() if job.work.client == client]
         if not self._board.shared:
             return {"jobs": jobs}
@@ -298,8 +299,9 @@ class Handles:
         job.waiters += 1
         listeners = job.listeners if job.streams else None
         try:
-            with anyio.move_on_after(wait_s):  # an infinite wait sets no timer
-                await wait_with_progress(job.done, on_progress, listeners, job.work.labels, self._heartbeat_s)
+            await wait_with_progress(
+                job.done, on_progress, listeners, job.work.labels, self._heartbeat_s, timeout_s=wait_s
+            )
             if job.result is not None:
                 return job.result
             job.handed_out = True
@@ -330,14 +332,14 @@ class Handles:
                 job.id,
                 holder,
             )
-            remaining = job.started + job.work.timeout_s - anyio.current_time()
+            remaining = job.started + job.work.timeout_s - time.monotonic()
             try:
                 shared = await self._board.wait(holder, max(0.0, remaining), progress, self._heartbeat_s)
             except StateError:
                 break
             if shared is not None and shared.result is not None and _kind(shared.result) not in _TRY_AGAIN:
                 return shared.result
-            if anyio.current_time() >= job.started + job.work.timeout_s:
+            if time.monotonic() >= job.started + job.work.timeout_s:
                 return error_result(follow_deadline(job.work.labels, job.work.timeout_s))
         return await job.work.run(progress, job.id)
 
@@ -353,7 +355,7 @@ class Handles:
                 why = "with cancel_job" if job.cancelled_by_user else "because the server stopped or its caller left"
                 detail = f"the job was cancelled {why} before an answer arrived; its upstream request was aborted."
                 job.result = error_result(CallCancelledError(job.work.labels, detail))
-            job.finished = anyio.current_time()
+            job.finished = time.monotonic()
             del self._running[job.work.key]
             if job.handed_out:
                 self._keep(job)
@@ -375,7 +377,7 @@ class Handles:
             self._forget(next(iter(self._kept.values())), "evicted")
 
     def _forget_expired(self) -> None:
-        now = anyio.current_time()
+        now = time.monotonic()
         for job in list(self._kept.values()):
             if job.finished is None or job.finished + self._ttl_s > now:
                 break

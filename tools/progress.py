@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from tools.done import Done
+
 ProgressFn = Callable[[float, str], Awaitable[None]]
 """Sends one progress notification: (progress, message). The only thing below the tool
 functions that reaches back to the MCP client."""
@@ -33,28 +35,30 @@ class Listeners(list[ProgressFn]):
 
 
 async def wait_with_progress(
-    done: anyio.Event,
+    done: Done,
     on_progress: ProgressFn | None,
     listeners: Listeners | None,
     label: str,
     heartbeat_s: float,
-) -> None:
-    """Wait for `done`, keeping a caller that asked for progress informed: through `listeners` (the
-    list a streamed job broadcasts to), or, when the job is not streamed (None), with heartbeats,
-    so that its client does not give up while the swarm works."""
+    *,
+    timeout_s: float = math.inf,
+) -> bool:
+    """Wait for `done` (True) or at most `timeout_s` (False), keeping a caller that asked for progress
+    informed: through `listeners` (the list a streamed job broadcasts to), or, when the job is not
+    streamed (None), with heartbeats, so that its client does not give up while the swarm works."""
     if on_progress is None:
-        await done.wait()
-    elif listeners is not None:
+        return await done.wait(timeout_s)
+    if listeners is not None:
         listeners.append(on_progress)
         try:
-            await done.wait()
+            return await done.wait(timeout_s)
         finally:
             listeners.remove(on_progress)
-    else:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ProgressReporter(on_progress, label, heartbeat_s).run_heartbeats)
-            await done.wait()
-            tg.cancel_scope.cancel()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ProgressReporter(on_progress, label, heartbeat_s).run_heartbeats)
+        finished = await done.wait(timeout_s)
+        tg.cancel_scope.cancel()
+    return finished
 
 
 class ProgressReporter:
