@@ -64,12 +64,11 @@ async def _answer(
     trace: dict[str, Any] = {"latency_ms": _elapsed_ms(started), "attempts": completion.attempts}
     if completion.id is not None:
         trace["id"] = completion.id
-    return _to_answer(spec, completion), trace
+    return _to_answer(completion), trace
 
 
-def _to_answer(spec: ProviderSpec, completion: Completion) -> Answer:
+def _to_answer(completion: Completion) -> Answer:
     return Answer(
-        provider=spec.name,
         model=completion.model,
         text=completion.text,
         finish_reason=completion.finish_reason,

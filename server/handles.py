@@ -453,7 +453,7 @@ class Handles:
         }
         if job.finished is not None:
             entry["forget_in_s"] = round(max(0.0, job.finished + self._ttl_s - now), 1)
-            entry["usage"] = dict(_usages(job.result))
+            entry["usage"] = dict(_usages(job.result, job.providers))
         return entry
 
     def _describe(self, job: _Job, now: float) -> dict[str, Any]:
@@ -468,7 +468,7 @@ class Handles:
         }
         if job.finished is not None:
             entry["forget_in_s"] = round(max(0.0, job.finished + self._ttl_s - now), 1)
-            entry["usage"] = dict(_usages(job.result))
+            entry["usage"] = dict(_usages(job.result, job.work.providers))
         return entry
 
 
@@ -485,8 +485,9 @@ def _wall_time(moment: float, now: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (now - moment)))
 
 
-def _usages(result: CallToolResult | None) -> Iterator[tuple[str, Any]]:
-    """Token usage per provider from a finished job's result (none for a failure)."""
+def _usages(result: CallToolResult | None, providers: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """Token usage per provider from a finished job's result (none for a failure); `providers` are the
+    job's (an answer of one provider does not repeat its name)."""
     content = result.structured_content if result is not None else None
     if not content:
         return
@@ -495,4 +496,4 @@ def _usages(result: CallToolResult | None) -> Iterator[tuple[str, Any]]:
             if "answer" in entry:
                 yield entry["provider"], entry["answer"].get("usage")
     else:
-        yield content["provider"], content.get("usage")
+        yield providers[0], content.get("usage")

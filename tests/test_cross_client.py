@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests import third_party
-from tests.conftest import ERROR_META, fake_env
+from tests.conftest import ERROR_META, TRACE_META, fake_env
 from tests.fake_upstream import FakeUpstream, Reply
 
 SCRIPT = Path(sys.executable).with_name("swarm-inference-mcp")
@@ -106,7 +106,8 @@ def test_tools_listed_answered_and_streamed(
     for outcome, provider in ((fortytwo, "fortytwo"), (swarm, "swarms")):
         result = answer(outcome)
         assert result["content"][0]["text"] == f"{provider} says: from another client"
-        assert result["structuredContent"]["provider"] == provider
+        assert result["structuredContent"]["status"] == "done"
+        assert list(result["_meta"][TRACE_META]) == [provider]  # how the answer came about, by provider
         assert result["structuredContent"]["usage"]["total_tokens"] > 0
 
     result = answer(streamed)

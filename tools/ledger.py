@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from tools.errors import BudgetError, ConfigError
@@ -59,19 +59,15 @@ def caller_name(caller: Caller | None) -> str | None:
 
 class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
-        self._since_start = {name: ProviderUsage() for name in providers}
+        self._since_start = {name: Totals() for name in providers}
+        """Plain counters (a pydantic model's attribute writes cost four calls each, on every request)."""
         self._budgets = budgets
         self.store = store
 
     def record(self, row: UsageRow) -> Awaitable[None] | None:
         """Count one upstream request, here and in the store; await what is returned, if anything, before
         the call returns (see `UsageStore.record`)."""
-        entry = self._since_start[row.provider]
-        entry.calls += 1
-        entry.errors += row.outcome != "answer"
-        entry.prompt_tokens += row.prompt_tokens or 0
-        entry.completion_tokens += row.completion_tokens or 0
-        entry.total_tokens += row.total_tokens or 0
+        self._since_start[row.provider].add(row)
         if self.store.problem is not None and not isinstance(self.store, MemoryUsageStore):
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
         return self.store.record(row)
@@ -113,7 +109,7 @@ class Ledger:
         for name, usage in self._since_start.items():
             own = lifetime.get(name)
             remaining = None if own is None else max(0, own - usage.total_tokens)
-            providers[name] = usage.model_copy(update={"token_budget": own, "budget_remaining": remaining})
+            providers[name] = ProviderUsage(**asdict(usage), token_budget=own, budget_remaining=remaining)
         total = sum(usage.total_tokens for usage in self._since_start.values())
         budget = lifetime.get(None)
         return SessionUsage(
