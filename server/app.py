@@ -30,7 +30,7 @@ from server import __version__
 from server.board import JobBoard, LocalBoard
 from server.calls import AppState, both_work, list_models, provider_work
 from server.config import Settings
-from server.drain import InFlight
+from server.drain import InFlight, Untracked
 from server.handles import CancelOutcome, GetResultArgs, Handles, JobArgs, RunningJob, Work, new_instance_id
 from server.results import error_result
 from server.schemas import output_schema
@@ -98,9 +98,10 @@ def http_client(settings: Settings) -> httpx2.AsyncClient:
 def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPServer[AppState]:
     """Build the server; nothing is opened until the lifespan starts.
 
-    `in_flight` tracks the tool calls; the HTTP transport passes its own to drain them on shutdown.
+    `in_flight` tracks the tool calls, for the HTTP transport to drain them on shutdown; without one
+    (stdio) they are not tracked.
     """
-    calls = in_flight if in_flight is not None else InFlight()
+    calls: InFlight | Untracked = in_flight if in_flight is not None else Untracked()
 
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 

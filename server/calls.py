@@ -11,7 +11,7 @@ import anyio
 from mcp_types import CallToolResult
 
 from server.config import Settings
-from server.drain import InFlight
+from server.drain import InFlight, Untracked
 from server.handles import Handles, Work
 from server.results import error_result, failure, structured
 from tools import PROVIDERS
@@ -37,7 +37,7 @@ class AppState:
 
     settings: Settings
     jobs: Jobs
-    in_flight: InFlight
+    in_flight: InFlight | Untracked
     handles: Handles
 
     def wait_s(self, requested: float | None) -> float:

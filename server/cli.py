@@ -106,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from server.app import create_server  # noqa: PLC0415
-    from server.drain import InFlight  # noqa: PLC0415
 
     if settings.redis_url is not None:
         from tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
@@ -115,22 +114,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             sys.stderr.write(f"swarm-inference-mcp: not starting: {problem}.\n")
             return 2
-    calls = InFlight()
-    server = create_server(settings, calls)
     for spec_name, endpoint in settings.endpoints().items():
         if endpoint.api_key is None:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
     if settings.transport == "streamable-http":
+        from server.drain import InFlight  # noqa: PLC0415
         from server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
 
+        calls = InFlight()  # what a shutdown drains
         try:
-            anyio.run(serve_http, settings, server, calls)
+            anyio.run(serve_http, settings, create_server(settings, calls), calls)
         except ConfigurationRefused as refused:
             sys.stderr.write(f"swarm-inference-mcp: {refused}\n")
             return 2
         return 0
     with contextlib.suppress(KeyboardInterrupt):
-        server.run("stdio")
+        create_server(settings).run("stdio")
     return 0
 
 

@@ -69,7 +69,9 @@ async def test_console_script_serves_both_tools_over_stdio(tmp_path: Path, fake:
     stdout = (tmp_path / "stdout").read_text()
     stderr = (tmp_path / "stderr").read_text()
     messages = assert_only_jsonrpc(stdout)
-    assert any(m.get("result", {}).get("structuredContent", {}).get("provider") == "fortytwo" for m in messages)
+    assert any(
+        m.get("result", {}).get("structuredContent", {}).get("text") == "fortytwo says: over stdio" for m in messages
+    )
     for secret in (canary_ft, canary_sw):
         assert secret not in stdout
         assert secret not in stderr
