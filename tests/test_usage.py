@@ -240,6 +240,22 @@ async def test_a_file_another_process_holds_locked_never_holds_up_a_call(
     assert len(rows_of(path)) == 6  # the writer committed them once the lock was gone
 
 
+async def test_a_burst_larger_than_the_pipe_is_committed_whole(tmp_path: Path) -> None:
+    path = tmp_path / "burst.sqlite3"
+    store = SqliteUsageStore.open(path)
+    row = UsageRow(
+        at=time.time(), tool="ask_swarm", provider="swarms", model="m", outcome="answer", status=None, attempts=1,
+        prompt_tokens=1, completion_tokens=2, total_tokens=3, latency_ms=1, job_id=None,
+    )  # fmt: skip
+    with write_lock(path):  # the writer cannot drain the pipe: most rows wait in the store's backlog
+        for _ in range(5000):  # far more than a pipe holds
+            store.record(row)
+        counted = await store.totals(row.periods)  # this process's rows count already, committed or not
+    await anyio.to_thread.run_sync(store.close)
+    assert counted[(row.periods[0], "swarms")].calls == 5000
+    assert len(rows_of(path)) == 5000
+
+
 async def test_with_a_shared_budget_a_call_returns_once_its_row_is_committed_and_the_loop_stays_free(
     connect: Callable[..., Any], fake: FakeUpstream, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ in `tools.errors`, and it knows nothing of MCP except the progress callback it m
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -50,13 +51,15 @@ class Endpoint:
     model: str
     max_concurrency: int
 
-    @property
-    def url(self) -> str:
-        return self.base_url + "/chat/completions"
+    # Parsed once: httpx parses a URL given as text on every request, which cost a call about as
+    # much as everything else the client does with it.
+    @functools.cached_property
+    def url(self) -> httpx2.URL:
+        return httpx2.URL(self.base_url + "/chat/completions")
 
-    @property
-    def models_url(self) -> str:
-        return self.base_url + "/models"
+    @functools.cached_property
+    def models_url(self) -> httpx2.URL:
+        return httpx2.URL(self.base_url + "/models")
 
     def require_key(self) -> str:
         """The API key, or the error that tells the user which variable to set."""

@@ -329,7 +329,8 @@ class SqliteUsageStore:
         """Rows sent to the writer that it may not have committed yet, oldest first."""
         self._writer: subprocess.Popen[bytes] | None = None
         self._pipe: int | None = None
-        self._backlog = b""
+        self._backlog = bytearray()
+        """What the pipe could not take yet (the writer is behind: waiting for a lock, or in a burst)."""
 
     @classmethod
     def open(cls, path: Path, *, confirm: bool = False) -> SqliteUsageStore:
@@ -394,16 +395,22 @@ class SqliteUsageStore:
                 confirmed.set_result(None)
 
     def _send(self, line: bytes) -> None:
-        """Into the writer's pipe, never blocking: what the pipe cannot take now waits for the next row."""
+        """Into the writer's pipe, never blocking: what the pipe cannot take now (the writer is behind:
+        waiting for another process's lock, or in a burst) waits for the next row."""
         try:
             if self._pipe is None:
                 self._start_writer()
             assert self._pipe is not None  # noqa: S101 - just started
-            data = self._backlog + line
-            sent = os.write(self._pipe, data)
-            self._backlog = data[sent:]
-        except BlockingIOError:
-            self._backlog += line  # the writer waits for another process's lock: the pipe is full
+            if not self._backlog:
+                try:
+                    sent = os.write(self._pipe, line)
+                except BlockingIOError:
+                    sent = 0
+                self._backlog += line[sent:]
+                return
+            self._backlog += line  # in place: a burst must not copy the whole backlog for every row
+            with contextlib.suppress(BlockingIOError):  # still full: the next row tries again
+                del self._backlog[: os.write(self._pipe, self._backlog)]
         except OSError as exc:
             self._fail(f"its writer process stopped ({exc.strerror or exc})")
 
