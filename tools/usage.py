@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -173,7 +174,12 @@ LIFETIME = "all"
 
 def periods_of(at: float) -> tuple[str, str]:
     """The local day and month of a moment: `("2026-11-22", "2026-11")`."""
-    day = time.strftime("%Y-%m-%d", time.localtime(at))
+    return _periods_of_minute(int(at // 60))
+
+
+@functools.lru_cache(maxsize=4)  # every row asks; a local day starts on a whole minute in every time zone
+def _periods_of_minute(minute: int) -> tuple[str, str]:
+    day = time.strftime("%Y-%m-%d", time.localtime(minute * 60))
     return day, day[:7]
 
 
