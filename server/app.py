@@ -40,7 +40,7 @@ from tools.jobs import Jobs
 from tools.ledger import Caller, Ledger, caller_name
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
-from tools.upstream import RetryPolicy, Upstream
+from tools.upstream import RetryPolicy, SharedClient, Upstream
 from tools.usage import MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,10 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
         instance = new_instance_id()
-        async with shared_state(settings, instance) as (store, board), http_client(settings) as client:
+        async with (
+            shared_state(settings, instance) as (store, board),
+            SharedClient(functools.partial(http_client, settings)) as client,  # built while the server starts
+        ):
             ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
             upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
             handles = Handles(

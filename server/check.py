@@ -7,6 +7,7 @@ none is configured.
 
 from __future__ import annotations
 
+import functools
 from typing import TextIO
 
 from pydantic import SecretStr
@@ -14,7 +15,7 @@ from pydantic import SecretStr
 from server.app import http_client
 from server.config import SECRET_FIELDS, Settings
 from tools.errors import UpstreamError
-from tools.upstream import RetryPolicy, Upstream
+from tools.upstream import RetryPolicy, SharedClient, Upstream
 
 CHECK_TIMEOUT_S = 15.0
 
@@ -45,7 +46,7 @@ async def run_check(settings: Settings, out: TextIO) -> int:
     out.write("Effective configuration:\n" + "\n".join(describe(settings)) + "\n\nProviders:\n")
     failed = False
     configured = 0
-    async with http_client(settings) as client:
+    async with SharedClient(functools.partial(http_client, settings)) as client:
         upstream = Upstream(client, settings.endpoints(), RetryPolicy(max_retries=0), settings.heartbeat)
         for name, endpoint in upstream.endpoints.items():
             if endpoint.api_key is None:

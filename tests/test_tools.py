@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -319,6 +320,21 @@ async def test_error_statuses_become_one_clear_sentence(
     assert upstream_words in sentence
     if kind == "auth":
         assert ("FORTYTWO_API_KEY" if provider == "fortytwo" else "SWARMS_API_KEY") in sentence
+
+
+async def test_tls_settings_that_cannot_load_fail_calls_in_one_sentence_not_the_start(
+    connect: Callable[..., Any], fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HTTP client is built while the server starts, off the event loop; what it cannot load
+    # reaches each call as one sentence, and the server itself still starts and lists its tools.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))
+    async with connect() as client:
+        assert "ask_fortytwo" in {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("ask_fortytwo", {"prompt": "hi"})
+    assert error_of(result)["kind"] == "config"
+    assert text_of(result).startswith("Fortytwo: the HTTP client could not be set up (")
+    assert "SSL_CERT_FILE" in text_of(result)
+    assert fake.seen("fortytwo") == []
 
 
 async def test_wrong_key_is_an_auth_error_naming_the_variable(connect: Callable[..., Any], fake: FakeUpstream) -> None:

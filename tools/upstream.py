@@ -12,9 +12,9 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -113,17 +113,55 @@ class _CallState:
     attempts: int = 0
 
 
+class SharedClient:
+    """The one `httpx2.AsyncClient` every upstream request shares, built in a worker thread.
+
+    Building it loads the system's CA certificates: about 40 ms, most of a server's start-up beyond
+    its imports, and nothing needs them before the first upstream request. So the server answers
+    `initialize` and `tools/list` meanwhile (OpenSSL releases the GIL while it loads), and a first
+    request that comes sooner waits for the rest. An async context manager: leaving it closes the
+    client (after waiting for it, if it is still being built).
+    """
+
+    def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
+        self.client: httpx2.AsyncClient | None = None
+        """Set once built (the first request to find it unset awaits `get`)."""
+        self._building = asyncio.get_running_loop().run_in_executor(None, make)
+        self._building.add_done_callback(_log_failure)
+
+    async def get(self) -> httpx2.AsyncClient:
+        """The client, once built; raises what building it raised."""
+        if self.client is None:
+            self.client = await asyncio.shield(self._building)  # a waiter cancelled leaves the build be
+        return self.client
+
+    async def __aenter__(self) -> SharedClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            client = await self._building
+        except Exception:  # noqa: BLE001 - never built (said in the log): nothing to close
+            return
+        await client.aclose()
+
+
+def _log_failure(building: asyncio.Future[httpx2.AsyncClient]) -> None:
+    if not building.cancelled() and building.exception() is not None:
+        log.error("the HTTP client could not be set up (%s); every upstream request will fail", building.exception())
+
+
 class Upstream:
     """Sends chat completions to the configured providers over one shared `httpx2.AsyncClient`."""
 
     def __init__(
         self,
-        client: httpx2.AsyncClient,
+        client: SharedClient,
         endpoints: Mapping[str, Endpoint],
         retry: RetryPolicy,
         heartbeat_s: float,
     ) -> None:
-        self._client = client
+        self._shared = client
         self.endpoints = dict(endpoints)
         self._retry = retry
         self.heartbeat_s = heartbeat_s
@@ -135,6 +173,22 @@ class Upstream:
         self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
         self._models: dict[str, tuple[float, list[str]]] = {}
 
+    @property
+    def _client(self) -> httpx2.AsyncClient:
+        """The shared client: `complete` and `list_models` make sure it is built (`_ready`) first."""
+        return cast("httpx2.AsyncClient", self._shared.client)
+
+    async def _ready(self, label: str) -> None:
+        """Wait for the shared client if it is still being built; one that cannot be is a `ConfigError`."""
+        try:
+            await self._shared.get()
+        except Exception as exc:  # noqa: BLE001 - whatever httpx raised, the sentence says where to look
+            raise ConfigError(
+                label,
+                f"the HTTP client could not be set up ({exc}); check SSL_CERT_FILE, SSL_CERT_DIR and the proxy "
+                "variables in the server's environment.",
+            ) from None
+
     async def list_models(self, provider: str, *, timeout_s: float) -> list[str]:
         """The model ids `GET {base}/models` lists, reused for `MODELS_TTL_S`."""
         endpoint = self.endpoints[provider]
@@ -142,6 +196,8 @@ class Upstream:
         cached = self._models.get(provider)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        if self._shared.client is None:
+            await self._ready(label)
         with anyio.move_on_after(timeout_s):
             try:
                 response = await self._client.get(endpoint.models_url, headers=endpoint.headers())
@@ -168,6 +224,8 @@ class Upstream:
         """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`."""
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
+        if self._shared.client is None:
+            await self._ready(label)
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
         state = _CallState()
         failure: UpstreamError | None = None
