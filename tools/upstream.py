@@ -69,11 +69,12 @@ class Endpoint:
             )
         return self.api_key.get_secret_value()
 
-    def headers(self) -> dict[str, str]:
+    @functools.cached_property
+    def headers(self) -> httpx2.Headers:
+        """The auth header, built once (httpx normalises a dict on every request); raises `ConfigError`
+        without a key."""
         key = self.require_key()
-        if self.spec.auth == "bearer":
-            return {"Authorization": f"Bearer {key}"}
-        return {"x-api-key": key}
+        return httpx2.Headers({"Authorization": f"Bearer {key}"} if self.spec.auth == "bearer" else {"x-api-key": key})
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class Upstream:
             await self._ready(label)
         with anyio.move_on_after(timeout_s):
             try:
-                response = await self._client.get(endpoint.models_url, headers=endpoint.headers())
+                response = await self._client.get(endpoint.models_url, headers=endpoint.headers)
             except httpx2.TransportError as exc:
                 raise _transport_error(label, exc, received=False).redact(self._secrets) from None
             if response.status_code >= 400:
@@ -303,7 +304,7 @@ class Upstream:
         label = endpoint.spec.label
         started = time.monotonic()
         answered = False
-        request = self._client.build_request("POST", endpoint.url, json=body, headers=endpoint.headers())
+        request = self._client.build_request("POST", endpoint.url, json=body, headers=endpoint.headers)
         try:
             response = await self._client.send(request, stream=True)
             answered = True
@@ -324,7 +325,7 @@ class Upstream:
         label = endpoint.spec.label
         try:
             async with self._client.sse(
-                endpoint.url, method="POST", json={**body, "stream": True}, headers=endpoint.headers()
+                endpoint.url, method="POST", json={**body, "stream": True}, headers=endpoint.headers
             ) as source:
                 response = source.response
                 if response.status_code >= 400:
