@@ -16,7 +16,6 @@ from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import anyio
-import httpx2
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
@@ -40,7 +39,7 @@ from tools.jobs import Jobs
 from tools.ledger import Caller, Ledger, caller_name
 from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
-from tools.upstream import RetryPolicy, SharedClient, Upstream
+from tools.upstream import RetryPolicy, Upstream
 from tools.usage import MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
 log = logging.getLogger(__name__)
@@ -85,20 +84,6 @@ class _RawArguments(ArgModelBase):
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 
-def http_client(settings: Settings) -> httpx2.AsyncClient:
-    """The server's one HTTP client, its pool sized so that the concurrency caps, not it, limit calls.
-
-    At most 20 idle connections are kept (httpx's default): the pool checks every idle connection
-    each time a request starts or ends, so after a burst of 200 calls, keeping all 200 cost more
-    than opening a connection again ever saves on calls that take seconds."""
-    connections = settings.fortytwo_max_concurrency + settings.swarms_max_concurrency
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(connect=settings.connect_timeout, read=None, write=None, pool=None),
-        limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=min(connections, 20)),
-        follow_redirects=False,
-    )
-
-
 def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPServer[AppState]:
     """Build the server; nothing is opened until the lifespan starts.
 
@@ -120,7 +105,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         instance = new_instance_id()
         async with (
             shared_state(settings, instance) as (store, board),
-            SharedClient(functools.partial(http_client, settings)) as client,  # built while the server starts
+            settings.shared_client() as client,  # built in a thread while the server answers initialize
         ):
             ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
             upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)

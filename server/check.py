@@ -7,15 +7,13 @@ none is configured.
 
 from __future__ import annotations
 
-import functools
 from typing import TextIO
 
 from pydantic import SecretStr
 
-from server.app import http_client
 from server.config import SECRET_FIELDS, Settings
 from tools.errors import UpstreamError
-from tools.upstream import RetryPolicy, SharedClient, Upstream
+from tools.upstream import RetryPolicy, Upstream
 
 CHECK_TIMEOUT_S = 15.0
 
@@ -46,7 +44,7 @@ async def run_check(settings: Settings, out: TextIO) -> int:
     out.write("Effective configuration:\n" + "\n".join(describe(settings)) + "\n\nProviders:\n")
     failed = False
     configured = 0
-    async with SharedClient(functools.partial(http_client, settings)) as client:
+    async with settings.shared_client() as client:
         upstream = Upstream(client, settings.endpoints(), RetryPolicy(max_retries=0), settings.heartbeat)
         for name, endpoint in upstream.endpoints.items():
             if endpoint.api_key is None:

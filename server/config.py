@@ -7,6 +7,7 @@ the field (`--max-retries`, `--fortytwo-base-url`); secrets are never flags, sin
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from tools import PROVIDERS, fortytwo, swarms
 from tools.ledger import Budget
-from tools.upstream import Endpoint
+from tools.upstream import Endpoint, SharedClient, new_client
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -338,6 +339,11 @@ class Settings(BaseModel):
             )
             for spec in PROVIDERS
         }
+
+    def shared_client(self) -> SharedClient:
+        """Start building the one HTTP client these settings describe (in a thread: see `SharedClient`)."""
+        connections = self.fortytwo_max_concurrency + self.swarms_max_concurrency
+        return SharedClient(functools.partial(new_client, connections, self.connect_timeout))
 
 
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -8,9 +8,11 @@ in `tools.errors`, and it knows nothing of MCP except the progress callback it m
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -114,26 +116,48 @@ class _CallState:
     attempts: int = 0
 
 
+def new_client(max_connections: int, connect_timeout: float) -> httpx2.AsyncClient:
+    """The server's one HTTP client, its pool sized so that the concurrency caps, not it, limit calls.
+
+    At most 20 idle connections are kept (httpx's default): the pool checks every idle connection
+    each time a request starts or ends, so after a burst of 200 calls, keeping all 200 cost more
+    than opening a connection again ever saves on calls that take seconds."""
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(connect=connect_timeout, read=None, write=None, pool=None),
+        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 20)),
+        follow_redirects=False,
+    )
+
+
 class SharedClient:
-    """The one `httpx2.AsyncClient` every upstream request shares, built in a worker thread.
+    """The one `httpx2.AsyncClient` every upstream request shares, built in a thread of its own.
 
     Building it loads the system's CA certificates: about 40 ms, most of a server's start-up beyond
-    its imports, and nothing needs them before the first upstream request. So the server answers
-    `initialize` and `tools/list` meanwhile (OpenSSL releases the GIL while it loads), and a first
-    request that comes sooner waits for the rest. An async context manager: leaving it closes the
-    client (after waiting for it, if it is still being built).
+    its imports, and nothing needs them before the first upstream request. So the lifespan starts the
+    build and the server answers `initialize` and `tools/list` meanwhile (OpenSSL releases the GIL
+    while it loads); a request that comes sooner waits for the rest. (Started during the SDK's import
+    instead, it slowed the import more than it saved.) An async context manager: leaving it closes
+    the client (after waiting for it, if it is still being built).
     """
 
     def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
         self.client: httpx2.AsyncClient | None = None
-        """Set once built (the first request to find it unset awaits `get`)."""
-        self._building = asyncio.get_running_loop().run_in_executor(None, make)
-        self._building.add_done_callback(_log_failure)
+        """Set once built and asked for (the first request to find it unset awaits `get`)."""
+        self._building: concurrent.futures.Future[httpx2.AsyncClient] = concurrent.futures.Future()
+        self._building.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel the build
+        threading.Thread(target=self._build, args=(make,), name="http-client", daemon=True).start()
+
+    def _build(self, make: Callable[[], httpx2.AsyncClient]) -> None:
+        try:
+            self._building.set_result(make())
+        except Exception as exc:  # noqa: BLE001 - said once here; every request then says it in its sentence
+            log.error("the HTTP client could not be set up (%s); every upstream request will fail", exc)
+            self._building.set_exception(exc)
 
     async def get(self) -> httpx2.AsyncClient:
         """The client, once built; raises what building it raised."""
         if self.client is None:
-            self.client = await asyncio.shield(self._building)  # a waiter cancelled leaves the build be
+            self.client = await asyncio.wrap_future(self._building)
         return self.client
 
     async def __aenter__(self) -> SharedClient:
@@ -141,15 +165,10 @@ class SharedClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
-            client = await self._building
+            client = await asyncio.wrap_future(self._building)
         except Exception:  # noqa: BLE001 - never built (said in the log): nothing to close
             return
         await client.aclose()
-
-
-def _log_failure(building: asyncio.Future[httpx2.AsyncClient]) -> None:
-    if not building.cancelled() and building.exception() is not None:
-        log.error("the HTTP client could not be set up (%s); every upstream request will fail", building.exception())
 
 
 class Upstream:
