@@ -31,6 +31,8 @@ GATHER_S = 0.2
 """After the first row of a batch, how long to let more arrive before committing (when nobody waits).
 Each commit costs far more than a row (at 20 ms the writer spent twice the CPU a row); waiting in
 the pipe, a row is as safe as in a batch, and only other processes without budgets read it later."""
+NICE = 10
+"""How much lower the writer's scheduling priority is, when no call waits for its commits."""
 BUSY_TIMEOUT_S = 5.0
 """A batch waits this long for another process's lock, then is tried again (and said so on stderr)."""
 COLUMNS = (
@@ -92,6 +94,10 @@ def _confirm(last: bytes) -> None:
 def main(argv: list[str]) -> int:
     path, writer_id, gather = argv
     gather_s = float(gather)
+    if gather_s > 0 and hasattr(os, "nice"):
+        # Nobody waits for these commits: on a busy machine they yield the CPU to the calls. (With
+        # budgets every process counts, calls wait for the commit, so then it keeps its priority.)
+        os.nice(NICE)
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     db.execute("PRAGMA synchronous = NORMAL")  # durable across a killed process; fsync at checkpoints
     db.execute("INSERT OR REPLACE INTO writers (id, seq, at) VALUES (?, 0, ?)", (writer_id, time.time()))
