@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
@@ -320,6 +321,24 @@ async def test_error_statuses_become_one_clear_sentence(
     assert upstream_words in sentence
     if kind == "auth":
         assert ("FORTYTWO_API_KEY" if provider == "fortytwo" else "SWARMS_API_KEY") in sentence
+
+
+async def test_calls_made_while_the_http_client_is_still_being_built_all_get_their_answers(
+    connect: Callable[..., Any], fake: FakeUpstream
+) -> None:
+    # Sent the moment the server is up: most arrive before the client (built in a thread) is ready,
+    # wait for it, then go on one by one.
+    async with connect() as client:
+        results: dict[int, CallToolResult] = {}
+
+        async def ask(n: int) -> None:
+            results[n] = await client.call_tool("ask_fortytwo", {"prompt": f"early {n}"})
+
+        async with anyio.create_task_group() as tg:
+            for n in range(50):
+                tg.start_soon(ask, n)
+    assert [text_of(results[n]) for n in range(50)] == [f"fortytwo says: early {n}" for n in range(50)]
+    assert len(fake.seen("fortytwo")) == 50
 
 
 async def test_tls_settings_that_cannot_load_fail_calls_in_one_sentence_not_the_start(

@@ -135,9 +135,11 @@ class SharedClient:
     Building it loads the system's CA certificates: about 40 ms, most of a server's start-up beyond
     its imports, and nothing needs them before the first upstream request. So the lifespan starts the
     build and the server answers `initialize` and `tools/list` meanwhile (OpenSSL releases the GIL
-    while it loads); a request that comes sooner waits for the rest. (Started during the SDK's import
-    instead, it slowed the import more than it saved.) An async context manager: leaving it closes
-    the client (after waiting for it, if it is still being built).
+    while it loads); a request that comes sooner waits for the rest, and such requests then go on one
+    by one (released all at once, 200 of them opened their connections as one burst, which raised
+    the server's peak memory by up to 12 MiB). Started during the SDK's import instead, the build
+    slowed the import more than it saved. An async context manager: leaving it closes the client
+    (after waiting for it, if it is still being built).
     """
 
     def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
@@ -145,6 +147,7 @@ class SharedClient:
         """Set once built and asked for (the first request to find it unset awaits `get`)."""
         self._building: concurrent.futures.Future[httpx2.AsyncClient] = concurrent.futures.Future()
         self._building.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel the build
+        self._early = asyncio.Lock()
         threading.Thread(target=self._build, args=(make,), name="http-client", daemon=True).start()
 
     def _build(self, make: Callable[[], httpx2.AsyncClient]) -> None:
@@ -157,7 +160,9 @@ class SharedClient:
     async def get(self) -> httpx2.AsyncClient:
         """The client, once built; raises what building it raised."""
         if self.client is None:
-            self.client = await asyncio.wrap_future(self._building)
+            async with self._early:  # requests that came before it was built go on one by one, not as a burst
+                if self.client is None:
+                    self.client = await asyncio.wrap_future(self._building)
         return self.client
 
     async def __aenter__(self) -> SharedClient:
