@@ -157,8 +157,8 @@ class _Job:
     def cancel(self) -> None:
         """Stop it: its upstream requests are aborted, and its callers get a `cancelled` result.
 
-        Only this cancels a job's task, natively (an anyio cancel scope around every job cost as
-        much as a tenth of a call's overhead): `Handles._run` takes a cancellation as the job's end."""
+        Only this cancels a job's task, natively (an anyio cancel scope around every job cost about 30
+        Python calls on every call): `Handles._run` takes a cancellation as the job's end."""
         if self.result is not None or self.cancelling:
             return
         self.cancelling = True
