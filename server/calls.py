@@ -68,14 +68,23 @@ async def _answer(
 
 
 def _to_answer(completion: Completion) -> Answer:
+    choices = completion.choices
     return Answer(
         model=completion.model,
         text=completion.text,
-        finish_reason=completion.finish_reason,
+        finish_reason=_early(completion.finish_reason),
         usage=completion.usage,
-        choices=completion.choices if len(completion.choices) > 1 else None,
+        choices=[c.model_copy(update={"finish_reason": _early(c.finish_reason)}) for c in choices]
+        if len(choices) > 1
+        else None,
         cached=True if completion.cached else None,
     )
+
+
+def _early(finish_reason: str | None) -> str | None:
+    """A finish reason worth a field: not `stop`, which nearly every answer would carry and every
+    client would check on every call."""
+    return None if finish_reason == "stop" else finish_reason
 
 
 def answer_text(answer: Answer) -> str:

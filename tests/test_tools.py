@@ -168,7 +168,7 @@ async def test_result_text_and_structured_content(connect: Callable[..., Any], f
     assert "provider" not in data  # the tool says it, and so does the trace's key
     assert data["model"] == "fortytwo-prime"
     assert data["text"] == "fortytwo says: what is 6 x 7"
-    assert data["finish_reason"] == "stop"
+    assert "finish_reason" not in data  # it ended normally (stop): only an early end is said
     assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
     assert "choices" not in data  # only when several came back
     assert "cached" not in data  # only when a recent answer was reused
@@ -384,6 +384,23 @@ async def test_malformed_answers(
     assert error_of(result)["kind"] == kind
     assert words in text_of(result)
     assert "<html" not in text_of(result)
+
+
+async def test_an_answer_that_ended_early_says_why(connect: Callable[..., Any], fake: FakeUpstream) -> None:
+    cut = {"index": 0, "message": {"content": "The answer goes on and"}, "finish_reason": "length"}
+    fake.script("fortytwo", Reply(json={"id": "x", "model": "m", "choices": [cut]}))
+    whole = {"index": 1, "message": {"content": "Short."}, "finish_reason": "stop"}
+    fake.script("swarms", Reply(json={"id": "y", "model": "m", "choices": [cut, whole]}))
+    async with connect() as client:
+        early = await client.call_tool("ask_fortytwo", {"prompt": "go on"})
+        several = await client.call_tool("ask_swarm", {"prompt": "go on", "n": 2})
+    assert early.structured_content is not None
+    assert early.structured_content["finish_reason"] == "length"
+    assert several.structured_content is not None
+    choices = several.structured_content["choices"]
+    assert choices[0]["finish_reason"] == "length"
+    assert "finish_reason" not in choices[1]  # ended normally
+    assert several.structured_content["finish_reason"] == "length"  # the first choice's is the answer's
 
 
 async def test_missing_usage_is_null_not_an_error(connect: Callable[..., Any], fake: FakeUpstream) -> None:
