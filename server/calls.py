@@ -62,6 +62,8 @@ async def _answer(
     started = time.perf_counter()
     completion = await state.jobs.complete(ask, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
     trace: dict[str, Any] = {"latency_ms": _elapsed_ms(started), "attempts": completion.attempts}
+    if completion.model is not None:
+        trace["model"] = completion.model
     if completion.id is not None:
         trace["id"] = completion.id
     return _to_answer(completion), trace
@@ -70,7 +72,6 @@ async def _answer(
 def _to_answer(completion: Completion) -> Answer:
     choices = completion.choices
     return Answer(
-        model=completion.model,
         text=completion.text,
         finish_reason=_early(completion.finish_reason),
         usage=completion.usage,
@@ -160,8 +161,8 @@ async def _ask_both(
         if isinstance(outcome, Answer):
             results.append(ProviderOutcome(provider=spec.name, answer=outcome))
             tokens = f", {outcome.usage.total_tokens} tokens" if outcome.usage else ""
-            latency_ms = traces[spec.name]["latency_ms"]
-            heading = f"## {spec.label} ({outcome.model or 'unknown model'}{tokens}, {latency_ms} ms)"
+            trace = traces[spec.name]
+            heading = f"## {spec.label} ({trace.get('model', 'unknown model')}{tokens}, {trace['latency_ms']} ms)"
             sections.append(f"{heading}\n{answer_text(outcome)}")
         else:
             results.append(ProviderOutcome(provider=spec.name, error=ErrorInfo.model_validate(outcome.to_dict())))

@@ -6,8 +6,8 @@ included), and some clients show structured content instead of the text. Program
 kind, retryability and wait from `_meta["swarm-inference-mcp/error"]`, which no client validates.
 Failures are returned rather than raised because a raised `ToolError` cannot carry that `_meta`.
 
-An answer's structured content holds what a caller acts on (text, model, usage); how it came
-about is in `_meta["swarm-inference-mcp/trace"]`, by provider: `{"fortytwo": {"id": ...,
+An answer's structured content holds what a caller acts on (text, usage); how it came about is in
+`_meta["swarm-inference-mcp/trace"]`, by provider: `{"fortytwo": {"model": ..., "id": ...,
 "latency_ms": ..., "attempts": ...}}`. Clients check structured content against the output schema
 on every call, field by field, and nobody acts on a latency, so it costs nothing there.
 """

@@ -49,7 +49,7 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
         assert tool.output_schema is not None
     for tool in (tools["ask_fortytwo"], tools["ask_swarm"]):
         assert tool.output_schema is not None
-        assert {"status", "model", "text", "finish_reason", "usage"} <= set(tool.output_schema["properties"])
+        assert {"status", "text", "finish_reason", "usage"} <= set(tool.output_schema["properties"])
     assert set(tools["ask_fortytwo"].input_schema["properties"]) == {
         "prompt", "system", "messages", "model", "timeout_s", "wait_s", "max_tokens", "max_completion_tokens",
         "response_format",
@@ -166,13 +166,14 @@ async def test_result_text_and_structured_content(connect: Callable[..., Any], f
     data = result.structured_content
     assert data is not None
     assert "provider" not in data  # the tool says it, and so does the trace's key
-    assert data["model"] == "fortytwo-prime"
     assert data["text"] == "fortytwo says: what is 6 x 7"
     assert "finish_reason" not in data  # it ended normally (stop): only an early end is said
     assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
     assert "choices" not in data  # only when several came back
     assert "cached" not in data  # only when a recent answer was reused
     trace = trace_of(result, "fortytwo")  # how the answer came about, for programs and logs
+    assert trace["model"] == "fortytwo-prime"
+    assert "model" not in data
     assert trace["id"].startswith("chatcmpl-")
     assert isinstance(trace["latency_ms"], int)
     assert trace["latency_ms"] >= 0

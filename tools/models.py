@@ -206,12 +206,11 @@ class Answer(Result):
     """Structured content of a successful call; fields that do not apply are left out, never null.
 
     Only what a caller acts on: every client checks this against the output schema on every call,
-    field by field. So how the answer came about (completion id, latency, attempts) is in `_meta`
-    instead (see `server.results.TRACE_META`), keyed by the provider, whose name the tool already
-    says (and `ask_both` says with each answer)."""
+    field by field. So how the answer came about (the model that answered, completion id, latency,
+    attempts) is in `_meta` instead (see `server.results.TRACE_META`), keyed by the provider, whose
+    name the tool already says (and `ask_both` says with each answer)."""
 
     status: Literal["done"] = Field("done", description="done: this is the answer (a job handle says running).")
-    model: str | None = Field(default=None, description="The model the upstream says answered.")
     text: str = Field(description="The answer (the first choice's text).")
     finish_reason: str | None = Field(
         default=None,
