@@ -50,6 +50,9 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
     for tool in (tools["ask_fortytwo"], tools["ask_swarm"]):
         assert tool.output_schema is not None
         assert {"status", "text", "finish_reason", "usage"} <= set(tool.output_schema["properties"])
+        usage = tool.output_schema["properties"]["usage"]  # its counts named, their type described
+        assert usage["required"] == ["prompt_tokens", "completion_tokens", "total_tokens"]
+        assert "three integers" in usage["description"]
     assert set(tools["ask_fortytwo"].input_schema["properties"]) == {
         "prompt", "system", "messages", "model", "timeout_s", "wait_s", "max_tokens", "max_completion_tokens",
         "response_format",
