@@ -13,7 +13,7 @@ runs in a process of its own and is not counted. A run of `WARM` calls and one o
 after the same start-up, differ by N calls' instructions. The garbage collector is off in both: a
 collection that falls inside one run and not the other moved the figure by 4%.
 
-Needs valgrind (Debian: `apt-get install valgrind`); about a minute and a half a side.
+Needs valgrind (Debian: `apt-get install valgrind`); a little over a minute a side.
 """
 
 from __future__ import annotations
