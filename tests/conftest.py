@@ -25,8 +25,8 @@ TRACE_META = "swarm-inference-mcp/trace"
 
 
 def trace_of(result: CallToolResult, provider: str) -> dict[str, Any]:
-    """How a provider's answer came about (completion id, latency, attempts): in `_meta`, not in the
-    structured content that every client checks on every call."""
+    """How a provider's answer came about (model, completion id, latency, attempts): in `_meta`, not in
+    the structured content that every client checks on every call."""
     assert result.meta is not None, result.content
     trace = result.meta[TRACE_META][provider]
     assert isinstance(trace, dict)
