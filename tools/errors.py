@@ -40,6 +40,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 _MAX_UPSTREAM_TEXT = 300
+_MIN_CUT_FRAGMENT = 4
+"""The shortest start of a key removed at a cut: shorter ones match ordinary words too often to mean a key."""
 _RETRY_AFTER_IN_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 
 
@@ -300,9 +302,24 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_UPSTREAM_TEXT else text[: _MAX_UPSTREAM_TEXT - 1] + "…"
+def upstream_words(text: str, secrets: tuple[str, ...]) -> str:
+    """An upstream's own message as a sentence may quote it: every secret removed first, whitespace
+    folded, clipped to `_MAX_UPSTREAM_TEXT`, and the start of a secret left at the cut removed too (a
+    key that straddles the cut is no longer whole, so no replacement could find it afterwards)."""
+    text = " ".join(redact(text, secrets).split())
+    if len(text) <= _MAX_UPSTREAM_TEXT:
+        return text
+    return _drop_cut_secret(text[: _MAX_UPSTREAM_TEXT - 1], secrets) + "…"
+
+
+def _drop_cut_secret(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` without a trailing start of any secret of `_MIN_CUT_FRAGMENT` characters or more."""
+    for secret in secrets:
+        for length in range(min(len(secret) - 1, len(text)), _MIN_CUT_FRAGMENT - 1, -1):
+            if text.endswith(secret[:length]):
+                text = text[:-length]
+                break
+    return text
 
 
 def upstream_reason(body: bytes) -> tuple[str | None, str | None]:
@@ -362,11 +379,13 @@ def status_error(
     headers: Mapping[str, str],
     *,
     key_env: str,
+    secrets: tuple[str, ...] = (),
 ) -> StatusError:
-    """Map an HTTP error answer to its error class and write the sentence a person reads."""
+    """Map an HTTP error answer to its error class and write the sentence a person reads; `secrets` (the
+    configured keys) are removed from the upstream's words before they are clipped."""
     utype, umessage = upstream_reason(body)
-    umessage = _clip(umessage) if umessage else None
-    utype = _clip(utype) if utype else None
+    umessage = upstream_words(umessage, secrets) if umessage else None
+    utype = upstream_words(utype, secrets) if utype else None
     said = f" ({utype}: {umessage})" if utype and umessage else f" ({umessage or utype})" if umessage or utype else ""
     retry_after = parse_retry_after(headers, umessage) if status in (429, 503) else None
 

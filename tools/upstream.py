@@ -230,7 +230,12 @@ class Upstream:
                 raise _transport_error(label, exc, received=False).redact(self._secrets) from None
             if response.status_code >= 400:
                 error = status_error(
-                    label, response.status_code, response.content, response.headers, key_env=endpoint.spec.key_env
+                    label,
+                    response.status_code,
+                    response.content,
+                    response.headers,
+                    key_env=endpoint.spec.key_env,
+                    secrets=self._secrets,
                 )
                 raise error.redact(self._secrets)
             ids = model_ids(label, response.content)
@@ -390,6 +395,7 @@ class Upstream:
             body,
             response.headers,
             key_env=endpoint.spec.key_env,
+            secrets=self._secrets,
         )
 
 
