@@ -263,7 +263,7 @@ def _caller_of(request: Any) -> Caller | None:
 def _store_location(settings: Settings) -> dict[str, str | None]:
     """Where the shared usage is read from, as swarm://usage names it (never a password)."""
     if settings.redis_url is not None:
-        from tools.redis_link import describe_url  # noqa: PLC0415 - only with Redis
+        from tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
 
         return {"redis": describe_url(settings.redis_url.get_secret_value())}
     path = settings.state_path()

@@ -22,6 +22,8 @@ from server.config import SECRET_FIELDS, Settings, load_settings
 
 log = logging.getLogger("swarm_inference_mcp")
 
+QUIET_LOGGERS = ("httpx2", "httpcore2", "httpcore", "httpx")
+"""HTTP libraries whose own DEBUG lines show response headers: they log warnings and errors only."""
 COMMAND_FLAGS = frozenset({"command", "days", "json", "by_client", "name"})
 """Flags of the commands, not settings."""
 
@@ -72,8 +74,8 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    for library in QUIET_LOGGERS:
+        logging.getLogger(library).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,5 +161,5 @@ def _config_problem(exc: ValidationError | OSError) -> str:
         name = str(error["loc"][0]) if error["loc"] else "settings"
         field = Settings.model_fields.get(name)
         where = field.alias if field and field.alias else name
-        problems.append(f"{where}: {error['msg']}")
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)

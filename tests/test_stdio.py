@@ -125,3 +125,14 @@ def test_bad_configuration_is_one_line_on_stderr_and_exit_2() -> None:
     assert done.stdout == ""
     assert "SWARM_MCP_MAX_RETRIES" in done.stderr
     assert "FORTYTWO_BASE_URL" in done.stderr
+
+
+async def test_debug_logging_keeps_the_http_librarys_own_lines_out(tmp_path: Path, fake: FakeUpstream) -> None:
+    env = fake_env(fake, SWARM_MCP_LOG_LEVEL="DEBUG")
+    async with Client(teed_server(tmp_path, env)) as client:
+        assert not (await client.call_tool("ask_swarm", {"prompt": "debug"})).is_error
+    stderr = (tmp_path / "stderr").read_text()
+    assert " DEBUG " in stderr  # the level took effect
+    loggers = {line.split(" ")[3].rstrip(":") for line in stderr.splitlines() if " DEBUG " in line}
+    assert not loggers & {"httpx2", "httpcore2", "httpcore", "httpx"}, loggers
+    assert not any(name.startswith(("httpcore2.", "httpx2.")) for name in loggers), loggers

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -23,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from tools.redis_url import RedisUrlError, parse_redis_url
 from tools.usage import StateError
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,6 @@ class RedisDown(StateError):
     """Redis cannot be reached or failed a command; the message is one sentence naming the host."""
 
 
-def describe_url(url: str) -> str:
-    """What may be shown of a Redis URL: scheme, host, port and database, never user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    shown = f"[{host}]" if ":" in host else host
-    database = parts.path.strip("/") or "0"
-    return f"{parts.scheme or 'redis'}://{shown}:{parts.port or 6379}/{database}"
-
-
 class RedisLink:
     """A Redis client with the failure rule above. `open` it (raises `RedisDown`), `aclose` it when done."""
 
@@ -63,17 +54,22 @@ class RedisLink:
     @classmethod
     async def open(cls, url: str, password_file: str | None = None) -> RedisLink:
         """Connect and ping; a Redis that does not answer refuses the start in one sentence."""
-        where = describe_url(url)
-        password = None
+        try:
+            target = parse_redis_url(url)
+        except RedisUrlError as exc:
+            raise RedisDown(f"SWARM_MCP_REDIS_URL {exc}") from None
+        where = target.where
+        password = target.password
         if password_file:
             try:
                 text = await (await anyio.Path(password_file).expanduser()).read_text(encoding="utf-8")
-                password = text.strip() or None
+                password = text.strip() or password
             except OSError as exc:
                 raise RedisDown(f"the Redis password file {password_file} cannot be read ({exc.strerror})") from None
         try:
             client = aioredis.Redis.from_url(
-                url,
+                target.bare_url,
+                username=target.username,
                 password=password,
                 socket_timeout=TIMEOUT_S,
                 socket_connect_timeout=TIMEOUT_S,
@@ -81,7 +77,9 @@ class RedisLink:
                 health_check_interval=0,
             )
         except ValueError as exc:
-            raise RedisDown(f"SWARM_MCP_REDIS_URL is not a Redis URL ({where}): {_reason(exc)}") from None
+            raise RedisDown(
+                f"SWARM_MCP_REDIS_URL is not a Redis URL the client takes ({where}): {_reason(exc)}"
+            ) from None
         link = cls(client, where)
         try:
             await client.ping()
