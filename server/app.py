@@ -30,15 +30,18 @@ from server.board import JobBoard, LocalBoard
 from server.calls import AppState, both_work, list_models, provider_work
 from server.config import Settings
 from server.drain import InFlight, Untracked
-from server.handles import CancelOutcome, GetResultArgs, Handles, JobArgs, RunningJob, Work, new_instance_id
-from server.results import error_result
+from server.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
+from server.results import error_result, render, render_cancel
+from server.runner import JobRunner, new_instance_id
 from server.schemas import output_schema
+from server.work import Work
 from tools import PROVIDERS
+from tools.both import BothArgs
 from tools.errors import UpstreamError, argument_error, shutting_down
-from tools.jobs import Jobs
 from tools.ledger import Caller, Ledger, caller_name
-from tools.models import Answer, BothAnswers, BothArgs, ChatArgs, Conversation, ProviderSpec
+from tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
+from tools.sharing import RequestSharing
 from tools.upstream import RetryPolicy, Upstream
 from tools.usage import MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
@@ -109,22 +112,22 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         ):
             ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
             upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
-            handles = Handles(
+            jobs = JobRunner(
                 ttl_s=settings.job_ttl,
                 max_kept=settings.max_jobs,
                 heartbeat_s=settings.heartbeat,
                 board=board,
                 instance=instance,
             )
-            state = AppState(settings, Jobs(upstream, ledger, settings.cache_ttl), calls, handles)
-            async with handles.serving():
+            state = AppState(settings, RequestSharing(upstream, ledger, settings.cache_ttl), calls, jobs)
+            async with jobs.serving():
                 running.append(state)
                 try:
                     yield state
                 finally:
                     running.remove(state)
                     with anyio.CancelScope(shield=True):
-                        await handles.aclose()
+                        await jobs.aclose()
 
     tools = [_provider_tool(spec) for spec in PROVIDERS]
     tools += [
@@ -191,7 +194,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def usage_resource() -> str:
-        ledger = current().jobs.ledger
+        ledger = current().requests.ledger
         usage = {
             **ledger.snapshot().model_dump(mode="json"),
             **await ledger.shared_usage(),
@@ -222,7 +225,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def jobs_resource() -> str:
-        return json.dumps(await current().handles.listing(caller_name(_reader.get())), indent=2)
+        return json.dumps(await current().jobs.listing(caller_name(_reader.get())), indent=2)
 
     return server
 
@@ -329,17 +332,19 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
 
 
 async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None) -> CallToolResult:
-    return await state.handles.call(work, state.wait_s(cast("Conversation", args).wait_s), progress)
+    reply = await state.jobs.call(work, state.wait_s(cast("Conversation", args).wait_s), progress)
+    return render(reply, state.jobs.ttl_s)
 
 
 async def _get_result(
     state: AppState, args: GetResultArgs, progress: ProgressFn | None, caller: Caller | None
 ) -> CallToolResult:
-    return await state.handles.get_result(args.job_id, state.wait_s(args.wait_s), progress, caller_name(caller))
+    reply = await state.jobs.get_result(args.job_id, state.wait_s(args.wait_s), progress, caller_name(caller))
+    return render(reply, state.jobs.ttl_s)
 
 
 async def _cancel(state: AppState, args: JobArgs, caller: Caller | None) -> CallToolResult:
-    return await state.handles.cancel(args.job_id, caller_name(caller))
+    return render_cancel(await state.jobs.cancel(args.job_id, caller_name(caller)))
 
 
 def _tool(

@@ -1,7 +1,9 @@
 """The jobs other server instances run: what `Handles` asks when it is one of several.
 
-`Handles` keeps its own jobs in memory and runs them in its own tasks; a `JobBoard` is its view
-of everyone else's. Two boards:
+The runner (`server.runner`) keeps its own jobs in memory and runs them in its own tasks; a
+`JobBoard` is its view of everyone else's. A board stores our own versioned `JobRecord`s, never
+a wire type, so two versions of the server sharing one Redis either agree or say they do not.
+Two boards:
 
 - `LocalBoard`, the default: this process is the only instance, so there is nothing elsewhere.
   Every method returns at once and the stdio path pays nothing for the seam.
@@ -14,18 +16,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from mcp_types import CallToolResult
-
+from server.outcome import Outcome, outcome_from_json, outcome_to_json
+from server.work import Work
 from tools.progress import ProgressFn
 
-if TYPE_CHECKING:
-    from server.handles import Work
+RECORD_VERSION = 1
+"""The version of `JobRecord.to_json`'s form; a reader refuses any other (`UnknownRecordError`)."""
+
+
+class UnknownRecordError(Exception):
+    """A job record written by a server that stores jobs in another form (another version of this one)."""
+
+    def __init__(self, job_id: str, version: object) -> None:
+        super().__init__(f"job {job_id} has a record of version {version!r}")
+        self.job_id = job_id
+        self.version = version
 
 
 @dataclass
-class SharedJob:
+class JobRecord:
     """A job as every instance sees it (another instance's, found on the board)."""
 
     id: str
@@ -36,8 +47,8 @@ class SharedJob:
     started: float
     """Wall-clock time (seconds since the epoch)."""
     timeout_s: float
-    result: CallToolResult | None = None
-    """The outcome, once it finished."""
+    outcome: Outcome | None = None
+    """What it produced, once it finished."""
     lost: bool = False
     """The instance running it stopped before it finished."""
     finished: float | None = None
@@ -46,25 +57,44 @@ class SharedJob:
     """Its handle was handed out, so its outcome is kept for get_result (and listed)."""
 
     @classmethod
-    def of(cls, job_id: str, work: Work, started: float) -> SharedJob:
+    def of(cls, job_id: str, work: Work, started: float) -> JobRecord:
         """A job as other instances see it, before it finished."""
         return cls(job_id, work.client, work.tool, work.providers, work.labels, started, work.timeout_s)
 
     def to_json(self) -> dict[str, Any]:
-        data = {**vars(self), "providers": list(self.providers)}
-        if self.result is not None:
-            data["result"] = self.result.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return data
+        """Our versioned record (`lost` is worked out by the reader, never stored)."""
+        return {
+            "v": RECORD_VERSION,
+            "id": self.id,
+            "client": self.client,
+            "tool": self.tool,
+            "providers": list(self.providers),
+            "labels": self.labels,
+            "started": self.started,
+            "timeout_s": self.timeout_s,
+            "outcome": None if self.outcome is None else outcome_to_json(self.outcome),
+            "finished": self.finished,
+            "kept": self.kept,
+        }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SharedJob:
-        result = data.get("result")
-        fields = {
-            **data,
-            "providers": tuple(data["providers"]),
-            "result": None if result is None else CallToolResult.model_validate(result),
-        }
-        return cls(**fields)
+    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+        """`to_json`'s inverse; raises `UnknownRecordError` for a record of another version."""
+        if data.get("v") != RECORD_VERSION:
+            raise UnknownRecordError(str(data.get("id", "?")), data.get("v"))
+        outcome = data["outcome"]
+        return cls(
+            id=data["id"],
+            client=data["client"],
+            tool=data["tool"],
+            providers=tuple(data["providers"]),
+            labels=data["labels"],
+            started=data["started"],
+            timeout_s=data["timeout_s"],
+            outcome=None if outcome is None else outcome_from_json(outcome),
+            finished=data["finished"],
+            kept=data["kept"],
+        )
 
 
 class JobBoard(Protocol):
@@ -83,7 +113,7 @@ class JobBoard(Protocol):
         instance runs: its outcome is this job's answer. Raises `StateError` when the board is down."""
 
     async def finish(
-        self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float, *, kept: bool
+        self, job_id: str, work: Work, started: float, outcome: Outcome, keep_s: float, *, kept: bool
     ) -> None:
         """Publish the job's outcome (readable for `keep_s`; `kept`: its handle was handed out) and release
         its claim. Never raises."""
@@ -91,21 +121,22 @@ class JobBoard(Protocol):
     def forwarder(self, job_id: str) -> ProgressFn | None:
         """Where a streamed job's progress goes so other instances' callers see it (None: nowhere)."""
 
-    async def find(self, job_id: str) -> SharedJob | None:
-        """Another instance's job, or None when the board does not know it. Raises `StateError`."""
+    async def find(self, job_id: str) -> JobRecord | None:
+        """Another instance's job, or None when the board does not know it. Raises `StateError`, and
+        `UnknownRecordError` for a job recorded by a server of another version."""
 
     async def wait(
         self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
-    ) -> SharedJob | None:
+    ) -> JobRecord | None:
         """`find`, after waiting up to `wait_s` for the job to finish (or be lost), relaying its progress
-        and sending heartbeats to `on_progress`. Raises `StateError`."""
+        and sending heartbeats to `on_progress`. Raises as `find` does."""
 
     async def cancel(self, job_id: str) -> None:
         """Ask the instance running the job to cancel it. Raises `StateError`."""
 
-    async def jobs_of(self, client: str | None) -> list[SharedJob]:
+    async def jobs_of(self, client: str | None) -> list[JobRecord]:
         """The client's jobs on every instance: running ones, and finished ones whose handle was handed
-        out, newest last. Raises `StateError`."""
+        out, newest last; records of another version are left out. Raises `StateError`."""
 
 
 class LocalBoard:
@@ -122,23 +153,23 @@ class LocalBoard:
         return None
 
     async def finish(
-        self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float, *, kept: bool
+        self, job_id: str, work: Work, started: float, outcome: Outcome, keep_s: float, *, kept: bool
     ) -> None:
         return None
 
     def forwarder(self, job_id: str) -> ProgressFn | None:
         return None
 
-    async def find(self, job_id: str) -> SharedJob | None:
+    async def find(self, job_id: str) -> JobRecord | None:
         return None
 
     async def wait(
         self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
-    ) -> SharedJob | None:
+    ) -> JobRecord | None:
         return None
 
     async def cancel(self, job_id: str) -> None:
         return None
 
-    async def jobs_of(self, client: str | None) -> list[SharedJob]:
+    async def jobs_of(self, client: str | None) -> list[JobRecord]:
         return []

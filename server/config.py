@@ -11,12 +11,13 @@ import functools
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator
 
-from tools import PROVIDERS, fortytwo, swarms
+from tools import PROVIDERS
 from tools.ledger import Budget
+from tools.models import ProviderSpec
 from tools.upstream import Endpoint, SharedClient, new_client
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
@@ -27,83 +28,79 @@ REDIS_EXTRA_MISSING = (
 )
 
 
-class Settings(BaseModel):
-    """Every knob of the server. Field aliases are the environment variable names."""
+class ProviderSettings(BaseModel):
+    """One provider's settings: `<NAME>_API_KEY`, `<NAME>_BASE_URL` and the rest (see `provider_fields`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr | None
+    base_url: str
+    model: str
+    max_concurrency: int
+    token_budget: int | None
+    daily_token_budget: int | None
+    monthly_token_budget: int | None
+
+
+def provider_fields(spec: ProviderSpec) -> dict[str, Any]:
+    """The settings fields of one provider, named `<name>_<setting>`, whose aliases (the environment
+    variables) keep the vendor's own prefix: `FORTYTWO_API_KEY`, `SWARMS_DAILY_TOKEN_BUDGET`."""
+    label = spec.label
+    every_process = "all server processes sharing the state file together; unset for no limit."
+
+    def field(
+        setting: str, kind: Any, default: Any, description: str, *, ge: int | None = None, le: int | None = None
+    ) -> tuple[str, Any]:
+        alias = f"{spec.name.upper()}_{setting.upper()}"
+        return f"{spec.name}_{setting}", (kind, Field(default, alias=alias, description=description, ge=ge, le=le))
+
+    return dict(
+        [
+            field("api_key", SecretStr | None, None, f"{label} API key."),
+            field(
+                "base_url", str, spec.default_base_url, f"{label} API base; requests go to {{base}}/chat/completions."
+            ),
+            field("model", str, spec.default_model, f"Default model of {spec.tool_name}."),
+            field(
+                "max_concurrency",
+                int,
+                spec.default_max_concurrency,
+                f"Most simultaneous requests to {label}; further calls wait their turn.",
+                ge=1,
+                le=1000,
+            ),
+            field(
+                "token_budget",
+                int | None,
+                None,
+                f"Tokens this server may spend on {label} in its lifetime; unset for no limit.",
+                ge=1,
+            ),
+            field(
+                "daily_token_budget",
+                int | None,
+                None,
+                f"Tokens spent on {label} per calendar day (local time), {every_process}",
+                ge=1,
+            ),
+            field(
+                "monthly_token_budget",
+                int | None,
+                None,
+                f"Tokens spent on {label} per calendar month (local time), counted like the daily budget; "
+                "unset for no limit.",
+                ge=1,
+            ),
+        ]
+    )
+
+
+class ServerSettings(BaseModel):
+    """Every knob of the server but the providers' own (`Settings` adds those, from `tools.PROVIDERS`).
+    Field aliases are the environment variable names."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
-    fortytwo_api_key: SecretStr | None = Field(None, alias="FORTYTWO_API_KEY", description="Fortytwo API key.")
-    fortytwo_base_url: str = Field(
-        fortytwo.SPEC.default_base_url,
-        alias="FORTYTWO_BASE_URL",
-        description="Fortytwo API base; requests go to {base}/chat/completions.",
-    )
-    fortytwo_model: str = Field(
-        fortytwo.SPEC.default_model, alias="FORTYTWO_MODEL", description="Default model of ask_fortytwo."
-    )
-    fortytwo_max_concurrency: int = Field(
-        4,
-        ge=1,
-        le=1000,
-        alias="FORTYTWO_MAX_CONCURRENCY",
-        description="Most simultaneous requests to Fortytwo; further calls wait their turn.",
-    )
-    fortytwo_token_budget: int | None = Field(
-        None,
-        ge=1,
-        alias="FORTYTWO_TOKEN_BUDGET",
-        description="Tokens this server may spend on Fortytwo in its lifetime; unset for no limit.",
-    )
-    fortytwo_daily_token_budget: int | None = Field(
-        None,
-        ge=1,
-        alias="FORTYTWO_DAILY_TOKEN_BUDGET",
-        description="Tokens spent on Fortytwo per calendar day (local time), all server "
-        "processes sharing the state file together; unset for no limit.",
-    )
-    fortytwo_monthly_token_budget: int | None = Field(
-        None,
-        ge=1,
-        alias="FORTYTWO_MONTHLY_TOKEN_BUDGET",
-        description="Tokens spent on Fortytwo per calendar month (local time), counted "
-        "like the daily budget; unset for no limit.",
-    )
-    swarms_api_key: SecretStr | None = Field(None, alias="SWARMS_API_KEY", description="Swarms API key.")
-    swarms_base_url: str = Field(
-        swarms.SPEC.default_base_url,
-        alias="SWARMS_BASE_URL",
-        description="Swarms API base; requests go to {base}/chat/completions.",
-    )
-    swarms_model: str = Field(
-        swarms.SPEC.default_model, alias="SWARMS_MODEL", description="Default model of ask_swarm."
-    )
-    swarms_max_concurrency: int = Field(
-        8,
-        ge=1,
-        le=1000,
-        alias="SWARMS_MAX_CONCURRENCY",
-        description="Most simultaneous requests to Swarms; further calls wait their turn.",
-    )
-    swarms_token_budget: int | None = Field(
-        None,
-        ge=1,
-        alias="SWARMS_TOKEN_BUDGET",
-        description="Tokens this server may spend on Swarms in its lifetime; unset for no limit.",
-    )
-    swarms_daily_token_budget: int | None = Field(
-        None,
-        ge=1,
-        alias="SWARMS_DAILY_TOKEN_BUDGET",
-        description="Tokens spent on Swarms per calendar day (local time), all server "
-        "processes sharing the state file together; unset for no limit.",
-    )
-    swarms_monthly_token_budget: int | None = Field(
-        None,
-        ge=1,
-        alias="SWARMS_MONTHLY_TOKEN_BUDGET",
-        description="Tokens spent on Swarms per calendar month (local time), counted "
-        "like the daily budget; unset for no limit.",
-    )
     timeout: float = Field(
         600.0,
         gt=0,
@@ -278,13 +275,6 @@ class Settings(BaseModel):
         "INFO", alias="SWARM_MCP_LOG_LEVEL", description="Level of the log written to stderr."
     )
 
-    @field_validator("fortytwo_base_url", "swarms_base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
-
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -326,6 +316,12 @@ class Settings(BaseModel):
         """The deadline of one call: what it asked for, or the default, never above the maximum."""
         return min(requested if requested is not None else self.timeout, self.max_timeout)
 
+    def provider(self, name: str) -> ProviderSettings:
+        """One provider's settings, from its `<name>_*` fields."""
+        return ProviderSettings.model_validate(
+            {setting: getattr(self, f"{name}_{setting}") for setting in ProviderSettings.model_fields}
+        )
+
     def budgets(self) -> list[Budget]:
         """Every token budget that is set: lifetime, daily and monthly, for all providers and for each."""
         found = []
@@ -335,7 +331,7 @@ class Settings(BaseModel):
                 name = f"{prefix}{infix}token_budget"
                 limit = getattr(self, name)
                 if limit is not None:
-                    found.append(Budget(window, provider, limit, Settings.model_fields[name].alias or name))
+                    found.append(Budget(window, provider, limit, type(self).model_fields[name].alias or name))
         return found
 
     def state_path(self) -> Path | None:
@@ -347,22 +343,46 @@ class Settings(BaseModel):
         return Path(platformdirs.user_state_dir("swarm-inference-mcp", appauthor=False)) / "usage.sqlite3"
 
     def endpoints(self) -> dict[str, Endpoint]:
-        """One `Endpoint` per provider, from the `<provider>_*` fields."""
-        return {
-            spec.name: Endpoint(
+        """One `Endpoint` per provider, from its settings."""
+        endpoints = {}
+        for spec in PROVIDERS:
+            own = self.provider(spec.name)
+            endpoints[spec.name] = Endpoint(
                 spec=spec,
-                base_url=getattr(self, f"{spec.name}_base_url"),
-                api_key=getattr(self, f"{spec.name}_api_key"),
-                model=getattr(self, f"{spec.name}_model"),
-                max_concurrency=getattr(self, f"{spec.name}_max_concurrency"),
+                base_url=own.base_url,
+                api_key=own.api_key,
+                model=own.model,
+                max_concurrency=own.max_concurrency,
             )
-            for spec in PROVIDERS
-        }
+        return endpoints
 
     def shared_client(self) -> SharedClient:
-        """Start building the one HTTP client these settings describe (in a thread: see `SharedClient`)."""
-        connections = self.fortytwo_max_concurrency + self.swarms_max_concurrency
+        """Start building the one HTTP client these settings describe (in a thread: see `SharedClient`):
+        a pool with room for every provider's concurrent requests."""
+        connections = sum(self.provider(spec.name).max_concurrency for spec in PROVIDERS)
         return SharedClient(functools.partial(new_client, connections, self.connect_timeout))
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+if TYPE_CHECKING:
+    Settings = ServerSettings
+else:
+    Settings = create_model(
+        "Settings",
+        __base__=ServerSettings,
+        __doc__="Every knob of the server, the providers' own included. Field aliases are the environment variables.",
+        __validators__={
+            "_base_urls": field_validator(*(f"{spec.name}_base_url" for spec in PROVIDERS))(
+                classmethod(lambda cls, value: _http_url(value))
+            )
+        },
+        **{name: field for spec in PROVIDERS for name, field in provider_fields(spec).items()},
+    )
 
 
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:

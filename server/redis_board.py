@@ -2,9 +2,9 @@
 
 What lives in Redis (keys under `swarm-mcp:`):
 
-- `job:<id>`: a job as JSON (`SharedJob`): who asked, what, when, and its outcome once finished.
+- `job:<id>`: a job as JSON (`JobRecord`): who asked, what, when, and its outcome once finished.
   Kept until its deadline while it runs, then `SWARM_MCP_JOB_TTL` if its handle was handed out,
-  else `server.handles.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
+  else `server.runner.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
 - `work:<sha256 of tool and request>`: the id of the job doing that work. Claimed atomically (a Lua
   script): a second instance asked the same finds the claim and waits on that job instead of
   sending the request again. A claim whose instance is gone is taken over.
@@ -29,10 +29,10 @@ from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from mcp_types import CallToolResult
 
-from server.board import SharedJob
-from server.handles import Work
+from server.board import JobRecord, UnknownRecordError
+from server.outcome import Outcome
+from server.work import Work
 from tools.progress import ProgressFn
 from tools.redis_link import PREFIX, RETRY_AFTER_S, TIMEOUT_S, RedisDown, RedisLink
 
@@ -145,7 +145,7 @@ class RedisBoard:
                     await self._link.run(lambda client: client.delete(_instance_key(self._instance)))
 
     async def claim(self, job_id: str, work: Work, started: float) -> str | None:
-        record = json.dumps(SharedJob.of(job_id, work, started).to_json())
+        record = json.dumps(JobRecord.of(job_id, work, started).to_json())
         job_ms = _ms(work.timeout_s + self.lease_s)
 
         async def run(_: Any) -> Any:
@@ -157,7 +157,7 @@ class RedisBoard:
         holder = await self._link.run(run)
         return holder.decode() if holder else None
 
-    async def jobs_of(self, client: str | None) -> list[SharedJob]:
+    async def jobs_of(self, client: str | None) -> list[JobRecord]:
         key = _index_key(client)
         ids = [raw.decode() for raw in await self._link.run(lambda c: c.zrange(key, -INDEX_MAX, -1))]
 
@@ -175,19 +175,23 @@ class RedisBoard:
             if raw is None:
                 gone.append(job_id)
                 continue
-            job = SharedJob.from_json(json.loads(raw))
-            job.lost = job.result is None and not alive
-            if job.result is None or job.kept:
+            try:
+                job = JobRecord.from_json(json.loads(raw))
+            except UnknownRecordError as err:
+                log.warning("%s, which this server cannot read; it is not listed", err)
+                continue
+            job.lost = job.outcome is None and not alive
+            if job.outcome is None or job.kept:
                 jobs.append(job)
         if gone:
             await self._link.run(lambda c: c.zrem(key, *gone))
         return jobs
 
     async def finish(
-        self, job_id: str, work: Work, started: float, result: CallToolResult, keep_s: float, *, kept: bool
+        self, job_id: str, work: Work, started: float, outcome: Outcome, keep_s: float, *, kept: bool
     ) -> None:
-        job = SharedJob.of(job_id, work, started)
-        job.result, job.finished, job.kept = result, time.time(), kept
+        job = JobRecord.of(job_id, work, started)
+        job.outcome, job.finished, job.kept = outcome, time.time(), kept
         record = json.dumps(job.to_json())
 
         async def run(_: Any) -> Any:
@@ -206,7 +210,7 @@ class RedisBoard:
 
         return forward
 
-    async def find(self, job_id: str) -> SharedJob | None:
+    async def find(self, job_id: str) -> JobRecord | None:
         async def read(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             pipe.get(_job_key(job_id))
@@ -217,13 +221,13 @@ class RedisBoard:
         raw, alive = await self._link.run(read)
         if raw is None:
             return None
-        job = SharedJob.from_json(json.loads(raw))
-        job.lost = job.result is None and not alive
+        job = JobRecord.from_json(json.loads(raw))
+        job.lost = job.outcome is None and not alive
         return job
 
     async def wait(
         self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
-    ) -> SharedJob | None:
+    ) -> JobRecord | None:
         send, receive = anyio.create_memory_object_stream[tuple[str, str]](64)
         watchers = self._watchers.setdefault(job_id, set())
         watchers.add(send)
@@ -232,7 +236,7 @@ class RedisBoard:
             deadline = anyio.current_time() + wait_s
             sent = 0
             last_sent = anyio.current_time()
-            while job is not None and job.result is None and not job.lost:
+            while job is not None and job.outcome is None and not job.lost:
                 now = anyio.current_time()
                 if now >= deadline:
                     break

@@ -1,4 +1,8 @@
-"""The two shapes a tool result takes, and the one place an `UpstreamError` becomes an MCP error result.
+"""The one place where what a call produced becomes what a client sees: a `CallToolResult`.
+
+An outcome (`server.outcome`) renders as an answer, `ask_both`'s answers side by side, or an error
+result; a job still running renders as its handle. Nothing else builds a tool result, and nothing
+reads one back.
 
 An error result carries our one sentence as its only text and no structured content: hosts built
 on the TypeScript SDK check any structured content against the tool's output schema (error results
@@ -8,8 +12,8 @@ Failures are returned rather than raised because a raised `ToolError` cannot car
 
 An answer's structured content holds what a caller acts on (text, usage); how it came about is in
 `_meta["swarm-inference-mcp/trace"]`, by provider: `{"fortytwo": {"model": ..., "id": ...,
-"latency_ms": ..., "attempts": ...}}`. Clients check structured content against the output schema
-on every call, field by field, and nobody acts on a latency, so it costs nothing there.
+"latency_ms": ..., "attempts": ...}}`, since clients check structured content field by field on
+every call and nobody acts on a latency.
 """
 
 from __future__ import annotations
@@ -19,24 +23,83 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
+from server.board import JobRecord
+from server.handles import CancelReport, cancel_words, running_job
+from server.outcome import Answered, Failed, Outcome, SideFailed, Sides
+from tools import PROVIDERS
 from tools.errors import UpstreamError
+from tools.models import Answer, BothAnswers, ProviderOutcome
 
 ERROR_META = "swarm-inference-mcp/error"
 """The `_meta` key of an error result's structured form (`ErrorInfo`, or `all_failed` for ask_both)."""
 TRACE_META = "swarm-inference-mcp/trace"
 """The `_meta` key of how each provider's answer came about (see the module docstring)."""
+_LABELS = {spec.name: spec.label for spec in PROVIDERS}
+
+
+def render(reply: Outcome | JobRecord, forget_after_s: float) -> CallToolResult:
+    """A call's outcome, or the handle of its job still running."""
+    if isinstance(reply, JobRecord):
+        text, running = running_job(reply, forget_after_s)
+        return _structured(text, running)
+    if isinstance(reply, Answered):
+        return _structured(answer_text(reply.answer), reply.answer, {reply.provider: reply.trace.to_dict()})
+    if isinstance(reply, Sides):
+        return _sides(reply)
+    return _failure(reply)
+
+
+def render_cancel(report: CancelReport) -> CallToolResult:
+    text, outcome = cancel_words(report)
+    return _structured(text, outcome)
 
 
 def error_result(err: UpstreamError) -> CallToolResult:
+    """A refusal before any work started (bad arguments, an unknown job id, shutting down)."""
+    return _failure(Failed.of(err))
+
+
+def answer_text(answer: Answer) -> str:
+    """The answer as the calling model reads it: the text, or each choice labelled."""
+    if not answer.choices:
+        return answer.text
+    return "\n\n".join(f"[choice {c.index + 1}]\n{c.text}" for c in answer.choices)
+
+
+def sides_text(sides: tuple[Answered | SideFailed, ...]) -> str:
+    """`ask_both`'s text: each provider's answer (or failure) under a heading with model, tokens and latency."""
+    sections = []
+    for side in sides:
+        label = _LABELS.get(side.provider, side.provider)
+        if isinstance(side, Answered):
+            tokens = f", {side.answer.usage.total_tokens} tokens" if side.answer.usage else ""
+            model = side.trace.model or "unknown model"
+            sections.append(f"## {label} ({model}{tokens}, {side.trace.latency_ms} ms)\n{answer_text(side.answer)}")
+        else:
+            sections.append(f"## {label} (failed)\n{side.failure.sentence}")
+    return "\n\n".join(sections)
+
+
+def _sides(outcome: Sides) -> CallToolResult:
+    results = [
+        ProviderOutcome(provider=side.provider, answer=side.answer)
+        if isinstance(side, Answered)
+        else ProviderOutcome(provider=side.provider, error=side.info)
+        for side in outcome.sides
+    ]
+    traces = {side.provider: side.trace.to_dict() for side in outcome.sides if isinstance(side, Answered)}
+    return _structured(sides_text(outcome.sides), BothAnswers(results=results), traces)
+
+
+def _failure(outcome: Failed) -> CallToolResult:
     """A failure: one sentence for people, its structured form in `_meta` for programs."""
-    return failure(err.sentence, err.to_dict())
+    text = sides_text(outcome.sides) if outcome.sides else outcome.failure.sentence
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: outcome.failure.info}
+    )
 
 
-def failure(text: str, error: dict[str, Any]) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: error})
-
-
-def structured(text: str, content: BaseModel, trace: dict[str, Any] | None = None) -> CallToolResult:
+def _structured(text: str, content: BaseModel, trace: dict[str, Any] | None = None) -> CallToolResult:
     """A successful result: `content` without the fields that do not apply (see `server.schemas`), and
     the providers' traces, if any, in `_meta`."""
     return CallToolResult(

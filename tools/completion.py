@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.errors import BadResponseError, ServerError, upstream_reason
+from tools.errors import bad_answer, choice_without_text, error_instead_of_choices, stream_error, upstream_reason
 from tools.models import ChoiceOut, Usage
 
 
@@ -62,21 +62,21 @@ def parse_completion(provider: str, body: bytes) -> Completion:
     try:
         data = json.loads(body)
     except ValueError:
-        raise BadResponseError(provider, "the answer was not valid JSON (truncated or not an API response).") from None
+        raise bad_answer(provider, "not_json") from None
     if not isinstance(data, dict):
-        raise BadResponseError(provider, "the answer was JSON but not a chat completion object.")
+        raise bad_answer(provider, "not_completion")
     if "error" in data and "choices" not in data:
         etype, message = upstream_reason(body)
-        raise ServerError(provider, f"the answer carried an error instead of choices ({etype or 'error'}: {message}).")
+        raise error_instead_of_choices(provider, etype, message)
     raw_choices = data.get("choices")
     if not isinstance(raw_choices, list) or not raw_choices:
-        raise BadResponseError(provider, "the answer had no choices.")
+        raise bad_answer(provider, "no_choices")
     choices: list[ChoiceOut] = []
     for position, raw in enumerate(raw_choices):
         message = raw.get("message") if isinstance(raw, dict) else None
         text = _content_text(message.get("content")) if isinstance(message, dict) else None
         if text is None:
-            raise BadResponseError(provider, f"choice {position} of the answer had no text content.")
+            raise choice_without_text(provider, position)
         index = raw.get("index", position)
         choices.append(
             ChoiceOut(
@@ -98,10 +98,10 @@ def model_ids(provider: str, body: bytes) -> list[str]:
     try:
         data = json.loads(body)
     except ValueError:
-        raise BadResponseError(provider, "the model list was not valid JSON.") from None
+        raise bad_answer(provider, "models_not_json") from None
     items = data.get("data", data.get("models")) if isinstance(data, dict) else data
     if not isinstance(items, list):
-        raise BadResponseError(provider, "the model list had no list of models.")
+        raise bad_answer(provider, "models_no_list")
     ids = [item.get("id") if isinstance(item, dict) else item for item in items]
     return sorted({i for i in ids if isinstance(i, str)})
 
@@ -131,9 +131,9 @@ class StreamAccumulator:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise BadResponseError(self.provider, "the stream sent an event that was not valid JSON.") from None
+            raise bad_answer(self.provider, "event_not_json") from None
         if not isinstance(chunk, dict):
-            raise BadResponseError(self.provider, "the stream sent an event that was not a chunk object.")
+            raise bad_answer(self.provider, "event_not_chunk")
         if "error" in chunk:
             self.raise_error(data)
         self.chunks += 1
@@ -160,12 +160,7 @@ class StreamAccumulator:
     def raise_error(self, data: str) -> None:
         """An `error` event (or an error object in a data event): report it with its own words."""
         etype, message = upstream_reason(data.encode())
-        said = f"{etype}: {message}" if etype and message else message or etype or "no details"
-        raise ServerError(
-            self.provider,
-            f"the stream reported an error after {self.chunks} chunks ({said}).",
-            partial_text=self.partial_text or None,
-        )
+        raise stream_error(self.provider, self.chunks, etype, message, self.partial_text)
 
     @property
     def partial_text(self) -> str:
@@ -178,7 +173,7 @@ class StreamAccumulator:
 
     def result(self) -> Completion:
         if not self.texts:
-            raise BadResponseError(self.provider, "the stream ended without any answer.")
+            raise bad_answer(self.provider, "stream_empty")
         choices = [
             ChoiceOut(index=i, text="".join(self.texts[i]), finish_reason=self.finish.get(i))
             for i in sorted(self.texts)

@@ -108,13 +108,14 @@ class UpstreamError(Exception):
         return {key: value for key, value in fields.items() if value is not None}
 
 
-def all_failed(errors: list[UpstreamError]) -> dict[str, Any]:
-    """`ask_both` when every provider failed: one summary a program reads, with each failure in it."""
+def all_failed(sentences: list[str], infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """`ask_both` when every provider failed: one summary a program reads, with each failure (its
+    sentence, and its `to_dict` form) in it."""
     return {
         "kind": "all_failed",
-        "message": "Every provider failed: " + " ".join(err.sentence for err in errors),
-        "retryable": any(err.retryable for err in errors),
-        "errors": [err.to_dict() for err in errors],
+        "message": "Every provider failed: " + " ".join(sentences),
+        "retryable": any(info.get("retryable") for info in infos),
+        "errors": infos,
     }
 
 
@@ -203,6 +204,145 @@ def shared_state_down(tool: str, job_id: str, problem: str) -> ConfigError:
         tool,
         f"{problem}; job {job_id[:64]!r} belongs to another instance and cannot be reached "
         "until Redis is back. Try again shortly.",
+    )
+
+
+# --- Sentences of the bad answers (tools.completion) --------------------------------------------
+
+_BAD_ANSWERS = {
+    "not_json": "the answer was not valid JSON (truncated or not an API response).",
+    "not_completion": "the answer was JSON but not a chat completion object.",
+    "no_choices": "the answer had no choices.",
+    "models_not_json": "the model list was not valid JSON.",
+    "models_no_list": "the model list had no list of models.",
+    "event_not_json": "the stream sent an event that was not valid JSON.",
+    "event_not_chunk": "the stream sent an event that was not a chunk object.",
+    "stream_empty": "the stream ended without any answer.",
+}
+
+
+def bad_answer(provider: str, what: str) -> BadResponseError:
+    """An answer that is no chat completion (or model list); `what` is a key of `_BAD_ANSWERS`."""
+    return BadResponseError(provider, _BAD_ANSWERS[what])
+
+
+def choice_without_text(provider: str, position: int) -> BadResponseError:
+    return BadResponseError(provider, f"choice {position} of the answer had no text content.")
+
+
+def error_instead_of_choices(provider: str, etype: str | None, message: str | None) -> ServerError:
+    """A 200 answer whose body is an error object (the upstream's words are redacted by `Upstream`)."""
+    return ServerError(provider, f"the answer carried an error instead of choices ({etype or 'error'}: {message}).")
+
+
+def stream_error(provider: str, chunks: int, etype: str | None, message: str | None, partial: str) -> ServerError:
+    """An `error` event inside a stream, in the upstream's own words."""
+    said = f"{etype}: {message}" if etype and message else message or etype or "no details"
+    return ServerError(
+        provider, f"the stream reported an error after {chunks} chunks ({said}).", partial_text=partial or None
+    )
+
+
+# --- Sentences of the upstream client (tools.upstream) ---------------------------------------------
+
+
+def no_api_key(label: str, key_env: str) -> ConfigError:
+    return ConfigError(label, f"no API key is set; set {key_env} in the server's environment.")
+
+
+def client_not_built(label: str, problem: object) -> ConfigError:
+    """The shared HTTP client could not be set up (certificates, proxy variables)."""
+    return ConfigError(
+        label,
+        f"the HTTP client could not be set up ({problem}); check SSL_CERT_FILE, SSL_CERT_DIR and the proxy "
+        "variables in the server's environment.",
+    )
+
+
+def models_deadline(label: str, timeout_s: float) -> DeadlineError:
+    return DeadlineError(label, f"the model list did not arrive within {timeout_s:g} s.")
+
+
+def call_deadline(label: str, timeout_s: float, attempts: int, partial: str) -> DeadlineError:
+    return DeadlineError(
+        label,
+        f"no answer within the {timeout_s:g} s deadline; raise timeout_s or SWARM_MCP_TIMEOUT for slow swarms.",
+        attempts=attempts,
+        partial_text=partial or None,
+    )
+
+
+def stream_broke(label: str, chunks: int, partial: str) -> NetworkError:
+    return NetworkError(
+        label,
+        f"the stream broke off after {chunks} chunks, before the answer was finished.",
+        partial_text=partial or None,
+    )
+
+
+def connection_failed(label: str, how: str, partial: str = "") -> UpstreamError:
+    """A connection-level failure; `how`: refused (never left: retryable), undecodable, broke (while the
+    answer arrived) or closed (before it did). Only a refused one may be retried: the others may have run."""
+    if how == "refused":
+        return NetworkError(
+            label, "could not connect to the API (refused or unreachable); check the base URL.", retryable=True
+        )
+    if how == "undecodable":
+        return BadResponseError(label, "the answer could not be decoded.", partial_text=partial or None)
+    if how == "broke":
+        return NetworkError(
+            label,
+            "the connection broke while the answer was arriving; it was not retried, since the job had run.",
+            partial_text=partial or None,
+        )
+    return NetworkError(
+        label, "the connection was closed before an answer arrived (not retried: the request may have run)."
+    )
+
+
+# --- Sentences of the budgets (tools.ledger) -------------------------------------------------------
+
+
+def client_budget_spent(label: str, client: str, limit: int, used: int) -> BudgetError:
+    return BudgetError(
+        label,
+        f"the daily token budget of client {client} ({limit} tokens, from the tokens file) "
+        f"is spent ({used} used); it resets at midnight, local time.",
+    )
+
+
+def budget_spent(label: str, what: str, limit: int, variable: str, *, used: int, reset: str) -> BudgetError:
+    """`what`: which budget ("daily token budget for Swarms"); `reset`: when or how it frees up."""
+    return BudgetError(label, f"the {what} of {limit} tokens ({variable}) is spent ({used} used); {reset}.")
+
+
+def budget_uncountable(label: str, problem: str, what: str) -> ConfigError:
+    """The shared usage cannot be read while a budget needs it; `what` names the budget kind."""
+    return ConfigError(label, f"{problem}; calls are refused while {what} is set, since it cannot be counted.")
+
+
+# --- Sentences of the jobs (server.runner, server.following) ---------------------------------------
+
+
+def cancelled_job(labels: str, *, by_user: bool) -> CallCancelledError:
+    """A job that ended before its answer: cancelled with cancel_job, or left by its callers, or the server stopped."""
+    why = "with cancel_job" if by_user else "because the server stopped or its caller left"
+    return CallCancelledError(
+        labels, f"the job was cancelled {why} before an answer arrived; its upstream request was aborted."
+    )
+
+
+def job_bug(tool: str) -> UpstreamError:
+    """A job that raised what no job should (a bug, logged with its traceback)."""
+    return UpstreamError(tool, "failed unexpectedly; see the server's log.")
+
+
+def foreign_record(tool: str, job_id: str, version: object) -> ConfigError:
+    """A job recorded in Redis by a server instance that stores jobs in another form (another version)."""
+    return ConfigError(
+        tool,
+        f"job {job_id[:64]!r} was recorded by a server instance of another version (record version {version!r}), "
+        "which this one cannot read. Ask again, or run one version of the server per Redis.",
     )
 
 

@@ -47,4 +47,5 @@ SPEC = ProviderSpec(
     auth="bearer",
     default_base_url="https://api.fortytwo.network/v1",
     default_model="fortytwo-prime",
+    default_max_concurrency=4,
 )

@@ -1,6 +1,6 @@
 """What the server spends, and the token budgets that stop it.
 
-One `Ledger` per server, given one row per upstream request by `Jobs`: callers that share a
+One `Ledger` per server, given one row per upstream request by `RequestSharing`: callers that share a
 request count once, a cached answer counts not at all. It keeps this process's totals since it
 started (for the lifetime budgets, `SWARM_MCP_TOKEN_BUDGET` and `<PROVIDER>_TOKEN_BUDGET`) and
 hands every row to the `UsageStore`, which the daily and monthly budgets read: those count every
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from tools.errors import BudgetError, ConfigError
+from tools.errors import budget_spent, budget_uncountable, client_budget_spent
 from tools.models import ProviderUsage, SessionUsage
 from tools.usage import LIFETIME, MemoryUsageStore, StateError, Totals, UsageRow, UsageStore, periods_of
 
@@ -167,17 +167,13 @@ class Ledger:
 
     async def _check_caller(self, caller: Caller, label: str) -> None:
         if self.store.problem is not None:
-            raise ConfigError(label, f"{self.store.problem}; calls are refused while client budgets are set.")
+            raise budget_uncountable(label, self.store.problem, "a client budget")
         try:
             used = (await self.store.client_totals(periods_of(time.time())[0])).get(caller.name, Totals()).total_tokens
         except StateError as err:
-            raise ConfigError(label, f"{err}; calls are refused while client budgets are set.") from None
+            raise budget_uncountable(label, str(err), "a client budget") from None
         if caller.daily_tokens is not None and used >= caller.daily_tokens:
-            raise BudgetError(
-                label,
-                f"the daily token budget of client {caller.name} ({caller.daily_tokens} tokens, from the tokens file) "
-                f"is spent ({used} used); it resets at midnight, local time.",
-            )
+            raise client_budget_spent(label, caller.name, caller.daily_tokens, used)
 
     async def _read_shared(self, label: str) -> dict[tuple[str, str], Totals]:
         problem = self.store.problem
@@ -187,7 +183,7 @@ class Ledger:
             except StateError as err:
                 problem = str(err)
         what = "a token budget" if self.store.counts_lifetime else "a daily or monthly token budget"
-        raise ConfigError(label, f"{problem}; calls are refused while {what} is set, since it cannot be counted.")
+        raise budget_uncountable(label, problem, what)
 
     def _lifetime_used(self, budget: Budget) -> int:
         if budget.provider is None:
@@ -207,9 +203,7 @@ class Ledger:
             what, reset = "daily token budget", "it resets at midnight, local time"
         else:
             what, reset = "monthly token budget", f"it resets on {_next_month()}, local time"
-        raise BudgetError(
-            label, f"the {what}{whose} of {budget.limit} tokens ({budget.variable}) is spent ({used} used); {reset}."
-        )
+        raise budget_spent(label, what + whose, budget.limit, budget.variable, used=used, reset=reset)
 
 
 def _used(totals: dict[tuple[str, str], Totals], period: str, budget: Budget) -> int:

@@ -130,6 +130,8 @@ class ProviderSpec:
     auth: Literal["bearer", "x-api-key"]
     default_base_url: str
     default_model: str
+    default_max_concurrency: int
+    """Most simultaneous requests by default: what the provider's rate limits allow a single key."""
 
 
 def _fields_by_name(schema: dict[str, Any]) -> None:
@@ -226,17 +228,6 @@ class Answer(Result):
     cached: bool | None = Field(
         default=None,
         description="true when a recent identical call's answer was reused (no tokens spent); left out otherwise.",
-    )
-
-
-class BothArgs(Conversation):
-    """Arguments of `ask_both`: one conversation, asked of both providers at once."""
-
-    fortytwo_model: str | None = Field(
-        default=None, min_length=1, max_length=200, description="Fortytwo model; leave out for the default."
-    )
-    swarms_model: str | None = Field(
-        default=None, min_length=1, max_length=200, description="Swarms model; leave out for the default."
     )
 
 

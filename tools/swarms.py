@@ -98,4 +98,5 @@ SPEC = ProviderSpec(
     auth="x-api-key",
     default_base_url="https://api.swarms.world/v1",
     default_model="gpt-4.1-mini",
+    default_max_concurrency=8,
 )

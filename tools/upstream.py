@@ -24,12 +24,14 @@ from pydantic import SecretStr
 
 from tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
 from tools.errors import (
-    BadResponseError,
-    ConfigError,
-    DeadlineError,
-    NetworkError,
     UpstreamError,
+    call_deadline,
+    client_not_built,
+    connection_failed,
+    models_deadline,
+    no_api_key,
     status_error,
+    stream_broke,
 )
 from tools.models import ProviderSpec
 from tools.progress import ProgressFn, ProgressReporter
@@ -66,9 +68,7 @@ class Endpoint:
     def require_key(self) -> str:
         """The API key, or the error that tells the user which variable to set."""
         if self.api_key is None:
-            raise ConfigError(
-                self.spec.label, f"no API key is set; set {self.spec.key_env} in the server's environment."
-            )
+            raise no_api_key(self.spec.label, self.spec.key_env)
         return self.api_key.get_secret_value()
 
     @functools.cached_property
@@ -208,11 +208,7 @@ class Upstream:
         try:
             await self._shared.get()
         except Exception as exc:  # noqa: BLE001 - whatever httpx raised, the sentence says where to look
-            raise ConfigError(
-                label,
-                f"the HTTP client could not be set up ({exc}); check SSL_CERT_FILE, SSL_CERT_DIR and the proxy "
-                "variables in the server's environment.",
-            ) from None
+            raise client_not_built(label, exc) from None
 
     async def list_models(self, provider: str, *, timeout_s: float) -> list[str]:
         """The model ids `GET {base}/models` lists, reused for `MODELS_TTL_S`."""
@@ -241,7 +237,7 @@ class Upstream:
             ids = model_ids(label, response.content)
             self._models[provider] = (time.monotonic() + MODELS_TTL_S, ids)
             return ids
-        raise DeadlineError(label, f"the model list did not arrive within {timeout_s:g} s.")
+        raise models_deadline(label, timeout_s)
 
     async def complete(
         self,
@@ -274,12 +270,7 @@ class Upstream:
             if not limit.expired():
                 raise
         if failure is None:
-            failure = DeadlineError(
-                label,
-                f"no answer within the {timeout_s:g} s deadline; raise timeout_s or SWARM_MCP_TIMEOUT for slow swarms.",
-                attempts=state.attempts,
-                partial_text=(state.stream.partial_text if state.stream else "") or None,
-            )
+            failure = call_deadline(label, timeout_s, state.attempts, state.stream.partial_text if state.stream else "")
         raise failure.redact(self._secrets)
 
     async def _with_heartbeats(
@@ -373,11 +364,7 @@ class Upstream:
             raise _transport_error(label, exc, received=acc.chunks > 0, partial=acc.partial_text) from None
         await reporter.flush()
         if not acc.complete:
-            raise NetworkError(
-                label,
-                f"the stream broke off after {acc.chunks} chunks, before the answer was finished.",
-                partial_text=acc.partial_text or None,
-            )
+            raise stream_broke(label, acc.chunks, acc.partial_text)
         return acc.result()
 
     async def _status_error(self, endpoint: Endpoint, response: httpx2.Response) -> UpstreamError:
@@ -400,19 +387,9 @@ class Upstream:
 
 
 def _transport_error(label: str, exc: httpx2.TransportError, *, received: bool, partial: str = "") -> UpstreamError:
-    """A connection-level failure. Only one that kept the request from leaving is retryable."""
+    """A connection-level failure, by what httpx2 says happened."""
     if isinstance(exc, httpx2.ConnectTimeout | httpx2.ConnectError):
-        return NetworkError(
-            label, "could not connect to the API (refused or unreachable); check the base URL.", retryable=True
-        )
+        return connection_failed(label, "refused")
     if isinstance(exc, httpx2.DecodingError | httpx2.SSEError):
-        return BadResponseError(label, "the answer could not be decoded.", partial_text=partial or None)
-    if received:
-        return NetworkError(
-            label,
-            "the connection broke while the answer was arriving; it was not retried, since the job had run.",
-            partial_text=partial or None,
-        )
-    return NetworkError(
-        label, "the connection was closed before an answer arrived (not retried: the request may have run)."
-    )
+        return connection_failed(label, "undecodable", partial)
+    return connection_failed(label, "broke" if received else "closed", partial)

@@ -65,7 +65,9 @@ class Ask:
         return cls(provider, body, provider + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":")))
 
 
-class Jobs:
+class RequestSharing:
+    """Sends each distinct upstream request once at a time (see the module docstring), and counts it."""
+
     def __init__(self, upstream: Upstream, ledger: Ledger, cache_ttl_s: float = 0.0) -> None:
         self.upstream = upstream
         self.ledger = ledger

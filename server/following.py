@@ -1,0 +1,112 @@
+"""The other-instance path: a job of ours that follows another instance's identical job, and the
+`get_result`/`cancel_job` of a job that another instance runs.
+
+Every job claims its work on the board first. When another live instance already runs identical
+work, the job waits for that job's outcome instead of sending the request again, and does the work
+itself only if that job ends without one (cancelled, or its instance lost). With the `LocalBoard`
+(one process) nothing here is reached but `run_or_follow`'s first line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from server.board import JobBoard, JobRecord, UnknownRecordError
+from server.handles import CancelReport
+from server.job_table import Job
+from server.outcome import Failed, Outcome
+from tools.errors import follow_deadline, foreign_record, instance_lost, shared_state_down, unknown_job
+from tools.progress import ProgressFn
+from tools.usage import StateError
+
+log = logging.getLogger(__name__)
+
+CANCEL_CONFIRM_S = 5.0
+"""How long cancel_job waits for another instance to confirm a cancel."""
+FOLLOW_TRIES = 3
+"""How often a job follows holders that end without an answer for it before it does the work itself."""
+_TRY_AGAIN = frozenset({"cancelled", "instance_lost"})
+"""Outcomes of another instance's job that leave a job waiting on it still wanting an answer."""
+
+
+class Following:
+    def __init__(self, board: JobBoard, heartbeat_s: float) -> None:
+        self.board = board
+        self._heartbeat_s = heartbeat_s
+
+    async def run_or_follow(self, job: Job) -> Outcome:
+        """The work's outcome: done here, or, when another instance already does identical work, theirs."""
+        progress = job.listeners if job.streams else None
+        if not self.board.shared:
+            return await job.work.run(progress, job.id)
+        for _ in range(FOLLOW_TRIES):
+            try:
+                holder = await self.board.claim(job.id, job.work, job.started_wall)
+            except StateError:
+                break  # the board is down: go on without sharing
+            if holder is None:
+                forward = self.board.forwarder(job.id) if job.streams else None
+                if forward is not None:
+                    job.listeners.append(forward)
+                return await job.work.run(progress, job.id)
+            log.info("%s: job %s waits for job %s, which another instance runs", job.work.tool, job.id, holder)
+            remaining = job.started + job.work.timeout_s - time.monotonic()
+            try:
+                followed = await self.board.wait(holder, max(0.0, remaining), progress, self._heartbeat_s)
+            except (StateError, UnknownRecordError):
+                break
+            outcome = followed.outcome if followed is not None else None
+            if outcome is not None and not (isinstance(outcome, Failed) and outcome.kind in _TRY_AGAIN):
+                return outcome
+            if time.monotonic() >= job.started + job.work.timeout_s:
+                return Failed.of(follow_deadline(job.work.labels, job.work.timeout_s))
+        return await job.work.run(progress, job.id)
+
+    async def find(self, job_id: str, tool: str, client: str | None) -> JobRecord:
+        """Another instance's job of this client's; raises the `UpstreamError` that says why there is none."""
+        if not self.board.shared:
+            raise unknown_job(tool, job_id, "restarted")
+        try:
+            record = await self.board.find(job_id)
+        except StateError as err:
+            raise shared_state_down(tool, job_id, str(err)) from None
+        except UnknownRecordError as err:
+            raise foreign_record(tool, job_id, err.version) from None
+        if record is None or record.client != client:
+            raise unknown_job(tool, job_id, "shared")
+        return record
+
+    async def result(self, record: JobRecord, wait_s: float, on_progress: ProgressFn | None) -> Outcome | JobRecord:
+        """get_result for another instance's job: its outcome, its loss, or the job (still running)."""
+        if record.outcome is None and not record.lost:
+            try:
+                record = await self.board.wait(record.id, wait_s, on_progress, self._heartbeat_s) or record
+            except StateError as err:
+                raise shared_state_down("get_result", record.id, str(err)) from None
+            except UnknownRecordError as err:
+                raise foreign_record("get_result", record.id, err.version) from None
+        if record.outcome is not None:
+            return record.outcome
+        if record.lost:
+            return Failed.of(instance_lost(record.labels, record.id, self.board.lease_s))
+        return record
+
+    async def cancel(self, record: JobRecord) -> CancelReport:
+        """cancel_job for another instance's job: ask that instance, and wait a moment to see it done."""
+        try:
+            if record.outcome is None and not record.lost:
+                await self.board.cancel(record.id)
+                record = await self.board.wait(record.id, CANCEL_CONFIRM_S, None, math.inf) or record
+        except StateError as err:
+            raise shared_state_down("cancel_job", record.id, str(err)) from None
+        except UnknownRecordError as err:
+            raise foreign_record("cancel_job", record.id, err.version) from None
+        if record.lost:
+            return CancelReport(record.id, record.labels, "lost")
+        if record.outcome is None:
+            return CancelReport(record.id, record.labels, "unconfirmed")
+        if isinstance(record.outcome, Failed) and record.outcome.kind == "cancelled":
+            return CancelReport(record.id, record.labels, "cancelled")
+        return CancelReport(record.id, record.labels, "finished")

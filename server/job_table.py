@@ -1,0 +1,123 @@
+"""The jobs one server process knows: keeping, finding, expiring and evicting them. No I/O, no awaiting.
+
+The table's invariants, which every method keeps:
+
+- `_jobs` holds every job that can be asked for by id: the running ones and the kept ones.
+- `_running` holds each running job (no outcome yet) under its work key, and nothing else: an
+  identical call joins the job found there.
+- `_kept` holds the finished jobs whose handle was handed out, oldest finish first, at most
+  `max_kept` of them; a finished job whose handle never went out is in no dictionary (its outcome
+  went to the callers that waited for it).
+- `_answered` holds, under its work key, the newest kept job whose outcome is an answer (not a
+  failure): an identical call gets that outcome without asking again.
+- `_forgotten` remembers why an id is gone (expired or evicted), for the last `FORGOTTEN_IDS` ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from server.outcome import Failed, Outcome, status_of
+from server.work import Work
+from tools.done import Done
+from tools.progress import Listeners
+
+FORGOTTEN_IDS = 10_000
+"""How many forgotten job ids are remembered, to say why an id is unknown (expired or evicted)."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One job of this process: what it does, who waits on it, and what it produced."""
+
+    id: str
+    work: Work
+    streams: bool
+    """Its callers asked for progress, so its upstream requests are streamed."""
+    started: float = field(default_factory=time.monotonic)  # the event loop's clock, on asyncio
+    started_wall: float = field(default_factory=time.time)
+    done: Done = field(default_factory=Done)
+    task: asyncio.Task[None] | None = None
+    running: bool = False
+    """Its task has begun to run (a task cancelled before its first step never runs a line of it)."""
+    cancelling: bool = False
+    listeners: Listeners = field(default_factory=Listeners)
+    waiters: int = 0
+    handed_out: bool = False
+    cancelled_by_user: bool = False
+    outcome: Outcome | None = None
+    finished: float | None = None
+
+    @property
+    def status(self) -> str:
+        return status_of(self.outcome)
+
+
+class JobTable:
+    """See the module docstring for what each dictionary holds."""
+
+    def __init__(self, *, ttl_s: float, max_kept: int) -> None:
+        self.ttl_s = ttl_s
+        self._max_kept = max_kept
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[str, Job] = {}
+        self._kept: OrderedDict[str, Job] = OrderedDict()
+        self._answered: dict[str, Job] = {}
+        self._forgotten: OrderedDict[str, str] = OrderedDict()
+
+    def add(self, job: Job) -> None:
+        """A job that starts now; identical work joins it until it finishes."""
+        self._jobs[job.id] = job
+        self._running[job.work.key] = job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def running(self, key: str) -> Job | None:
+        return self._running.get(key)
+
+    def running_jobs(self) -> list[Job]:
+        return list(self._running.values())
+
+    def answered(self, key: str) -> Job | None:
+        """A kept job that answered this work (its outcome serves an identical call)."""
+        return self._answered.get(key)
+
+    def finish(self, job: Job, now: float) -> None:
+        """`job` has its outcome: keep it if its handle was handed out, else forget it at once."""
+        job.finished = now
+        del self._running[job.work.key]
+        if not job.handed_out:
+            del self._jobs[job.id]
+            return
+        self._kept[job.id] = job
+        if not isinstance(job.outcome, Failed):
+            self._answered[job.work.key] = job
+        while len(self._kept) > self._max_kept:
+            self._forget(next(iter(self._kept.values())), "evicted")
+
+    def expire(self, now: float) -> None:
+        """Forget the kept jobs that finished `ttl_s` or longer before `now`."""
+        for job in list(self._kept.values()):
+            if job.finished is None or job.finished + self.ttl_s > now:
+                break
+            self._forget(job, "expired")
+
+    def why_unknown(self, job_id: str) -> str:
+        """Why this process does not know the id: expired, evicted, or never (it never handed it out)."""
+        return self._forgotten.get(job_id, "never")
+
+    def of_client(self, client: str | None) -> list[Job]:
+        return [job for job in self._jobs.values() if job.work.client == client]
+
+    def _forget(self, job: Job, why: str) -> None:
+        del self._kept[job.id]
+        del self._jobs[job.id]
+        if self._answered.get(job.work.key) is job:
+            del self._answered[job.work.key]
+        self._forgotten[job.id] = why
+        while len(self._forgotten) > FORGOTTEN_IDS:
+            self._forgotten.popitem(last=False)

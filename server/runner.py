@@ -1,0 +1,213 @@
+"""Running jobs: a slow answer outlives the host's patience without being paid for twice.
+
+Every ask_* call runs as a job in an asyncio task of the server's own, and the call waits for it at
+most `wait_s`. An outcome in time is returned as it is; otherwise the call gets the job itself
+(still running), which the tool renders as a handle that `get_result` collects later (`cancel_job`
+stops it).
+
+Who owns a job: until a handle is handed out, its callers do; when the last of them leaves (the
+client cancelled), the job is cancelled and its upstream requests aborted. Once a handle is out,
+the server does: the job ends only when it finishes, reaches its deadline, is cancelled with
+`cancel_job`, or the server stops. What is kept, and for how long, is `server.job_table`'s.
+Another instance's jobs are reached through `server.following`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import secrets
+import time
+from typing import Any
+
+import anyio
+
+from server.board import JobBoard, JobRecord, LocalBoard
+from server.following import Following
+from server.handles import CancelReport, listed
+from server.job_table import Job, JobTable
+from server.outcome import Failed, Outcome, status_of
+from server.work import Work
+from tools.errors import cancelled_job, job_bug, unknown_job
+from tools.progress import ProgressFn, wait_with_progress
+from tools.usage import StateError
+
+log = logging.getLogger(__name__)
+
+FOLLOWERS_KEEP_S = 120.0
+"""How long the board keeps the outcome of a job nobody holds a handle to, for instances waiting on it."""
+_ID = re.compile(r"^j_([0-9a-f]{6})-[0-9a-f]{12}$")
+
+Reply = Outcome | JobRecord
+"""What a call gets: the outcome, or the job still running (as every instance sees it)."""
+
+
+def new_instance_id() -> str:
+    """The id of one server process, the first part of every job id it hands out."""
+    return secrets.token_hex(3)
+
+
+class JobRunner:
+    """The jobs of one server. `aclose` cancels those still running and waits for them."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_kept: int,
+        heartbeat_s: float,
+        board: JobBoard | None = None,
+        instance: str | None = None,
+    ) -> None:
+        self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
+        self.following = Following(board if board is not None else LocalBoard(), heartbeat_s)
+        self._board = self.following.board
+        self._heartbeat_s = heartbeat_s
+        self._instance = instance if instance is not None else new_instance_id()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ttl_s(self) -> float:
+        return self.table.ttl_s
+
+    async def call(self, work: Work, wait_s: float, on_progress: ProgressFn | None) -> Reply:
+        """The outcome of `work` if it is there within `wait_s`, else the job still running."""
+        self.table.expire(time.monotonic())
+        answered = self.table.answered(work.key)
+        if answered is not None and answered.outcome is not None:
+            return answered.outcome
+        job = self.table.running(work.key)
+        if job is None:
+            job = Job(f"j_{self._instance}-{secrets.token_hex(6)}", work, streams=on_progress is not None)
+            self.table.add(job)
+            task = job.task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            log.info("%s: joining job %s, which runs the identical call", work.tool, job.id)
+        # Waiting past the deadline is waiting for the outcome: the job ends by then.
+        return await self._wait(job, math.inf if wait_s >= work.timeout_s else wait_s, on_progress)
+
+    async def get_result(self, job_id: str, wait_s: float, on_progress: ProgressFn | None, client: str | None) -> Reply:
+        job = await self._find(job_id, "get_result", client)
+        if isinstance(job, JobRecord):
+            return await self.following.result(job, wait_s, on_progress)
+        if job.outcome is not None:
+            return job.outcome
+        return await self._wait(job, wait_s, on_progress)
+
+    async def cancel(self, job_id: str, client: str | None) -> CancelReport:
+        job = await self._find(job_id, "cancel_job", client)
+        if isinstance(job, JobRecord):
+            return await self.following.cancel(job)
+        if job.outcome is not None:
+            return CancelReport(job.id, job.work.labels, "finished", job.status)
+        self.cancel_here(job.id)
+        return CancelReport(job.id, job.work.labels, "cancelled")
+
+    def cancel_here(self, job_id: str) -> None:
+        """Cancel a running job of this instance (asked here, or by another instance through the board)."""
+        job = self.table.get(job_id)
+        if job is not None and job.outcome is None:
+            job.cancelled_by_user = True
+            self._stop(job)
+
+    def serving(self) -> Any:
+        """The board, live (an async context manager): other instances can reach this one's jobs."""
+        return self._board.serving(self.cancel_here)
+
+    async def aclose(self) -> None:
+        """The server stops: cancel every running job (aborting its upstream requests) and wait for it."""
+        for job in self.table.running_jobs():
+            self._stop(job)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def listing(self, client: str | None) -> dict[str, Any]:
+        """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
+        board), without any prompt text."""
+        now = time.monotonic()
+        self.table.expire(now)
+        wall = time.time()
+        ttl = self.table.ttl_s
+        jobs = [listed(_as_record(job, now, wall), job.status, ttl, wall) for job in self.table.of_client(client)]
+        if not self._board.shared:
+            return {"jobs": jobs}
+        here = {job["id"] for job in jobs}
+        try:
+            elsewhere = [job for job in await self._board.jobs_of(client) if job.id not in here]
+        except StateError as err:
+            return {"jobs": jobs, "problem": f"{err}; only this instance's jobs are listed"}
+        return {"jobs": jobs + [listed(job, status_of(job.outcome, lost=job.lost), ttl, wall) for job in elsewhere]}
+
+    def _stop(self, job: Job) -> None:
+        """Stop a job: its upstream requests are aborted, and its callers get a `cancelled` outcome. Only
+        this cancels a job's task; `_run` takes the cancellation as the job's end."""
+        if job.outcome is not None or job.cancelling:
+            return
+        job.cancelling = True
+        if job.running and job.task is not None:
+            job.task.cancel()
+
+    async def _wait(self, job: Job, wait_s: float, on_progress: ProgressFn | None) -> Reply:
+        job.waiters += 1
+        listeners = job.listeners if job.streams else None
+        try:
+            await wait_with_progress(
+                job.done, on_progress, listeners, job.work.labels, self._heartbeat_s, timeout_s=wait_s
+            )
+            if job.outcome is not None:
+                return job.outcome
+            job.handed_out = True
+        finally:
+            job.waiters -= 1
+            if job.waiters == 0 and not job.handed_out and job.outcome is None:
+                self._stop(job)  # its only callers left before a handle was handed out
+        return JobRecord.of(job.id, job.work, job.started_wall)
+
+    async def _run(self, job: Job) -> None:
+        job.running = True
+        try:
+            if not job.cancelling:
+                job.outcome = await self.following.run_or_follow(job)
+        except asyncio.CancelledError:  # `_stop`: the job ends here, with a cancelled outcome
+            if job.task is not None:
+                job.task.uncancel()
+        except Exception:  # a bug: say so in the log, and give the callers an error instead of silence
+            log.exception("%s: job %s failed unexpectedly", job.work.tool, job.id)
+            job.outcome = Failed.of(job_bug(job.work.tool))
+        finally:
+            if job.outcome is None:
+                job.outcome = Failed.of(cancelled_job(job.work.labels, by_user=job.cancelled_by_user))
+            self.table.finish(job, time.monotonic())
+            job.done.set()
+            if self._board.shared:
+                with anyio.CancelScope(shield=True):  # bounded: the board never waits long (see its link)
+                    keep_s = self.table.ttl_s if job.handed_out else FOLLOWERS_KEEP_S
+                    await self._board.finish(
+                        job.id, job.work, job.started_wall, job.outcome, keep_s, kept=job.handed_out
+                    )
+
+    async def _find(self, job_id: str, tool: str, client: str | None) -> Job | JobRecord:
+        """A job of this client's, here or on the board; another client's is as unknown as one that never existed."""
+        self.table.expire(time.monotonic())
+        job = self.table.get(job_id)
+        if job is not None and job.work.client == client:
+            return job
+        match = _ID.match(job_id)
+        if match is None:
+            raise unknown_job(tool, job_id, "malformed")
+        if match.group(1) != self._instance:
+            return await self.following.find(job_id, tool, client)
+        raise unknown_job(tool, job_id, "never" if job is not None else self.table.why_unknown(job_id))
+
+
+def _as_record(job: Job, now: float, wall: float) -> JobRecord:
+    """A job of this process as every instance sees one (times on the wall clock)."""
+    record = JobRecord.of(job.id, job.work, wall - (now - job.started))
+    record.outcome = job.outcome
+    record.finished = None if job.finished is None else wall - (now - job.finished)
+    record.kept = job.handed_out
+    return record
