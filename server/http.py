@@ -29,20 +29,20 @@ import math
 import re
 import signal
 import time
-from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import anyio
 import h11
 import uvicorn
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from server.clients import Client, TokensFileError, authenticate, load_clients
@@ -140,6 +140,46 @@ class RefusalLog:
                 log.warning("refused %d more requests from %s in a minute: missing or wrong token", more, address)
 
 
+@dataclass
+class _Session:
+    client: str
+    in_flight: int = 0
+    idle_since: float = 0.0
+
+
+class Sessions:
+    """The MCP sessions each client holds, as the gate saw them open and end, by the SDK's rule: a
+    session ends when it is deleted, when a request for it is answered 404 (the SDK forgot it), or
+    once no request of it (a POST being answered, an open GET stream) has been in flight for `idle_s`."""
+
+    def __init__(self, idle_s: float) -> None:
+        self._idle_s = idle_s
+        self._open: dict[str, _Session] = {}
+
+    def held(self, client: str, now: float) -> int:
+        for session_id, session in list(self._open.items()):
+            if session.in_flight == 0 and now - session.idle_since >= self._idle_s:
+                del self._open[session_id]
+        return sum(1 for session in self._open.values() if session.client == client)
+
+    def begin(self, session_id: str) -> None:
+        session = self._open.get(session_id)
+        if session is not None:
+            session.in_flight += 1
+
+    def end(self, session_id: str, method: str, status: int | None, now: float) -> None:
+        session = self._open.get(session_id)
+        if session is None:
+            return
+        session.in_flight -= 1
+        session.idle_since = now
+        if status == 404 or (method == "DELETE" and status is not None and status < 300):
+            del self._open[session_id]
+
+    def opened(self, session_id: str, client: str, now: float) -> None:
+        self._open[session_id] = _Session(client, in_flight=1, idle_since=now)
+
+
 class Gate:
     """Health check, Host/Origin validation, client authentication and per-client session limits
     in front of the MCP app.
@@ -156,7 +196,6 @@ class Gate:
         settings: Settings,
         security: TransportSecuritySettings,
         clients: list[Client],
-        open_sessions: Callable[[], Iterable[AuthorizationContext]] | None,
     ) -> None:
         self._app = app
         self._security = TransportSecurityMiddleware(security)
@@ -164,8 +203,8 @@ class Gate:
         """Replaced as a whole when the tokens file is re-read (SIGHUP)."""
         self._authenticate = bool(clients)
         self._max_sessions = settings.max_sessions_per_client
-        self._open_sessions = open_sessions
-        """The owners of the sessions open now (None when stateless): the SDK's own record."""
+        self._sessions = None if settings.stateless else Sessions(settings.session_idle)
+        """Who holds which session (None when stateless: there are none)."""
         self.answering = InFlight()
         """POSTs being answered: a shutdown waits for them, so that every last result is written."""
         self.refusals = RefusalLog()
@@ -197,11 +236,43 @@ class Gate:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if scope["method"] != "POST":  # a GET event stream stays open for the session's life
+        if self._sessions is not None and self._authenticate:
+            await self._counted(scope, receive, send, request)
+        elif scope["method"] != "POST":  # a GET event stream stays open for the session's life
             await self._app(scope, receive, send)
-            return
-        with self.answering.track():
-            await self._app(scope, receive, send)
+        else:
+            with self.answering.track():
+                await self._app(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
+        """Serve a client's request, keeping `Sessions` up to date with what the SDK answered it."""
+        assert self._sessions is not None  # noqa: S101 - the caller checked
+        sessions = self._sessions
+        session_id = request.headers.get("mcp-session-id")
+        client: str = scope["user"].access_token.client_id
+        status: list[int] = []
+
+        async def watch(message: Message) -> None:
+            nonlocal session_id
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                opened = dict(message.get("headers", [])).get(b"mcp-session-id")
+                if session_id is None and opened is not None:
+                    session_id = opened.decode()
+                    sessions.opened(session_id, client, time.monotonic())
+            await send(message)
+
+        if session_id is not None:
+            sessions.begin(session_id)
+        try:
+            if scope["method"] == "POST":
+                with self.answering.track():
+                    await self._app(scope, receive, watch)
+            else:
+                await self._app(scope, receive, watch)
+        finally:
+            if session_id is not None:
+                sessions.end(session_id, scope["method"], status[0] if status else None, time.monotonic())
 
     def _client(self, request: Request) -> Client | None:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
@@ -211,10 +282,10 @@ class Gate:
 
     def _session_refusal(self, request: Request, client: Client) -> Response | None:
         """429 for a new session past the client's limit; other clients are not affected."""
-        if self._open_sessions is None or request.method != "POST" or "mcp-session-id" in request.headers:
+        if self._sessions is None or request.method != "POST" or "mcp-session-id" in request.headers:
             return None
         limit = client.max_sessions or self._max_sessions
-        held = sum(1 for owner in self._open_sessions() if owner["client_id"] == client.name)
+        held = self._sessions.held(client.name, time.monotonic())
         if held < limit:
             return None
         message = (
@@ -289,11 +360,7 @@ def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
         host=settings.host,
         session_idle_timeout=settings.session_idle,
     )
-    manager = server.session_manager
-    # The SDK's record of who opened each open session (private, but the one that is exact: it
-    # forgets a session when it is deleted or expires). The tests would notice it changing.
-    open_sessions = None if settings.stateless else (lambda: list(manager._session_owners.values()))
-    return Gate(app, settings, security, clients, open_sessions)
+    return Gate(app, settings, security, clients)
 
 
 def timed_protocol(timeout_s: float) -> type[H11Protocol]:
