@@ -42,7 +42,7 @@ async def _child(side: str, calls: int, base: str, state_db: str) -> None:
     """The process valgrind counts: WARM_UP + `calls` tool calls through the in-memory client."""
     from mcp import Client  # noqa: PLC0415 - imported under valgrind, with the rest
 
-    from bench.run import KEY  # noqa: PLC0415
+    from bench.harness import KEY  # noqa: PLC0415
 
     env = {
         "FORTYTWO_API_KEY": KEY, "FORTYTWO_BASE_URL": base, "SWARMS_API_KEY": KEY, "SWARMS_BASE_URL": base,
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is needed (Debian: apt-get install valgrind)")
-    from bench.run import Upstream  # noqa: PLC0415
+    from bench.harness import Upstream  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as workdir:
         upstream = Upstream(Path(workdir))

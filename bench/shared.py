@@ -21,7 +21,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.run import ROOT, Counts, Row, Upstream, call_of, connected, median_ratio, ours_params
+from bench.harness import ROOT, Counts, Row, Upstream, call_of, connected, median_ratio, ours_params
 from tests.redis_server import redis_server_binary
 from tests.servers import free_port, wait_until_up
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anyio
 
-from bench.run import Upstream, call_of, connected, ours_params
+from bench.harness import Upstream, call_of, connected, ours_params
 
 
 async def measure(rounds: int, calls: int) -> None:

@@ -47,7 +47,7 @@ def test_benchmark_runs_and_prints_every_row(tmp_path: Path) -> None:
 def test_the_instruction_count_runs_its_calls_on_both_sides(tmp_path: Path) -> None:
     """What valgrind counts in `bench.instructions` (valgrind itself is the developer's: without it
     the script says so). Each side's counted process makes its calls, all answered."""
-    from bench.run import Upstream  # noqa: PLC0415 - its fake upstream, in a process of its own
+    from bench.harness import Upstream  # noqa: PLC0415 - its fake upstream, in a process of its own
 
     upstream = Upstream(tmp_path)
     try:

@@ -1,0 +1,91 @@
+"""What the layout promises, read from the files: no import runs in a circle (counting imports made
+inside functions too), the board exchanges records of ours and no SDK result type, and the HTTP
+transport relies on no private session record of the SDK."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("server", "tools", "bench")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Our modules that `path` imports anywhere in it (a package import counts as its `__init__`)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def graph() -> dict[str, set[str]]:
+    files = {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    return {name: {dep for dep in imports(path) if dep in files and dep != name} for name, path in files.items()}
+
+
+def test_no_import_runs_in_a_circle() -> None:
+    edges = graph()
+    assert len(edges) > 40  # the walk found the modules
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name) :], name]
+            pytest.fail("import circle: " + " -> ".join(cycle))
+        if name in done:
+            return
+        for dep in sorted(edges[name]):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in sorted(edges):
+        visit(name, [])
+
+
+@pytest.mark.parametrize("module", ["server/board.py", "server/redis_board.py", "server/outcome.py"])
+def test_the_board_and_the_outcome_know_no_wire_type(module: str) -> None:
+    text = (ROOT / module).read_text(encoding="utf-8")
+    assert "CallToolResult" not in text
+    assert "mcp_types" not in text
+
+
+def test_only_results_builds_a_tool_result() -> None:
+    builders = [
+        path.relative_to(ROOT).as_posix()
+        for package in ("server", "tools")
+        for path in (ROOT / package).rglob("*.py")
+        if "CallToolResult(" in path.read_text(encoding="utf-8")
+    ]
+    assert builders == ["server/results.py"]
+
+
+def test_the_providers_settings_keep_their_variables_and_flags() -> None:
+    from server.config import Settings  # noqa: PLC0415 - the rest of this file reads only files
+
+    expected = {
+        f"{name}_{setting}": f"{name.upper()}_{setting.upper()}"
+        for name in ("fortytwo", "swarms")
+        for setting in (
+            "api_key",
+            "base_url",
+            "model",
+            "max_concurrency",
+            "token_budget",
+            "daily_token_budget",
+            "monthly_token_budget",
+        )
+    }
+    found = {name: field.alias for name, field in Settings.model_fields.items() if name in expected}
+    assert found == expected
