@@ -37,8 +37,9 @@ from server.schemas import output_schema
 from server.work import Work
 from tools import PROVIDERS
 from tools.both import BothArgs
+from tools.client import Client, client_name
 from tools.errors import UpstreamError, argument_error, shutting_down
-from tools.ledger import Caller, Ledger, caller_name
+from tools.ledger import Ledger
 from tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
 from tools.progress import ProgressFn
 from tools.sharing import RequestSharing
@@ -137,8 +138,8 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             description=BOTH_DESCRIPTION,
             args_model=BothArgs,
             outputs=(BothAnswers, RunningJob),
-            handler=lambda state, args, progress, caller: _ask(
-                state, both_work(state, cast("BothArgs", args), caller), args, progress
+            handler=lambda state, args, progress, client: _ask(
+                state, both_work(state, cast("BothArgs", args), client), args, progress
             ),
         ),
         _tool(
@@ -147,8 +148,8 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             description=GET_RESULT_DESCRIPTION,
             args_model=GetResultArgs,
             outputs=(Answer, BothAnswers, RunningJob),
-            handler=lambda state, args, progress, caller: _get_result(
-                state, cast("GetResultArgs", args), progress, caller
+            handler=lambda state, args, progress, client: _get_result(
+                state, cast("GetResultArgs", args), progress, client
             ),
             annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
         ),
@@ -158,7 +159,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             description=CANCEL_DESCRIPTION,
             args_model=JobArgs,
             outputs=(CancelOutcome,),
-            handler=lambda state, args, _, caller: _cancel(state, cast("JobArgs", args), caller),
+            handler=lambda state, args, _, client: _cancel(state, cast("JobArgs", args), client),
             annotations=ToolAnnotations(
                 read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
             ),
@@ -200,9 +201,9 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             **await ledger.shared_usage(),
             **_store_location(settings),
         }
-        caller = _reader.get()
-        if caller is not None:
-            usage["client"] = await ledger.caller_usage(caller)
+        client = _reader.get()
+        if client is not None:
+            usage["client"] = await ledger.client_usage(client)
         return json.dumps(usage, indent=2)
 
     @server.resource(
@@ -225,14 +226,14 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         mime_type="application/json",
     )
     async def jobs_resource() -> str:
-        return json.dumps(await current().jobs.listing(caller_name(_reader.get())), indent=2)
+        return json.dumps(await current().jobs.listing(client_name(_reader.get())), indent=2)
 
     return server
 
 
-Handler = Callable[[AppState, BaseModel, ProgressFn | None, Caller | None], Awaitable[CallToolResult]]
+Handler = Callable[[AppState, BaseModel, ProgressFn | None, Client | None], Awaitable[CallToolResult]]
 
-_reader: ContextVar[Caller | None] = ContextVar("reader", default=None)
+_reader: ContextVar[Client | None] = ContextVar("reader", default=None)
 """The HTTP client reading a resource, for the one resource that shows a client its own totals."""
 
 
@@ -240,27 +241,27 @@ class _Server(MCPServer[AppState]):
     """The SDK gives static resources no Context; this passes on who reads them."""
 
     async def read_resource(self, uri: Any, context: Any = None) -> Any:
-        token = _reader.set(_caller(context))
+        token = _reader.set(_client_of_context(context))
         try:
             return await super().read_resource(uri, context)
         finally:
             _reader.reset(token)
 
 
-def _caller(ctx: Context[AppState, Any] | None) -> Caller | None:
+def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:
     """The HTTP client the gate authenticated (`server.http`), or None (stdio, or no tokens)."""
-    return _caller_of(ctx.request_context.request if ctx is not None and ctx.request_context is not None else None)
+    return _client_of(ctx.request_context.request if ctx is not None and ctx.request_context is not None else None)
 
 
-def _caller_of(request: Any) -> Caller | None:
-    """`_caller`, given the request (None over stdio)."""
+def _client_of(request: Any) -> Client | None:
+    """`_client_of_context`, given the request (None over stdio)."""
     if request is None:
         return None
     user = request.scope.get("user") if isinstance(request, Request) else None
     if not isinstance(user, AuthenticatedUser):
         return None
     claims = user.access_token.claims or {}
-    return Caller(user.access_token.client_id, claims.get("daily_tokens"))
+    return Client(user.access_token.client_id, claims.get("daily_tokens"))
 
 
 def _store_location(settings: Settings) -> dict[str, str | None]:
@@ -325,8 +326,8 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
         description=spec.description,
         args_model=spec.args_model,
         outputs=(Answer, RunningJob),
-        handler=lambda state, args, progress, caller: _ask(
-            state, provider_work(state, spec, cast("ChatArgs", args), caller), args, progress
+        handler=lambda state, args, progress, client: _ask(
+            state, provider_work(state, spec, cast("ChatArgs", args), client), args, progress
         ),
     )
 
@@ -337,14 +338,14 @@ async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressF
 
 
 async def _get_result(
-    state: AppState, args: GetResultArgs, progress: ProgressFn | None, caller: Caller | None
+    state: AppState, args: GetResultArgs, progress: ProgressFn | None, client: Client | None
 ) -> CallToolResult:
-    reply = await state.jobs.get_result(args.job_id, state.wait_s(args.wait_s), progress, caller_name(caller))
+    reply = await state.jobs.get_result(args.job_id, state.wait_s(args.wait_s), progress, client_name(client))
     return render(reply, state.jobs.ttl_s)
 
 
-async def _cancel(state: AppState, args: JobArgs, caller: Caller | None) -> CallToolResult:
-    return render_cancel(await state.jobs.cancel(args.job_id, caller_name(caller)))
+async def _cancel(state: AppState, args: JobArgs, client: Client | None) -> CallToolResult:
+    return render_cancel(await state.jobs.cancel(args.job_id, client_name(client)))
 
 
 def _tool(
@@ -377,7 +378,7 @@ def _tool(
             return error_result(shutting_down(name, started=False))
         with state.in_flight.track():
             try:
-                return await handler(state, args, _progress_sender(ctx, context.meta), _caller_of(context.request))
+                return await handler(state, args, _progress_sender(ctx, context.meta), _client_of(context.request))
             except UpstreamError as err:  # a refusal before any work started (an unknown job id)
                 return error_result(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).

@@ -16,9 +16,9 @@ from server.runner import JobRunner
 from server.work import Work
 from tools import PROVIDERS
 from tools.both import BothArgs
+from tools.client import Client, client_name
 from tools.completion import Completion
 from tools.errors import UpstreamError
-from tools.ledger import Caller, caller_name
 from tools.models import Answer, ChatArgs, ProviderSpec
 from tools.progress import ProgressFn
 from tools.sharing import Ask, Origin, RequestSharing
@@ -77,22 +77,22 @@ def _early(finish_reason: str | None) -> str | None:
     return None if finish_reason == "stop" else finish_reason
 
 
-def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, caller: Caller | None) -> Work:
+def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, client: Client | None) -> Work:
     """`ask_fortytwo` / `ask_swarm`: one provider, one request body."""
     ask = Ask.of(spec.name, args.request_body(state.requests.upstream.endpoints[spec.name].model))
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> Outcome:
         try:
-            origin = Origin(spec.tool_name, job_id, caller)
+            origin = Origin(spec.tool_name, job_id, client)
             return await _answer(state, spec, ask, timeout_s, on_progress=on_progress, origin=origin)
         except UpstreamError as err:
             return Failed.of(err)
 
-    return Work(spec.tool_name, (spec.name,), spec.label, ask.key, timeout_s, caller_name(caller), run)
+    return Work(spec.tool_name, (spec.name,), spec.label, ask.key, timeout_s, client_name(client), run)
 
 
-def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
+def both_work(state: AppState, args: BothArgs, client: Client | None) -> Work:
     """`ask_both`: both providers at once; an error only when both fail."""
     endpoints = state.requests.upstream.endpoints
     messages = args.chat_messages()
@@ -105,12 +105,12 @@ def both_work(state: AppState, args: BothArgs, caller: Caller | None) -> Work:
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> Outcome:
-        return await _ask_both(state, asks, timeout_s, on_progress, Origin("ask_both", job_id, caller))
+        return await _ask_both(state, asks, timeout_s, on_progress, Origin("ask_both", job_id, client))
 
     request = "\n".join(ask.key for ask in asks.values())
     labels = " and ".join(spec.label for spec in PROVIDERS)
     providers = tuple(spec.name for spec in PROVIDERS)
-    return Work("ask_both", providers, labels, request, timeout_s, caller_name(caller), run)
+    return Work("ask_both", providers, labels, request, timeout_s, client_name(client), run)
 
 
 async def _ask_both(

@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.client import Client
+
 ANONYMOUS = "anonymous"
 """The name of the one client `SWARM_MCP_TOKEN` stands for."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -25,12 +27,11 @@ MIN_TOKEN_LENGTH = 16
 
 
 @dataclass(frozen=True)
-class Client:
-    name: str
+class Admitted:
+    """A client of the tokens file, and the sha256 of its token."""
+
+    client: Client
     digest: bytes
-    """sha256 of the client's token."""
-    daily_tokens: int | None = None
-    max_sessions: int | None = None
 
 
 class TokensFileError(Exception):
@@ -41,8 +42,8 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def parse_tokens(text: str, origin: str) -> list[Client]:
-    clients: list[Client] = []
+def parse_tokens(text: str, origin: str) -> list[Admitted]:
+    clients: list[Admitted] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -66,8 +67,8 @@ def parse_tokens(text: str, origin: str) -> list[Client]:
             if key not in _OPTIONS or not value.isdigit() or int(value) < 1:
                 raise problem(f"{option[:64]!r} is not daily_tokens=N or max_sessions=N with N at least 1")
             settings[key] = int(value)
-        client = Client(name, bytes.fromhex(hashed.group(1)) if hashed else digest(token), **settings)
-        if any(other.name == name for other in clients):
+        client = Admitted(Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token))
+        if any(other.client.name == name for other in clients):
             raise problem(f"client {name!r} is listed twice")
         if any(hmac.compare_digest(other.digest, client.digest) for other in clients):
             raise problem(f"client {name!r} has the same token as another client")
@@ -75,9 +76,9 @@ def parse_tokens(text: str, origin: str) -> list[Client]:
     return clients
 
 
-def load_clients(tokens_file: str | None, token: str | None) -> list[Client]:
+def load_clients(tokens_file: str | None, token: str | None) -> list[Admitted]:
     """Every client: the tokens file's, and the anonymous one of `SWARM_MCP_TOKEN`. Raises `TokensFileError`."""
-    clients: list[Client] = []
+    clients: list[Admitted] = []
     if tokens_file is not None:
         try:
             text = Path(tokens_file).read_text(encoding="utf-8")
@@ -85,17 +86,17 @@ def load_clients(tokens_file: str | None, token: str | None) -> list[Client]:
             raise TokensFileError(f"{tokens_file}: cannot be read ({exc.strerror})") from None
         clients = parse_tokens(text, tokens_file)
     if token is not None:
-        clients.append(Client(ANONYMOUS, digest(token)))
+        clients.append(Admitted(Client(ANONYMOUS), digest(token)))
     return clients
 
 
-def authenticate(clients: list[Client], presented: str) -> Client | None:
+def authenticate(clients: list[Admitted], presented: str) -> Client | None:
     """The client whose token this is, compared with every digest so the time says nothing."""
     wanted = digest(presented)
     found = None
-    for client in clients:
-        if hmac.compare_digest(client.digest, wanted):
-            found = client
+    for admitted in clients:
+        if hmac.compare_digest(admitted.digest, wanted):
+            found = admitted.client
     return found
 
 

@@ -45,9 +45,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.clients import Client, TokensFileError, authenticate, load_clients
+from server.clients import Admitted, TokensFileError, authenticate, load_clients
 from server.config import Settings
 from server.drain import InFlight
+from tools.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class Gate:
         app: ASGIApp,
         settings: Settings,
         security: TransportSecuritySettings,
-        clients: list[Client],
+        clients: list[Admitted],
     ) -> None:
         self._app = app
         self._security = TransportSecurityMiddleware(security)

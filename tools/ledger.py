@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from tools.client import Client
 from tools.errors import budget_spent, budget_uncountable, client_budget_spent
 from tools.models import ProviderUsage, SessionUsage
 from tools.usage import LIFETIME, MemoryUsageStore, StateError, Totals, UsageRow, UsageStore, periods_of
@@ -44,19 +45,6 @@ class Budget:
         return self.window != "lifetime"
 
 
-@dataclass(frozen=True)
-class Caller:
-    """An HTTP client from the tokens file, with its own daily budget (None: none)."""
-
-    name: str
-    daily_tokens: int | None = None
-
-
-def caller_name(caller: Caller | None) -> str | None:
-    """The client's name, or None over stdio (and with no tokens at all)."""
-    return caller.name if caller is not None else None
-
-
 class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
         self._since_start = {name: Totals() for name in providers}
@@ -72,8 +60,8 @@ class Ledger:
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
         return self.store.record(row)
 
-    async def check_budget(self, provider: str, label: str, caller: Caller | None = None) -> None:
-        """Refuse a new upstream request once a budget covering `provider`, or the caller's own, is
+    async def check_budget(self, provider: str, label: str, client: Client | None = None) -> None:
+        """Refuse a new upstream request once a budget covering `provider`, or the client's own, is
         spent (and get the store ready to record it). Raises `BudgetError`, or `ConfigError` when a shared
         budget is set but cannot be counted."""
         self.store.prepare()
@@ -85,8 +73,8 @@ class Ledger:
                 shared.append(budget)
             else:
                 self._refuse_if_spent(budget, self._lifetime_used(budget), label)
-        if caller is not None and caller.daily_tokens is not None:
-            await self._check_caller(caller, label)
+        if client is not None and client.daily_tokens is not None:
+            await self._check_client(client, label)
         if not shared:
             return
         totals = await self._read_shared(label)
@@ -153,27 +141,27 @@ class Ledger:
             out["problem"] = self.store.problem
         return out
 
-    async def caller_usage(self, caller: Caller) -> dict[str, Any]:
+    async def client_usage(self, client: Client) -> dict[str, Any]:
         """One HTTP client's own spend today (every process sharing the state file), and its budget."""
         day = periods_of(time.time())[0]
-        totals = (await self.store.client_totals(day)).get(caller.name, Totals())
-        limit = caller.daily_tokens
+        totals = (await self.store.client_totals(day)).get(client.name, Totals())
+        limit = client.daily_tokens
         return {
-            "name": caller.name,
+            "name": client.name,
             "today": vars(totals),
             "daily_tokens": limit,
             "remaining": None if limit is None else max(0, limit - totals.total_tokens),
         }
 
-    async def _check_caller(self, caller: Caller, label: str) -> None:
+    async def _check_client(self, client: Client, label: str) -> None:
         if self.store.problem is not None:
             raise budget_uncountable(label, self.store.problem, "a client budget")
         try:
-            used = (await self.store.client_totals(periods_of(time.time())[0])).get(caller.name, Totals()).total_tokens
+            used = (await self.store.client_totals(periods_of(time.time())[0])).get(client.name, Totals()).total_tokens
         except StateError as err:
             raise budget_uncountable(label, str(err), "a client budget") from None
-        if caller.daily_tokens is not None and used >= caller.daily_tokens:
-            raise client_budget_spent(label, caller.name, caller.daily_tokens, used)
+        if client.daily_tokens is not None and used >= client.daily_tokens:
+            raise client_budget_spent(label, client.name, client.daily_tokens, used)
 
     async def _read_shared(self, label: str) -> dict[tuple[str, str], Totals]:
         problem = self.store.problem

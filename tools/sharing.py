@@ -19,10 +19,11 @@ from typing import Any
 
 import anyio
 
+from tools.client import Client
 from tools.completion import Completion
 from tools.done import Done
 from tools.errors import UpstreamError
-from tools.ledger import Caller, Ledger
+from tools.ledger import Ledger
 from tools.progress import Listeners, ProgressFn, wait_with_progress
 from tools.upstream import Upstream
 from tools.usage import UsageRow
@@ -47,7 +48,7 @@ class Origin:
 
     tool: str | None = None
     job_id: str | None = None
-    caller: Caller | None = None
+    client: Client | None = None
     """The HTTP client that asked, when the tokens file names clients."""
 
 
@@ -118,7 +119,7 @@ class RequestSharing:
         on_progress: ProgressFn | None,
         origin: Origin,
     ) -> Completion:
-        await self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label, origin.caller)
+        await self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label, origin.client)
         request = _Request(streams=on_progress is not None)
         if on_progress is not None:
             request.listeners.append(on_progress)
@@ -171,5 +172,5 @@ def _row(provider: str, body: dict[str, Any], origin: Origin, started: float, re
         total_tokens=usage.total_tokens if usage else None,
         latency_ms=round((time.time() - started) * 1000),
         job_id=origin.job_id,
-        client=origin.caller.name if origin.caller is not None else None,
+        client=origin.client.name if origin.client is not None else None,
     )
