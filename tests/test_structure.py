@@ -89,3 +89,27 @@ def test_the_providers_settings_keep_their_variables_and_flags() -> None:
     }
     found = {name: field.alias for name, field in Settings.model_fields.items() if name in expected}
     assert found == expected
+
+
+def test_the_http_transport_reads_no_private_session_record_of_the_sdk() -> None:
+    assert "_session_owners" not in (ROOT / "server" / "http.py").read_text(encoding="utf-8")
+
+
+def test_every_link_in_the_docs_resolves() -> None:
+    """Relative links of README.md and docs/ point at files that exist (and anchors at headings)."""
+    import re  # noqa: PLC0415
+
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page.name}: {target}"
+            if anchor and linked.suffix == ".md":
+                headings = {
+                    re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
+                    for h in re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), re.MULTILINE)
+                }
+                assert anchor in headings, f"{page.name}: {target}"

@@ -1,10 +1,10 @@
 """`Done`: a one-shot event whose waiters can give up after a while.
 
 Every tool call waits on one of these (its job's; a call whose identical upstream request is
-already in flight also waits on that request's), so they are plain asyncio futures and a timer:
-`anyio.Event` with `anyio.move_on_after` costs about four times as many Python calls, on every
-call. The server runs on asyncio (its jobs are asyncio tasks); a waiter is cancelled like any other
-await, including by an anyio cancel scope around it.
+already in flight also waits on that request's), so they are plain asyncio futures and a timer
+rather than `anyio.Event` with `anyio.move_on_after` (see `docs/performance.md`). The server runs
+on asyncio (its jobs are asyncio tasks); a waiter is cancelled like any other await, including by
+an anyio cancel scope around it.
 """
 
 from __future__ import annotations

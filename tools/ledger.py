@@ -48,7 +48,7 @@ class Budget:
 class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
         self._since_start = {name: Totals() for name in providers}
-        """Plain counters (a pydantic model's attribute writes cost four calls each, on every request)."""
+        """Plain counters: a pydantic model would validate each write, on every request."""
         self._budgets = budgets
         self.store = store
 

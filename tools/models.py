@@ -136,10 +136,9 @@ class ProviderSpec:
 
 def _fields_by_name(schema: dict[str, Any]) -> None:
     """Declare the fields by name (`required`), with their type in the description, and no schema
-    per field. Clients check every result against the tool's output schema on every call, and the
-    Python SDK's client spends a validator descent on each declared field it meets, each about 1.4% of
-    the floor's whole tool call (counted in instructions): these three counts were three of the eight
-    an answer had. They are integers whatever the upstream sends, as pydantic parses them."""
+    per field: clients check every result against the tool's output schema, one validator descent
+    per declared field they meet (`docs/performance.md`). They are integers whatever the upstream
+    sends, as pydantic parses them."""
     schema.pop("properties", None)
 
 

@@ -55,8 +55,7 @@ class Endpoint:
     model: str
     max_concurrency: int
 
-    # Parsed once: httpx parses a URL given as text on every request, which cost a call about as
-    # much as everything else the client does with it.
+    # Parsed once: httpx parses a URL given as text again on every request.
     @functools.cached_property
     def url(self) -> httpx2.URL:
         return httpx2.URL(self.base_url + "/chat/completions")
@@ -120,8 +119,7 @@ def new_client(max_connections: int, connect_timeout: float) -> httpx2.AsyncClie
     """The server's one HTTP client, its pool sized so that the concurrency caps, not it, limit calls.
 
     At most 20 idle connections are kept (httpx's default): the pool checks every idle connection
-    each time a request starts or ends, so after a burst of 200 calls, keeping all 200 cost more
-    than opening a connection again ever saves on calls that take seconds."""
+    each time a request starts or ends, and on calls that take seconds reopening one saves nothing."""
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(connect=connect_timeout, read=None, write=None, pool=None),
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 20)),
@@ -256,7 +254,7 @@ class Upstream:
         state = _CallState()
         failure: UpstreamError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
-        # asyncio's own timeout, not an anyio cancel scope: on every call, it costs half as much.
+        # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
         limit = asyncio.timeout_at(deadline)
         try:
             async with limit:

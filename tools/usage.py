@@ -305,9 +305,8 @@ class SqliteUsageStore:
     first request and fed through a pipe: recording a row is one non-blocking write to that pipe, so
     the event loop never waits on the disk or on another process's lock. A row is in the pipe before
     the call returns, and the writer commits everything in the pipe even when the server is killed,
-    so an answer the client got is never missing from the file. Measured by `bench.state_file`, the
-    file costs a call about 30 µs this way; committing each row on the event loop cost 150-210 µs,
-    and handing each to a thread 300-400 µs.
+    so an answer the client got is never missing from the file. (What this costs a call, against a
+    commit on the event loop or in a thread: `docs/performance.md`.)
 
     Totals are read on the event loop (WAL: a read never waits for writers; on the rare busy file,
     in a thread), and they include this process's rows still in the pipe: the writer records in

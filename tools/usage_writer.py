@@ -29,8 +29,8 @@ from typing import Any
 
 GATHER_S = 0.2
 """After the first row of a batch, how long to let more arrive before committing (when nobody waits).
-Each commit costs far more than a row (at 20 ms the writer spent twice the CPU a row); waiting in
-the pipe, a row is as safe as in a batch, and only other processes without budgets read it later."""
+A commit costs far more than a row; waiting in the pipe, a row is as safe as in a batch, and only
+other processes without budgets read it later."""
 NICE = 10
 """How much lower the writer's scheduling priority is, when no call waits for its commits."""
 BUSY_TIMEOUT_S = 5.0
