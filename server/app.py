@@ -16,24 +16,25 @@ from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import anyio
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.requests import Request
 
 from server import __version__
-from server.board import JobBoard, LocalBoard
+from server.board import JobBoard, JobRecord, LocalBoard
 from server.calls import AppState, both_work, list_models, provider_work
+from server.clients import client_of_request
 from server.config import Settings
 from server.drain import InFlight, Untracked
 from server.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
+from server.outcome import Failed
 from server.results import error_result, render, render_cancel
 from server.runner import JobRunner, new_instance_id
 from server.schemas import output_schema
+from server.tasks import LegacyTasks, Tasks, current_task_call
 from server.work import Work
 from tools import PROVIDERS
 from tools.both import BothArgs
@@ -173,6 +174,8 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         lifespan=lifespan,
         log_level=settings.log_level,
         tools=tools,
+        extensions=[Tasks()],
+        middleware=[LegacyTasks()],
     )
 
     @server.tool(
@@ -250,18 +253,9 @@ class _Server(MCPServer[AppState]):
 
 def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:
     """The HTTP client the gate authenticated (`server.http`), or None (stdio, or no tokens)."""
-    return _client_of(ctx.request_context.request if ctx is not None and ctx.request_context is not None else None)
-
-
-def _client_of(request: Any) -> Client | None:
-    """`_client_of_context`, given the request (None over stdio)."""
-    if request is None:
-        return None
-    user = request.scope.get("user") if isinstance(request, Request) else None
-    if not isinstance(user, AuthenticatedUser):
-        return None
-    claims = user.access_token.claims or {}
-    return Client(user.access_token.client_id, claims.get("daily_tokens"))
+    return client_of_request(
+        ctx.request_context.request if ctx is not None and ctx.request_context is not None else None
+    )
 
 
 def _store_location(settings: Settings) -> dict[str, str | None]:
@@ -333,8 +327,28 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
 
 
 async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None) -> CallToolResult:
-    reply = await state.jobs.call(work, state.wait_s(cast("Conversation", args).wait_s), progress)
+    """Run `work` as a job; a call that the host runs as a task waits only the hand-over time, streams (so
+    that the task's status says what the swarm is doing), and leaves its job for the task view."""
+    task = current_task_call()
+    if task is None:
+        return render(
+            await state.jobs.call(work, state.wait_s(cast("Conversation", args).wait_s), progress), state.jobs.ttl_s
+        )
+    reply = await state.jobs.call(work, task.handover_s, progress, stream=True)
+    task.work = work
+    if isinstance(reply, JobRecord):
+        task.job = reply
+    else:
+        task.outcome = reply
     return render(reply, state.jobs.ttl_s)
+
+
+def _refused(err: UpstreamError) -> CallToolResult:
+    """A call refused before any work started; a task view waiting on it is told what happened."""
+    task = current_task_call()
+    if task is not None:
+        task.outcome = Failed.of(err)
+    return error_result(err)
 
 
 async def _get_result(
@@ -373,16 +387,18 @@ def _tool(
         except ValidationError as exc:
             # Argument names only: the rejected values are the caller's data.
             log.info("%s: refused arguments %s", name, sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
-            return error_result(argument_error(name, exc))
+            return _refused(argument_error(name, exc))
         if state.in_flight.draining:
-            return error_result(shutting_down(name, started=False))
+            return _refused(shutting_down(name, started=False))
         with state.in_flight.track():
             try:
-                return await handler(state, args, _progress_sender(ctx, context.meta), _client_of(context.request))
+                return await handler(
+                    state, args, _progress_sender(ctx, context.meta), client_of_request(context.request)
+                )
             except UpstreamError as err:  # a refusal before any work started (an unknown job id)
-                return error_result(err)
+                return _refused(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).
-        return error_result(shutting_down(name, started=True))
+        return _refused(shutting_down(name, started=True))
 
     return Tool(
         fn=call,

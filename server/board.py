@@ -55,6 +55,10 @@ class JobRecord:
     """Wall-clock time it finished."""
     kept: bool = False
     """Its handle was handed out, so its outcome is kept for get_result (and listed)."""
+    message: str | None = None
+    """What it is doing, in words (its latest progress), when this instance runs it; never stored."""
+    updated: float | None = None
+    """Wall-clock time of that progress."""
 
     @classmethod
     def of(cls, job_id: str, work: Work, started: float) -> JobRecord:

@@ -141,6 +141,19 @@ class ServerSettings(BaseModel):
         description="Seconds a call waits for its answer before it hands back a job handle (get_result collects it); "
         "under the 60 s most hosts allow a tool call.",
     )
+    task_handover: float = Field(
+        5.0,
+        ge=0,
+        alias="SWARM_MCP_TASK_HANDOVER",
+        description="Seconds a call from a host that runs long calls as tasks (the 2026-07-28 Tasks extension) "
+        "waits for its answer before it becomes a task the host polls; a faster answer comes back directly.",
+    )
+    task_poll: float = Field(
+        5.0,
+        gt=0,
+        alias="SWARM_MCP_TASK_POLL",
+        description="Seconds a host is asked to wait between two polls of a running task.",
+    )
     job_ttl: float = Field(
         3600.0,
         gt=0,

@@ -40,12 +40,15 @@ class Following:
         """The work's outcome: done here, or, when another instance already does identical work, theirs."""
         progress = job.listeners if job.streams else None
         if not self.board.shared:
+            job.announced.set()
             return await job.work.run(progress, job.id)
         for _ in range(FOLLOW_TRIES):
             try:
                 holder = await self.board.claim(job.id, job.work, job.started_wall)
             except StateError:
                 break  # the board is down: go on without sharing
+            finally:
+                job.announced.set()
             if holder is None:
                 forward = self.board.forwarder(job.id) if job.streams else None
                 if forward is not None:

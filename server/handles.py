@@ -71,13 +71,17 @@ def running_job(job: JobRecord, forget_after_s: float) -> tuple[str, RunningJob]
         deadline_in_s=round(max(0.0, job.timeout_s - elapsed), 1),
         forget_after_s=forget_after_s,
     )
-    verb = "are" if len(job.providers) > 1 else "is"
     text = (
-        f"{job.labels} {verb} still working on this ({elapsed:.0f} s so far; swarm answers often take "
-        f'several minutes). Call get_result with job_id "{job.id}" to collect the answer (it waits for it). '
-        "Do not ask again: the job is running and paid for once."
+        f"{working_words(job, '; swarm answers often take several minutes')}. Call get_result with job_id "
+        f'"{job.id}" to collect the answer (it waits for it). Do not ask again: the job is running and paid for once.'
     )
     return text, running
+
+
+def working_words(job: JobRecord, aside: str = "") -> str:
+    """What a running job is doing: "Fortytwo is still working on this (90 s so far)"."""
+    verb = "are" if len(job.providers) > 1 else "is"
+    return f"{job.labels} {verb} still working on this ({time.time() - job.started:.0f} s so far{aside})"
 
 
 CancelWas = Literal["cancelled", "finished", "lost", "unconfirmed"]

@@ -40,6 +40,8 @@ class Job:
     started: float = field(default_factory=time.monotonic)  # the event loop's clock, on asyncio
     started_wall: float = field(default_factory=time.time)
     done: Done = field(default_factory=Done)
+    announced: Done = field(default_factory=Done)
+    """Set once other instances can find it on the board (at once with no board): only then is it handed out."""
     task: asyncio.Task[None] | None = None
     running: bool = False
     """Its task has begun to run (a task cancelled before its first step never runs a line of it)."""
@@ -50,6 +52,13 @@ class Job:
     cancelled_by_user: bool = False
     outcome: Outcome | None = None
     finished: float | None = None
+    message: str | None = None
+    """Its latest progress, in words (streamed jobs only)."""
+    updated_wall: float | None = None
+
+    async def note(self, _progress: float, message: str) -> None:
+        """A listener of a streamed job's progress: keeps the latest message, for task status."""
+        self.message, self.updated_wall = message, time.time()
 
     @property
     def status(self) -> str:

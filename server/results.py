@@ -1,8 +1,10 @@
-"""The one place where what a call produced becomes what a client sees: a `CallToolResult`.
+"""The one place where what a call produced becomes what a client sees: a `CallToolResult`, or a task.
 
 An outcome (`server.outcome`) renders as an answer, `ask_both`'s answers side by side, or an error
-result; a job still running renders as its handle. Nothing else builds a tool result, and nothing
-reads one back.
+result; a job still running renders as its handle, or, for a host that runs long calls itself, as a
+task of either generation (`task_2026`: the Tasks extension's flat task with its result inline;
+`task_2025`: the 2025-11-25 task, whose result `task_payload` gives). Nothing else builds these,
+and nothing reads one back.
 
 An error result carries our one sentence as its only text and no structured content: hosts built
 on the TypeScript SDK check any structured content against the tool's output schema (error results
@@ -18,13 +20,14 @@ every call and nobody acts on a latency.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from server.board import JobRecord
-from server.handles import CancelReport, cancel_words, running_job
+from server.handles import CancelReport, cancel_words, running_job, working_words
 from server.outcome import Answered, Failed, Outcome, SideFailed, Sides
 from tools import PROVIDERS
 from tools.errors import UpstreamError
@@ -35,6 +38,69 @@ ERROR_META = "swarm-inference-mcp/error"
 TRACE_META = "swarm-inference-mcp/trace"
 """The `_meta` key of how each provider's answer came about (see the module docstring)."""
 _LABELS = {spec.name: spec.label for spec in PROVIDERS}
+RELATED_TASK_META = "io.modelcontextprotocol/related-task"
+
+
+def task_status(job: JobRecord) -> str:
+    """A job's task status: working until it has an outcome; a cancelled job is cancelled, and every other
+    outcome, a tool error included, is completed (its result says `isError`)."""
+    if job.outcome is None:
+        return "working"
+    if isinstance(job.outcome, Failed) and job.outcome.kind == "cancelled":
+        return "cancelled"
+    return "completed"
+
+
+def task_2026(job: JobRecord, *, ttl_ms: int, poll_ms: int, created: bool = False) -> dict[str, Any]:
+    """The Tasks extension's task: `CreateTaskResult` when `created`, else `tasks/get`'s `DetailedTask`
+    with the tool's result inline once completed."""
+    task = {
+        "resultType": "task" if created else "complete",
+        **_task(job),
+        "ttlMs": ttl_ms,
+        "pollIntervalMs": poll_ms,
+    }
+    if not created and job.outcome is not None and task["status"] == "completed":
+        task["result"] = _wire(render(job.outcome, 0))
+    return task
+
+
+def task_2025(job: JobRecord, *, ttl_ms: int, poll_ms: int) -> dict[str, Any]:
+    """The 2025-11-25 task, as `tasks/get`, `tasks/list` and `tasks/cancel` return it."""
+    return {**_task(job), "ttl": ttl_ms, "pollInterval": poll_ms}
+
+
+def task_payload(job_id: str, outcome: Outcome) -> dict[str, Any]:
+    """`tasks/result` (2025-11-25): the tool's own result, marked as the task's."""
+    result = _wire(render(outcome, 0))
+    result["_meta"] = {**result.get("_meta", {}), RELATED_TASK_META: {"taskId": job_id}}
+    return result
+
+
+def _task(job: JobRecord) -> dict[str, Any]:
+    status = task_status(job)
+    if job.outcome is None:
+        message = job.message or working_words(job)
+    elif isinstance(job.outcome, Failed):
+        message = job.outcome.failure.sentence
+    else:
+        message = "The answer is in the result."
+    changed = job.finished or job.updated or job.started
+    return {
+        "taskId": job.id,
+        "status": status,
+        "statusMessage": message,
+        "createdAt": _iso(job.started),
+        "lastUpdatedAt": _iso(max(changed, job.started)),
+    }
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def _wire(result: CallToolResult) -> dict[str, Any]:
+    return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def render(reply: Outcome | JobRecord, forget_after_s: float) -> CallToolResult:

@@ -30,7 +30,7 @@ from server.handles import CancelReport, listed
 from server.job_table import Job, JobTable
 from server.outcome import Failed, Outcome, status_of
 from server.work import Work
-from tools.errors import cancelled_job, job_bug, unknown_job
+from tools.errors import cancelled_job, instance_lost, job_bug, unknown_job
 from tools.progress import ProgressFn, wait_with_progress
 from tools.usage import StateError
 
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 FOLLOWERS_KEEP_S = 120.0
 """How long the board keeps the outcome of a job nobody holds a handle to, for instances waiting on it."""
-_ID = re.compile(r"^j_([0-9a-f]{6})-[0-9a-f]{12}$")
+_ID = re.compile(r"^j_([0-9a-f]{6})-(?:[0-9a-f]{24}|[0-9a-f]{12})$")
+"""A job id: its instance, then 96 random bits (48 before version 0.2, still recognised as another process's)."""
 
 Reply = Outcome | JobRecord
 """What a call gets: the outcome, or the job still running (as every instance sees it)."""
@@ -72,15 +73,18 @@ class JobRunner:
     def ttl_s(self) -> float:
         return self.table.ttl_s
 
-    async def call(self, work: Work, wait_s: float, on_progress: ProgressFn | None) -> Reply:
-        """The outcome of `work` if it is there within `wait_s`, else the job still running."""
+    async def call(self, work: Work, wait_s: float, on_progress: ProgressFn | None, *, stream: bool = False) -> Reply:
+        """The outcome of `work` if it is there within `wait_s`, else the job still running. `stream`: run a
+        new job streamed even without a caller's progress, so that its status says what it is doing."""
         self.table.expire(time.monotonic())
         answered = self.table.answered(work.key)
         if answered is not None and answered.outcome is not None:
             return answered.outcome
         job = self.table.running(work.key)
         if job is None:
-            job = Job(f"j_{self._instance}-{secrets.token_hex(6)}", work, streams=on_progress is not None)
+            job = Job(self._new_id(), work, streams=stream or on_progress is not None)
+            if job.streams:
+                job.listeners.append(job.note)
             self.table.add(job)
             task = job.task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.id}")
             self._tasks.add(task)
@@ -89,6 +93,42 @@ class JobRunner:
             log.info("%s: joining job %s, which runs the identical call", work.tool, job.id)
         # Waiting past the deadline is waiting for the outcome: the job ends by then.
         return await self._wait(job, math.inf if wait_s >= work.timeout_s else wait_s, on_progress)
+
+    def adopt(self, work: Work, outcome: Outcome) -> JobRecord:
+        """A job that finished as it was asked for (an answer kept from an identical call, a refusal), kept
+        like any handed-out job: for a client that must be handed a job whatever happens."""
+        job = Job(self._new_id(), work, streams=False, outcome=outcome, handed_out=True)
+        self.table.add(job)
+        self.table.finish(job, time.monotonic())
+        job.done.set()
+        return _as_record(job, time.monotonic(), time.time())
+
+    async def snapshot(self, job_id: str, tool: str, client: str | None) -> JobRecord:
+        """A job of this client's as it stands (here or on another instance), without waiting."""
+        job = await self._find(job_id, tool, client)
+        record = job if isinstance(job, JobRecord) else _as_record(job, time.monotonic(), time.time())
+        if record.lost and record.outcome is None:
+            record.outcome = Failed.of(instance_lost(record.labels, record.id, self._board.lease_s))
+        return record
+
+    async def records(self, client: str | None) -> tuple[list[JobRecord], str | None]:
+        """Every job of this client the server knows (on any instance sharing the board), oldest first, and
+        why only this instance's are there (Redis down), if so."""
+        now = time.monotonic()
+        self.table.expire(now)
+        wall = time.time()
+        here = [_as_record(job, now, wall) for job in self.table.of_client(client)]
+        if not self._board.shared:
+            return here, None
+        ids = {job.id for job in here}
+        try:
+            elsewhere = [job for job in await self._board.jobs_of(client) if job.id not in ids]
+        except StateError as err:
+            return here, f"{err}; only this instance's jobs are listed"
+        return sorted(here + elsewhere, key=lambda job: job.started), None
+
+    def _new_id(self) -> str:
+        return f"j_{self._instance}-{secrets.token_hex(12)}"
 
     async def get_result(self, job_id: str, wait_s: float, on_progress: ProgressFn | None, client: str | None) -> Reply:
         job = await self._find(job_id, "get_result", client)
@@ -128,19 +168,14 @@ class JobRunner:
     async def listing(self, client: str | None) -> dict[str, Any]:
         """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
         board), without any prompt text."""
-        now = time.monotonic()
-        self.table.expire(now)
-        wall = time.time()
-        ttl = self.table.ttl_s
-        jobs = [listed(_as_record(job, now, wall), job.status, ttl, wall) for job in self.table.of_client(client)]
-        if not self._board.shared:
-            return {"jobs": jobs}
-        here = {job["id"] for job in jobs}
-        try:
-            elsewhere = [job for job in await self._board.jobs_of(client) if job.id not in here]
-        except StateError as err:
-            return {"jobs": jobs, "problem": f"{err}; only this instance's jobs are listed"}
-        return {"jobs": jobs + [listed(job, status_of(job.outcome, lost=job.lost), ttl, wall) for job in elsewhere]}
+        records, problem = await self.records(client)
+        wall, ttl = time.time(), self.table.ttl_s
+        listing: dict[str, Any] = {
+            "jobs": [listed(job, status_of(job.outcome, lost=job.lost), ttl, wall) for job in records]
+        }
+        if problem is not None:
+            listing["problem"] = problem
+        return listing
 
     def _stop(self, job: Job) -> None:
         """Stop a job: its upstream requests are aborted, and its callers get a `cancelled` outcome. Only
@@ -161,6 +196,7 @@ class JobRunner:
             if job.outcome is not None:
                 return job.outcome
             job.handed_out = True
+            await job.announced.wait()  # a handle another instance cannot resolve yet is no handle
         finally:
             job.waiters -= 1
             if job.waiters == 0 and not job.handed_out and job.outcome is None:
@@ -179,6 +215,7 @@ class JobRunner:
             log.exception("%s: job %s failed unexpectedly", job.work.tool, job.id)
             job.outcome = Failed.of(job_bug(job.work.tool))
         finally:
+            job.announced.set()
             if job.outcome is None:
                 job.outcome = Failed.of(cancelled_job(job.work.labels, by_user=job.cancelled_by_user))
             self.table.finish(job, time.monotonic())
@@ -210,4 +247,6 @@ def _as_record(job: Job, now: float, wall: float) -> JobRecord:
     record.outcome = job.outcome
     record.finished = None if job.finished is None else wall - (now - job.finished)
     record.kept = job.handed_out
+    record.message = job.message
+    record.updated = job.updated_wall
     return record

@@ -30,3 +30,12 @@ class Work:
         """Identical work of one client has an identical key. (Two clients asking the same are two
         jobs, each its own, that share one upstream request.)"""
         return f"{self.client}\n{self.tool}\n{self.request}"
+
+    @classmethod
+    def refused(cls, tool: str, client: str | None) -> Work:
+        """The work of a call refused before it asked anything (bad arguments, a limit): nothing to run."""
+
+        async def nothing(_progress: ProgressFn | None, _job_id: str) -> Outcome:
+            raise AssertionError("a refused call's work never runs")
+
+        return cls(tool, (), tool, f"refused\n{id(nothing)}", 0.0, client, nothing)

@@ -20,6 +20,10 @@ import pytest
 TS_SDK = "@modelcontextprotocol/sdk@1.32.2"
 """The TypeScript SDK generation most desktop and IDE hosts embed."""
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+TS_V2 = "@modelcontextprotocol/client@2.4.0"
+"""The TypeScript SDK v2, what new hosts embed (2026-07-28)."""
+EXT_TASKS = "@modelcontextprotocol/ext-tasks@0.2.2"
+"""The Tasks extension's requester for both generations, as Claude Code runs long calls."""
 MCP1 = "mcp==1.30.0"
 """The last Python SDK of the 1.x line, still pinned by many agent frameworks."""
 PYDANTIC_AI = "pydantic-ai-slim[mcp]==2.68.0"
@@ -74,6 +78,25 @@ def npm_clients() -> Path:
     tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{TS_SDK}-{INSPECTOR}").strip("-")
     command = [npm, "install", "--prefix", "{dir}", "--no-audit", "--no-fund", "--ignore-scripts", TS_SDK, INSPECTOR]
     return _install(f"npm-{tag}", [command])
+
+
+def npm_v2_clients() -> Path:
+    """A directory whose node_modules holds the TypeScript SDK v2 client and the ext-tasks requester
+    (ESM packages: a driver runs from inside this directory, see `v2_driver`)."""
+    node()
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("The cross-client tests need npm beside Node.js (Node 18 or newer).")
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{TS_V2}-{EXT_TASKS}").strip("-")
+    command = [npm, "install", "--prefix", "{dir}", "--no-audit", "--no-fund", "--ignore-scripts", TS_V2, EXT_TASKS]
+    return _install(f"npm-{tag}", [command])
+
+
+def v2_driver(installed: Path) -> Path:
+    """`clients/ts_v2_client.mjs`, copied beside the packages it imports (ESM resolves from the file)."""
+    driver = installed / "ts_v2_client.mjs"
+    shutil.copyfile(CLIENTS_DIR / "ts_v2_client.mjs", driver)
+    return driver
 
 
 def mcp1_python() -> Path:

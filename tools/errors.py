@@ -337,6 +337,13 @@ def job_bug(tool: str) -> UpstreamError:
     return UpstreamError(tool, "failed unexpectedly; see the server's log.")
 
 
+def task_already_ended(task_id: str, status: str) -> UnknownJobError:
+    """`tasks/cancel` (2025-11-25) of a task in a terminal status, which that generation refuses."""
+    return UnknownJobError(
+        "tasks/cancel", f"task {task_id[:64]!r} has already ended ({status}); nothing was cancelled."
+    )
+
+
 def foreign_record(tool: str, job_id: str, version: object) -> ConfigError:
     """A job recorded in Redis by a server instance that stores jobs in another form (another version)."""
     return ConfigError(
