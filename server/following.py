@@ -16,7 +16,7 @@ import time
 from server.board import JobBoard, JobRecord, UnknownRecordError
 from server.handles import CancelReport
 from server.job_table import Job
-from server.outcome import Failed, Outcome
+from server.outcome import Failed, Outcome, SideFailed, Sides
 from tools.errors import follow_deadline, foreign_record, instance_lost, shared_state_down, unknown_job
 from tools.progress import ProgressFn
 from tools.usage import StateError
@@ -61,7 +61,7 @@ class Following:
             except (StateError, UnknownRecordError):
                 break
             outcome = followed.outcome if followed is not None else None
-            if outcome is not None and not (isinstance(outcome, Failed) and outcome.kind in _TRY_AGAIN):
+            if outcome is not None and not _not_ours(outcome):
                 return outcome
             if time.monotonic() >= job.started + job.work.timeout_s:
                 return Failed.of(follow_deadline(job.work.labels, job.work.timeout_s))
@@ -113,3 +113,13 @@ class Following:
         if isinstance(record.outcome, Failed) and record.outcome.kind == "cancelled":
             return CancelReport(record.id, record.labels, "cancelled")
         return CancelReport(record.id, record.labels, "finished")
+
+
+def _not_ours(outcome: Outcome) -> bool:
+    """Whether a followed job's outcome leaves this job still wanting an answer: that job ended without
+    one (cancelled, its instance lost), or was refused for reasons of its own client's."""
+    if isinstance(outcome, Failed):
+        return outcome.kind in _TRY_AGAIN or outcome.failure.personal
+    if isinstance(outcome, Sides):
+        return any(isinstance(side, SideFailed) and side.failure.personal for side in outcome.sides)
+    return False

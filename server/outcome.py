@@ -34,6 +34,9 @@ class Failure:
 
     sentence: str
     info: dict[str, Any]
+    personal: bool = False
+    """It is the asking client's own (its budget, its limit): another client's identical call does not
+    take it as its outcome."""
 
     @property
     def kind(self) -> str:
@@ -41,7 +44,7 @@ class Failure:
 
     @classmethod
     def of(cls, err: UpstreamError) -> Failure:
-        return cls(err.sentence, err.to_dict())
+        return cls(err.sentence, err.to_dict(), err.personal)
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class Failed:
     def every_side(cls, sides: tuple[SideFailed, ...]) -> Failed:
         infos = [side.failure.info for side in sides]
         summary = all_failed([side.failure.sentence for side in sides], infos)
-        return cls(Failure(summary["message"], summary), sides)
+        personal = any(side.failure.personal for side in sides)
+        return cls(Failure(summary["message"], summary, personal), sides)
 
 
 Outcome = Answered | Sides | Failed
@@ -135,21 +139,23 @@ def _encode(outcome: Outcome | SideFailed) -> dict[str, Any]:
             "trace": outcome.trace.to_dict(),
         }
     if isinstance(outcome, SideFailed):
-        return {"side_failed": outcome.provider, "sentence": outcome.failure.sentence, "info": outcome.failure.info}
+        side = {"side_failed": outcome.provider, "sentence": outcome.failure.sentence, "info": outcome.failure.info}
+        return {**side, "personal": True} if outcome.failure.personal else side
     if isinstance(outcome, Sides):
         return {"sides": [_encode(side) for side in outcome.sides]}
-    return {
-        "failed": {"sentence": outcome.failure.sentence, "info": outcome.failure.info},
-        "sides": [_encode(side) for side in outcome.sides],
-    }
+    failed: dict[str, Any] = {"sentence": outcome.failure.sentence, "info": outcome.failure.info}
+    if outcome.failure.personal:
+        failed["personal"] = True
+    return {"failed": failed, "sides": [_encode(side) for side in outcome.sides]}
 
 
 def _decode(data: dict[str, Any]) -> Any:
     if "answered" in data:
         return Answered(data["answered"], Answer.model_validate(data["answer"]), Trace(**data["trace"]))
     if "side_failed" in data:
-        return SideFailed(data["side_failed"], Failure(data["sentence"], data["info"]))
+        return SideFailed(data["side_failed"], Failure(data["sentence"], data["info"], data.get("personal", False)))
     if "failed" in data:
         sides = tuple(_decode(side) for side in data["sides"])
-        return Failed(Failure(data["failed"]["sentence"], data["failed"]["info"]), sides)
+        failed = data["failed"]
+        return Failed(Failure(failed["sentence"], failed["info"], failed.get("personal", False)), sides)
     return Sides(tuple(_decode(side) for side in data["sides"]))

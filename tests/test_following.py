@@ -16,7 +16,7 @@ from server.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides
 from server.runner import JobRunner
 from server.work import Work
 from tests.memory_board import MemoryBoard, Space
-from tools.errors import ConfigError, UnknownJobError
+from tools.errors import ConfigError, UnknownJobError, client_budget_spent
 from tools.models import Answer, ChoiceOut, Usage
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +140,39 @@ async def test_a_board_that_is_down_is_one_sentence_and_work_goes_on_without_sha
         upstream.release.set()
         assert await b.call(upstream.work(request="other"), 30, None) == ANSWER  # done here, unshared
         assert upstream.runs == 2
+
+
+async def test_a_refusal_of_one_clients_own_is_never_another_clients_outcome() -> None:
+    """carol's budget is spent; alice's identical call on another instance follows carol's job, and
+    must run its own work when that job is refused for carol's reasons."""
+    space, release, runs = Space(), anyio.Event(), []
+    refusal = Failed.of(client_budget_spent("Swarms", "carol", 50, 60))
+
+    def work(client: str) -> Work:
+        async def run(_progress: object, _job_id: str) -> Outcome:
+            runs.append(client)
+            if client == "carol":
+                await release.wait()
+                return refusal
+            return ANSWER
+
+        return Work("ask_swarm", ("swarms",), "Swarms", "same body", 30.0, client, run)
+
+    async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
+        carols = await a.call(work("carol"), 0, None)
+        assert isinstance(carols, JobRecord)
+        results: list[object] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _into(results, b.call(work("alice"), 30, None)))
+            await anyio.wait_all_tasks_blocked()
+            assert runs == ["carol"]  # alice follows carol's job, which holds the claim
+            release.set()
+        assert results == [ANSWER]
+        assert runs == ["carol", "alice"]
+        assert await a.get_result(carols.id, 5, None, "carol") == refusal
+        record = JobRecord.from_json((await a.snapshot(carols.id, "get_result", "carol")).to_json())
+        assert isinstance(record.outcome, Failed)
+        assert record.outcome.failure.personal  # the flag survives the board's record
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp_types import TextResourceContents
+from mcp_types import CallToolResult, TextResourceContents
 
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
@@ -425,3 +425,36 @@ def test_check_names_the_redis_it_reaches_never_its_password(fake: FakeUpstream,
     assert f"SWARM_MCP_REDIS_URL = redis://127.0.0.1:{redis_server.port}/0" in done.stdout
     assert PASSWORD not in done.stdout + done.stderr
     assert done.returncode == 0, done.stdout
+
+
+async def test_one_clients_refusal_is_never_handed_to_another_through_shared_work(
+    fake: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    """carol's daily budget is spent; she and alice ask the same question at the same moment through
+    two instances: alice always gets the answer, never carol's refusal (nor her name and usage)."""
+    carol, alice = "carol-token-0123456789abcd", "alice-token-0123456789abcd"
+    tokens = tmp_path / "clients.txt"
+    tokens.write_text(f"carol {carol} daily_tokens=5\nalice {alice}\n")
+    env = {"SWARM_MCP_REDIS_URL": redis_url, "SWARM_MCP_TOKENS_FILE": str(tokens)}
+    with (
+        http_server(fake, tmp_path, "--stateless", name="first", **env) as (first, _),
+        http_server(fake, tmp_path, "--stateless", name="second", **env) as (second, _),
+    ):
+        async with (
+            mcp_client(f"{first}/mcp", token=carol) as carols,
+            mcp_client(f"{second}/mcp", token=alice) as alices,
+        ):
+            answer_of(await carols.call_tool("ask_swarm", {"prompt": "spend all of carol's budget at once"}))
+            for n in range(30):
+                question = {"prompt": f"the same question {n}"}
+                answers: list[CallToolResult] = []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(carols.call_tool, "ask_swarm", question)
+                    tg.start_soon(_answer_into, answers, alices, question)
+                (alices_answer,) = answers
+                assert not alices_answer.is_error, (n, text_of(alices_answer))
+                assert "carol" not in text_of(alices_answer)
+
+
+async def _answer_into(into: list[CallToolResult], client: Client, question: dict[str, Any]) -> None:
+    into.append(await client.call_tool("ask_swarm", question))

@@ -65,6 +65,7 @@ class UpstreamError(Exception):
         retry_after_s: float | None = None,
         attempts: int | None = None,
         partial_text: str | None = None,
+        personal: bool = False,
     ) -> None:
         super().__init__(detail)
         self.provider = provider
@@ -74,6 +75,9 @@ class UpstreamError(Exception):
         self.retry_after_s = retry_after_s
         self.attempts = attempts
         self.partial_text = partial_text
+        self.personal = personal
+        """It belongs to the client that asked (its own budget, its own limit): never handed to another
+        client that shares the same request."""
 
     def redact(self, secrets: tuple[str, ...]) -> UpstreamError:
         """Blank out every secret in the text that came from upstream (it may echo a key back)."""
@@ -308,6 +312,7 @@ def client_budget_spent(label: str, client: str, limit: int, used: int) -> Budge
         label,
         f"the daily token budget of client {client} ({limit} tokens, from the tokens file) "
         f"is spent ({used} used); it resets at midnight, local time.",
+        personal=True,
     )
 
 
