@@ -63,3 +63,28 @@ def test_upstream_words_cut_no_key_of_any_length(padding: int) -> None:
         assert len(text) <= CLIP
         assert leaked(key, text) == [] or len(key) < SHORTEST, (key, text)
         assert text.startswith("y" * min(padding, CLIP - 40))  # only the key's part is removed
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("ask_swarm", {"messages": [{"role": "user", "content": "x" * 400_000}] * 13}),
+        ("ask_swarm", {"messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 500_000}] * 14}]}),
+        ("ask_fortytwo", {"messages": [{"role": "user", "content": "z" * 300_000}] * 2}),
+        ("ask_both", {"messages": [{"role": "user", "content": "w" * 250_001}] * 2}),
+        ("ask_fortytwo", {"prompt": "p" * 300_000, "system": "s" * 300_000}),
+    ],
+    ids=["swarms messages", "swarms parts", "fortytwo messages", "both messages", "prompt and system"],
+)
+async def test_the_text_limit_holds_for_the_whole_request(
+    connect: Callable[..., Any], fake: FakeUpstream, tool: str, arguments: dict[str, Any]
+) -> None:
+    async with connect() as client:
+        with anyio.fail_after(60):
+            result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    assert "500000" in block.text, block.text
+    assert "invalid arguments" in block.text
+    assert fake.seen() == []

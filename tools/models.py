@@ -13,8 +13,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TEXT = 500_000
-"""Longest prompt, system text or message content we accept (characters): far above any model's
-context, low enough that a runaway argument is refused here instead of being paid for upstream."""
+"""Most characters one request may hold, all its text together (prompt and system, or every message
+and content part): far above any model's context, low enough that a runaway argument is refused
+here instead of being paid for upstream."""
 MAX_MESSAGES = 500
 MAX_TOKENS = 1_000_000
 """Upper bound for the token-limit arguments: refuses absurd values, allows any real model's."""
@@ -80,6 +81,13 @@ class Conversation(BaseModel):
             raise ValueError("give exactly one of `prompt` (a string) or `messages` (a list of {role, content})")
         if self.system is not None and self.messages is not None:
             raise ValueError("`system` goes with `prompt`; with `messages`, put a system message in the list")
+        if self.messages is not None and (total := _characters(self.chat_messages())) > MAX_TEXT:
+            raise ValueError(
+                f"the messages hold {total} characters in all, more than the {MAX_TEXT} a request may hold "
+                "(every message and content part together)"
+            )
+        if self.prompt is not None and len(self.prompt) + len(self.system or "") > MAX_TEXT:
+            raise ValueError(f"`prompt` and `system` hold more than the {MAX_TEXT} characters a request may hold")
         return self
 
     def chat_messages(self) -> list[dict[str, Any]]:
@@ -91,6 +99,17 @@ class Conversation(BaseModel):
             messages.append({"role": "system", "content": self.system})
         messages.append({"role": "user", "content": self.prompt})
         return messages
+
+
+def _characters(value: Any) -> int:
+    """Every character of every string in `value` (a message list as sent: contents, parts, names)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_characters(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(_characters(item) for item in value)
+    return 0
 
 
 class ChatArgs(Conversation):
