@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"swarm-inference-mcp: invalid configuration: {_config_problem(exc)}\n")
         return 2
     configure_logging(settings.log_level)
+    if args.command in ("serve", "check"):
+        _warn_about_readable_secrets(settings)
     if args.command == "check":
         from server.check import run_check  # noqa: PLC0415 - see below
 
@@ -133,6 +136,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         create_server(settings).run("stdio")
     return 0
+
+
+def _warn_about_readable_secrets(settings: Settings) -> None:
+    """One WARNING each for a tokens file of plain tokens and a Redis password file that others can read."""
+    from server.clients import TokensFileError, load_clients, warn_if_readable  # noqa: PLC0415 - only with them
+
+    if settings.tokens_file is not None:
+        try:
+            plain = any(admitted.plain for admitted in load_clients(settings.tokens_file, None))
+        except TokensFileError:
+            plain = False  # the server refuses to start with it, in its own sentence
+        if plain:
+            warn_if_readable(Path(settings.tokens_file), "holds plain tokens")
+    if settings.redis_password_file is not None:
+        warn_if_readable(Path(settings.redis_password_file).expanduser(), "holds the Redis password")
 
 
 def _new_token(name: str | None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.requests import Request
 
 from tools.client import Client
+
+log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 """The name of the one client `SWARM_MCP_TOKEN` stands for."""
@@ -36,6 +39,8 @@ class Admitted:
 
     client: Client
     digest: bytes
+    plain: bool = False
+    """The tokens file holds the token itself, not its digest."""
 
 
 class TokensFileError(Exception):
@@ -71,7 +76,9 @@ def parse_tokens(text: str, origin: str) -> list[Admitted]:
             if key not in _OPTIONS or not value.isdigit() or int(value) < 1:
                 raise problem(f"{option[:64]!r} is not daily_tokens=N or max_sessions=N with N at least 1")
             settings[key] = int(value)
-        client = Admitted(Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token))
+        client = Admitted(
+            Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token), plain=not hashed
+        )
         if any(other.client.name == name for other in clients):
             raise problem(f"client {name!r} is listed twice")
         if any(hmac.compare_digest(other.digest, client.digest) for other in clients):
@@ -119,3 +126,13 @@ def client_of_request(request: Any) -> Client | None:
         return None
     claims = user.access_token.claims or {}
     return Client(user.access_token.client_id, claims.get("daily_tokens"))
+
+
+def warn_if_readable(path: Path, what: str) -> None:
+    """One WARNING when a file of secrets can be read by other users than its owner."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s %s and can be read by other users (mode %o); chmod 600 %s", path, what, mode & 0o777, path)

@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import os
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -242,13 +243,21 @@ class MemoryUsageStore:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating it if need be) and upgrade the state file; raises `StateError` in one sentence."""
+    if path.is_symlink():
+        raise StateError(
+            f"the usage state file {path} is a symbolic link; it is not followed: point SWARM_MCP_STATE_DB "
+            "at a file of its own"
+        )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # created for this user alone; an existing one is kept
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"the usage state file {path} cannot be opened ({_reason(exc)})") from None
     try:
         _refuse_newer(db, path)  # before anything writes to the file, not even the journal mode
+        _refuse_foreign(db, path)
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")  # durable across a killed process; fsync at checkpoints
         _upgrade(db, path)
@@ -259,6 +268,20 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+OUR_TABLES = frozenset(re.findall(r"CREATE TABLE (\w+)", " ".join(" ".join(step) for step in _MIGRATIONS.values())))
+"""Every table our migrations create."""
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """A file that already holds another program's tables is never written to."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables - OUR_TABLES or (tables and not tables & OUR_TABLES):
+        raise StateError(
+            f"the usage state file {path} is another program's SQLite database (it holds tables that are not "
+            "ours); point SWARM_MCP_STATE_DB at a file of its own"
+        )
 
 
 def _refuse_newer(db: sqlite3.Connection, path: Path) -> None:
