@@ -298,10 +298,10 @@ async def open_usage_store(settings: Settings) -> UsageStore:
     path = settings.state_path()
     if path is None:
         return MemoryUsageStore()
-    # With budgets every process counts, a call returns once its row is committed, for all to see.
-    confirm = any(budget.shared for budget in settings.budgets()) or settings.tokens_file is not None
+    # A call returns once its row is committed: every answer delivered is on file, whatever is killed
+    # (the cost a call pays for it: docs/performance.md), and budgets of every process see it.
     try:
-        return await anyio.to_thread.run_sync(functools.partial(SqliteUsageStore.open, path, confirm=confirm))
+        return await anyio.to_thread.run_sync(functools.partial(SqliteUsageStore.open, path, confirm=True))
     except StateError as err:
         shared = any(budget.shared for budget in settings.budgets())
         consequence = (

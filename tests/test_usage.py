@@ -445,3 +445,44 @@ async def test_the_usage_command_prints_a_table_and_json_of_the_rows(tmp_path: P
     biggest = next(line for line in lines if line.startswith(two_days_ago))
     assert biggest.endswith("█" * 30)  # the day with the most tokens has the longest bar
     assert "5 calls, 1,450 tokens in all." in table
+
+
+async def test_every_delivered_answer_is_on_file_when_the_server_and_its_writer_die_together(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """As a container stop or a cgroup OOM kill does it: both processes at once, no budget set."""
+    db = tmp_path / "killed-together.sqlite3"
+    fake.script("fortytwo", *(Reply(delay_s=0.02 * i) for i in range(80)))
+    answered: list[CallToolResult] = []
+    with http_server(fake, tmp_path, SWARM_MCP_STATE_DB=str(db), FORTYTWO_MAX_CONCURRENCY="80") as (base, process):
+
+        async def one(client: Client, i: int) -> None:
+            result = await client.call_tool("ask_fortytwo", {"prompt": f"call {i}"})
+            if not result.is_error:
+                answered.append(result)
+
+        delivered: list[int] = []
+
+        async def calls_until_killed() -> None:
+            async with mcp_client(f"{base}/mcp") as client, anyio.create_task_group() as tg:
+                for i in range(80):
+                    tg.start_soon(one, client, i)
+                while len(answered) < 30:  # noqa: ASYNC110 - results arrive on other tasks
+                    await anyio.sleep(0.005)
+                writers = children_of(process.pid)
+                for pid in [process.pid, *writers]:
+                    os.kill(pid, signal.SIGKILL)
+                delivered.append(len(answered))
+                assert writers, "the server's usage writer process"
+
+        with contextlib.suppress(Exception):  # the client fails once its server is gone: that is the test
+            await calls_until_killed()
+        process.wait(timeout=10)
+    (count,) = delivered
+    db_check = sqlite3.connect(db)
+    try:
+        assert db_check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        recorded = db_check.execute("SELECT COUNT(*) FROM calls WHERE outcome = 'answer'").fetchone()[0]
+    finally:
+        db_check.close()
+    assert recorded >= count >= 30

@@ -343,7 +343,7 @@ class SqliteUsageStore:
         self.path = path
         self.problem: str | None = None
         self._confirm = confirm
-        """Whether a call waits for its row's commit: when budgets that every process counts are set."""
+        """Whether a call waits for its row's commit (the server always does; see `server.app`)."""
         self._confirmations: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._db = db
