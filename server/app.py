@@ -106,7 +106,11 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        retry = RetryPolicy(max_retries=settings.max_retries, retry_server_errors=settings.retry_server_errors)
+        retry = RetryPolicy(
+            max_retries=settings.max_retries,
+            retry_server_errors=settings.retry_server_errors,
+            send_floor_s=settings.send_floor,
+        )
         instance = new_instance_id()
         async with (
             shared_state(settings, instance) as (store, board),

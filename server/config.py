@@ -128,6 +128,13 @@ class ServerSettings(BaseModel):
         alias="SWARM_MCP_RETRY_SERVER_ERRORS",
         description="Also retry HTTP 500, which may bill a job twice.",
     )
+    send_floor: float = Field(
+        5.0,
+        ge=0,
+        alias="SWARM_MCP_SEND_FLOOR",
+        description="A request that waited in the queue is not sent with fewer seconds of its deadline left; "
+        "it fails as a timeout, unsent and unpaid.",
+    )
     heartbeat: float = Field(
         15.0,
         gt=0,

@@ -8,6 +8,7 @@ must appear in no result, no error message and no log line.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, TextContent, TextResourceContents
 
 from tests.conftest import error_of, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, cancel_when, error_body, eventually
@@ -264,3 +265,36 @@ async def test_concurrency_cap_holds_calls_in_line(connect: Callable[..., Any], 
     assert all(not r.is_error for r in results)
     assert fake.max_in_flight == 2
     assert len(fake.seen("swarms")) == 10
+
+
+async def test_a_request_that_waited_out_its_deadline_in_the_queue_is_never_sent(
+    connect: Callable[..., Any], fake: FakeUpstream
+) -> None:
+    """Queued behind a cap of one: requests sent with too little deadline left would be cut off (and
+    perhaps billed); they fail unsent instead, say so, and leave no ledger row."""
+    fake.script("fortytwo", *(Reply(delay_s=1.0) for _ in range(8)))
+    env = {"FORTYTWO_MAX_CONCURRENCY": "1", "SWARM_MCP_TIMEOUT": "4", "SWARM_MCP_SEND_FLOOR": "1.5"}
+    results: list[Any] = []
+    async with connect(**env) as client:
+
+        async def one(n: int) -> None:
+            results.append(await client.call_tool("ask_fortytwo", {"prompt": f"queued {n}", "wait_s": 60}))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(one, n)
+        (usage,) = (await client.read_resource("swarm://usage")).contents
+    seen = fake.seen("fortytwo")
+    assert all(request.disconnected is None for request in seen), "a sent request was cut off"
+    answered = [r for r in results if not r.is_error]
+    refused = [r for r in results if r.is_error]
+    assert len(answered) == len(seen) >= 2
+    assert refused
+    for result in refused:
+        assert error_of(result)["kind"] == "timeout"
+        block = result.content[0]
+        assert isinstance(block, TextContent)
+        assert "waited its whole deadline of 4 s in the queue" in block.text
+        assert "was not sent" in block.text
+    assert isinstance(usage, TextResourceContents)
+    assert json.loads(usage.text)["providers"]["fortytwo"]["calls"] == len(seen)

@@ -276,6 +276,16 @@ def call_deadline(label: str, timeout_s: float, attempts: int, partial: str) -> 
     )
 
 
+def queued_out(label: str, timeout_s: float, cap: int, *, attempts: int | None = None) -> DeadlineError:
+    """A request that spent its deadline waiting for a free place under the provider's cap: never sent."""
+    return DeadlineError(
+        label,
+        f"the call waited its whole deadline of {timeout_s:.0f} s in the queue behind other calls to {label} "
+        f"(at most {cap} at once) and was not sent, so nothing was paid; call again later or raise timeout_s.",
+        attempts=attempts,
+    )
+
+
 def stream_broke(label: str, chunks: int, partial: str) -> NetworkError:
     return NetworkError(
         label,

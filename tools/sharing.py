@@ -25,7 +25,7 @@ from tools.done import Done
 from tools.errors import UpstreamError
 from tools.ledger import Ledger
 from tools.progress import Listeners, ProgressFn, wait_with_progress
-from tools.upstream import Upstream
+from tools.upstream import Sending, Upstream
 from tools.usage import UsageRow
 
 log = logging.getLogger(__name__)
@@ -125,16 +125,22 @@ class RequestSharing:
             request.listeners.append(on_progress)
         self._running[key] = request
         started = time.time()
+        sending = Sending()
         try:
             request.result = await self.upstream.complete(
-                provider, body, timeout_s=timeout_s, on_progress=request.listeners if request.streams else None
+                provider,
+                body,
+                timeout_s=timeout_s,
+                on_progress=request.listeners if request.streams else None,
+                sending=sending,
             )
         except UpstreamError as err:
             request.error = err
             raise
         finally:
             del self._running[key]
-            pending = self.ledger.record(_row(provider, body, origin, started, request))
+            # Only a request that left is counted: one cancelled or timed out in the queue cost nothing.
+            pending = self.ledger.record(_row(provider, body, origin, started, request)) if sending.sent else None
             if pending is not None:
                 with anyio.CancelScope(shield=True):  # counted even when the caller was cancelled
                     await pending

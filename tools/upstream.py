@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anyio
@@ -30,6 +30,7 @@ from tools.errors import (
     connection_failed,
     models_deadline,
     no_api_key,
+    queued_out,
     status_error,
     stream_broke,
 )
@@ -93,6 +94,9 @@ class RetryPolicy:
     backoff_max_s: float = 8.0
     max_wait_s: float = 60.0
     """The longest server-requested wait we sleep through; a longer one fails at once with it."""
+    send_floor_s: float = 5.0
+    """A request that waited in the queue for a free place is not sent with less of its deadline left:
+    it would be cut off (and perhaps billed) before a swarm could answer."""
 
     def should_retry(self, err: UpstreamError, attempt: int) -> bool:
         if attempt > self.max_retries:
@@ -107,12 +111,23 @@ class RetryPolicy:
 
 
 @dataclass
+class Sending:
+    """Whether a call's request left for the upstream: a request that never did was not paid for."""
+
+    sent: bool = False
+
+
+@dataclass
 class _CallState:
     """What one call has done so far, read when its deadline cuts it short."""
 
     stream: StreamAccumulator | None = None
     """The current attempt's stream, when streamed."""
     attempts: int = 0
+    sending: Sending = field(default_factory=Sending)
+    started: float = field(default_factory=time.monotonic)
+    queued: bool = False
+    """Its last attempt waited for a free place under the provider's concurrency cap."""
 
 
 def new_client(max_connections: int, connect_timeout: float) -> httpx2.AsyncClient:
@@ -244,14 +259,16 @@ class Upstream:
         *,
         timeout_s: float,
         on_progress: ProgressFn | None = None,
+        sending: Sending | None = None,
     ) -> Completion:
-        """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`."""
+        """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`.
+        `sending` is told whether the request ever left."""
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
         if self._shared.client is None:
             await self._ready(label)
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
-        state = _CallState()
+        state = _CallState(sending=sending or Sending())
         failure: UpstreamError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
         # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
@@ -267,6 +284,8 @@ class Upstream:
         except TimeoutError:
             if not limit.expired():
                 raise
+        if failure is None and not state.sending.sent:
+            failure = queued_out(label, timeout_s, endpoint.max_concurrency, attempts=state.attempts)
         if failure is None:
             failure = call_deadline(label, timeout_s, state.attempts, state.stream.partial_text if state.stream else "")
         raise failure.redact(self._secrets)
@@ -298,8 +317,13 @@ class Upstream:
         label = endpoint.spec.label
         while True:
             state.attempts += 1
+            limiter = self._limiters[endpoint.spec.name]
+            state.queued = limiter.value == 0
             try:
-                async with self._limiters[endpoint.spec.name]:
+                async with limiter:
+                    if state.queued and deadline - time.monotonic() < self._retry.send_floor_s:
+                        raise queued_out(label, deadline - state.started, endpoint.max_concurrency)
+                    state.sending.sent = True
                     if reporter is None:
                         completion = await self._post(endpoint, body)
                     else:
