@@ -45,9 +45,13 @@ from tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSp
 from tools.progress import ProgressFn
 from tools.sharing import RequestSharing
 from tools.upstream import RetryPolicy, Upstream
-from tools.usage import MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
+from tools.usage import BUSY_TIMEOUT_MS, MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
 log = logging.getLogger(__name__)
+
+COMMIT_PATIENCE_S = 0.25
+"""Without budgets, the longest a call waits for its usage row's commit (a commit takes milliseconds)."""
+BUSY_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
 
 INSTRUCTIONS = (
     "Tools to get a second opinion from swarm inference services. ask_fortytwo asks the Fortytwo "
@@ -303,9 +307,15 @@ async def open_usage_store(settings: Settings) -> UsageStore:
     if path is None:
         return MemoryUsageStore()
     # A call returns once its row is committed: every answer delivered is on file, whatever is killed
-    # (the cost a call pays for it: docs/performance.md), and budgets of every process see it.
+    # (the cost a call pays for it: docs/performance.md), and budgets of every process see it. Only a
+    # file another process keeps locked holds a call longer than a moment, and only where a budget
+    # needs the row counted; without one the call goes on after COMMIT_PATIENCE_S, its row in the pipe.
+    counted = any(budget.shared for budget in settings.budgets()) or settings.tokens_file is not None
+    opening = functools.partial(
+        SqliteUsageStore.open, path, confirm=True, patience_s=BUSY_TIMEOUT_S if counted else COMMIT_PATIENCE_S
+    )
     try:
-        return await anyio.to_thread.run_sync(functools.partial(SqliteUsageStore.open, path, confirm=True))
+        return await anyio.to_thread.run_sync(opening)
     except StateError as err:
         shared = any(budget.shared for budget in settings.budgets())
         consequence = (

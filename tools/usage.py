@@ -339,10 +339,14 @@ class SqliteUsageStore:
 
     counts_lifetime = False
 
-    def __init__(self, path: Path, db: sqlite3.Connection, *, confirm: bool = False) -> None:
+    def __init__(
+        self, path: Path, db: sqlite3.Connection, *, confirm: bool = False, patience_s: float = BUSY_TIMEOUT_MS / 1000
+    ) -> None:
         self.path = path
         self.problem: str | None = None
         self._confirm = confirm
+        self._patience_s = patience_s
+        """How long a call waits for its commit before it returns anyway (its row stays in the pipe)."""
         """Whether a call waits for its row's commit (the server always does; see `server.app`)."""
         self._confirmations: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -361,8 +365,8 @@ class SqliteUsageStore:
         """What the pipe could not take yet (the writer is behind: waiting for a lock, or in a burst)."""
 
     @classmethod
-    def open(cls, path: Path, *, confirm: bool = False) -> SqliteUsageStore:
-        return cls(path, connect(path), confirm=confirm)
+    def open(cls, path: Path, *, confirm: bool = False, patience_s: float = BUSY_TIMEOUT_MS / 1000) -> SqliteUsageStore:
+        return cls(path, connect(path), confirm=confirm, patience_s=patience_s)
 
     def prepare(self) -> None:
         """Start the writer with the first request, so that it boots while the upstream works, not
@@ -396,7 +400,7 @@ class SqliteUsageStore:
     async def _committed(self, confirmed: asyncio.Future[None]) -> None:
         """Until the writer confirms the row; a file locked for long holds a call no more than `BUSY_TIMEOUT_MS`
         (the row stays in the pipe and is committed later)."""
-        with anyio.move_on_after(BUSY_TIMEOUT_MS / 1000) as waited:
+        with anyio.move_on_after(self._patience_s) as waited:
             await confirmed
         if waited.cancelled_caught:
             log.warning("usage state file %s: a row waits for another process's lock; the call did not", self.path)
