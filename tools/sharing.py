@@ -133,6 +133,7 @@ class RequestSharing:
                 timeout_s=timeout_s,
                 on_progress=request.listeners if request.streams else None,
                 sending=sending,
+                client=origin.client.name if origin.client is not None else None,
             )
         except UpstreamError as err:
             request.error = err

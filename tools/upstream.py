@@ -34,6 +34,7 @@ from tools.errors import (
     status_error,
     stream_broke,
 )
+from tools.fair import FairLimiter
 from tools.models import ProviderSpec
 from tools.progress import ProgressFn, ProgressReporter
 
@@ -126,6 +127,8 @@ class _CallState:
     attempts: int = 0
     sending: Sending = field(default_factory=Sending)
     started: float = field(default_factory=time.monotonic)
+    client: str | None = None
+    """Who asked: the provider's places are shared fairly between clients (`tools.fair`)."""
     queued: bool = False
     """Its last attempt waited for a free place under the provider's concurrency cap."""
 
@@ -203,11 +206,7 @@ class Upstream:
         self.endpoints = dict(endpoints)
         self._retry = retry
         self.heartbeat_s = heartbeat_s
-        # A semaphore that takes a free place without yielding to the event loop (a CapacityLimiter
-        # always yields once): under the cap, a call pays no extra loop turn for it.
-        self._limiters = {
-            name: anyio.Semaphore(ep.max_concurrency, fast_acquire=True) for name, ep in endpoints.items()
-        }
+        self._limiters = {name: FairLimiter(ep.max_concurrency) for name, ep in endpoints.items()}
         self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
         self._models: dict[str, tuple[float, list[str]]] = {}
 
@@ -260,6 +259,7 @@ class Upstream:
         timeout_s: float,
         on_progress: ProgressFn | None = None,
         sending: Sending | None = None,
+        client: str | None = None,
     ) -> Completion:
         """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`.
         `sending` is told whether the request ever left."""
@@ -268,7 +268,7 @@ class Upstream:
         if self._shared.client is None:
             await self._ready(label)
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
-        state = _CallState(sending=sending or Sending())
+        state = _CallState(sending=sending or Sending(), client=client)
         failure: UpstreamError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
         # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
@@ -318,9 +318,10 @@ class Upstream:
         while True:
             state.attempts += 1
             limiter = self._limiters[endpoint.spec.name]
-            state.queued = limiter.value == 0
+            state.queued = limiter.free == 0
             try:
-                async with limiter:
+                await limiter.acquire(state.client)
+                try:
                     if state.queued and deadline - time.monotonic() < self._retry.send_floor_s:
                         raise queued_out(label, deadline - state.started, endpoint.max_concurrency)
                     state.sending.sent = True
@@ -329,6 +330,8 @@ class Upstream:
                     else:
                         state.stream = StreamAccumulator(label)
                         completion = await self._stream(endpoint, body, state.stream, reporter)
+                finally:
+                    limiter.release()
                 completion.attempts = state.attempts
                 return completion
             except UpstreamError as err:

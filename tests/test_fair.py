@@ -1,0 +1,80 @@
+"""Fair shares of a provider's places: one client's long queue delays another's request by about one
+place's turnover, not by the whole queue."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.servers import http_server, mcp_client
+from tests.test_jobs import answer_of, handle_of
+from tools.fair import FairLimiter
+
+pytestmark = pytest.mark.anyio
+
+ALICE, BOB = "alice-token-0123456789abcdef", "bob-token-0123456789abcdef01"
+
+
+async def test_a_freed_place_goes_to_the_client_that_waited_longest_without_one() -> None:
+    limiter, served = FairLimiter(1), []
+
+    async def one(client: str, n: int) -> None:
+        await limiter.acquire(client)
+        served.append(f"{client}{n}")
+        await anyio.lowlevel.checkpoint()
+        limiter.release()
+
+    await limiter.acquire("holder")
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(one, "alice", n)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(one, "bob", 0)
+        await anyio.wait_all_tasks_blocked()
+        limiter.release()
+    assert served == ["alice0", "bob0", "alice1", "alice2", "alice3", "alice4"]
+    assert limiter.free == 1
+
+
+async def test_a_place_handed_to_a_cancelled_waiter_passes_on() -> None:
+    limiter = FairLimiter(1)
+    await limiter.acquire(None)  # the one place is held
+    a = asyncio.get_running_loop().create_task(limiter.acquire("a"))
+    b = asyncio.get_running_loop().create_task(limiter.acquire("b"))
+    await anyio.wait_all_tasks_blocked()
+    limiter.release()  # hands the place to a ...
+    a.cancel()  # ... which is cancelled before it runs again: the place must reach b
+    with anyio.fail_after(5):
+        await b
+    assert a.cancelled()
+    limiter.release()
+    assert limiter.free == 1
+
+
+async def test_bobs_call_waits_about_one_turnover_while_alice_holds_a_long_queue(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "clients.txt"
+    tokens.write_text(f"alice {ALICE}\nbob {BOB}\n")
+    turnover = 0.2
+    fake.script("fortytwo", *(Reply(delay_s=turnover) for _ in range(80)))
+    env = {"SWARM_MCP_TOKENS_FILE": str(tokens), "FORTYTWO_MAX_CONCURRENCY": "1", "SWARM_MCP_MAX_JOBS": "1000"}
+    with http_server(fake, tmp_path, "--stateless", **env) as (base, _):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice, mcp_client(f"{base}/mcp", token=BOB) as bob:
+            for n in range(40):  # 8 s of work queued behind one place
+                handle_of(await alice.call_tool("ask_fortytwo", {"prompt": f"alice {n}", "wait_s": 0}))
+            waits = []
+            for n in range(5):
+                started = time.monotonic()
+                answer_of(await bob.call_tool("ask_fortytwo", {"prompt": f"bob {n}", "wait_s": 60}))
+                waits.append(time.monotonic() - started)
+    # one turnover for the place to free, one for bob's own request, and the HTTP round trips
+    assert max(waits) < 3 * turnover + 0.6, waits
+    assert statistics.median(waits) < 2 * turnover + 0.4, waits
