@@ -148,7 +148,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             args_model=BothArgs,
             outputs=(BothAnswers, RunningJob),
             handler=lambda state, args, progress, client: _ask(
-                state, both_work(state, cast("BothArgs", args), client), args, progress
+                state, both_work(state, cast("BothArgs", args), client), args, progress, client
             ),
         ),
         _tool(
@@ -335,20 +335,23 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
         args_model=spec.args_model,
         outputs=(Answer, RunningJob),
         handler=lambda state, args, progress, client: _ask(
-            state, provider_work(state, spec, cast("ChatArgs", args), client), args, progress
+            state, provider_work(state, spec, cast("ChatArgs", args), client), args, progress, client
         ),
     )
 
 
-async def _ask(state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None) -> CallToolResult:
+async def _ask(
+    state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None, client: Client | None
+) -> CallToolResult:
     """Run `work` as a job; a call that the host runs as a task waits only the hand-over time, streams (so
-    that the task's status says what the swarm is doing), and leaves its job for the task view."""
+    that the task's status says what the swarm is doing), and leaves its job for the task view. A client
+    of the gateway holds at most its limit of running jobs."""
+    limit = None if client is None else client.max_jobs or state.settings.max_jobs_per_client
     task = current_task_call()
     if task is None:
-        return render(
-            await state.jobs.call(work, state.wait_s(cast("Conversation", args).wait_s), progress), state.jobs.ttl_s
-        )
-    reply = await state.jobs.call(work, task.handover_s, progress, stream=True)
+        wait_s = state.wait_s(cast("Conversation", args).wait_s)
+        return render(await state.jobs.call(work, wait_s, progress, job_limit=limit), state.jobs.ttl_s)
+    reply = await state.jobs.call(work, task.handover_s, progress, stream=True, job_limit=limit)
     task.work = work
     if isinstance(reply, JobRecord):
         task.job = reply

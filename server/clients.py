@@ -1,7 +1,7 @@
 """Who may call over HTTP: a token per client from `SWARM_MCP_TOKENS_FILE`, and/or the single
 `SWARM_MCP_TOKEN` as one anonymous client.
 
-The tokens file has one client a line, `NAME TOKEN [daily_tokens=N] [max_sessions=N]`, and `#`
+The tokens file has one client a line, `NAME TOKEN [daily_tokens=N] [max_sessions=N] [max_jobs=N]`, and `#`
 starts a comment. TOKEN is the token itself or, better, `sha256:HEX` of it, so the file is no
 secret. Only digests are kept in memory, and a presented token is compared with every client's
 digest in constant time.
@@ -29,7 +29,7 @@ ANONYMOUS = "anonymous"
 """The name of the one client `SWARM_MCP_TOKEN` stands for."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
-_OPTIONS = ("daily_tokens", "max_sessions")
+_OPTIONS = ("daily_tokens", "max_sessions", "max_jobs")
 MIN_TOKEN_LENGTH = 16
 
 
@@ -74,7 +74,7 @@ def parse_tokens(text: str, origin: str) -> list[Admitted]:
         for option in options:
             key, _, value = option.partition("=")
             if key not in _OPTIONS or not value.isdigit() or int(value) < 1:
-                raise problem(f"{option[:64]!r} is not daily_tokens=N or max_sessions=N with N at least 1")
+                raise problem(f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N at least 1")
             settings[key] = int(value)
         client = Admitted(
             Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token), plain=not hashed
@@ -125,7 +125,7 @@ def client_of_request(request: Any) -> Client | None:
     if not isinstance(user, AuthenticatedUser):
         return None
     claims = user.access_token.claims or {}
-    return Client(user.access_token.client_id, claims.get("daily_tokens"))
+    return Client(user.access_token.client_id, claims.get("daily_tokens"), max_jobs=claims.get("max_jobs"))
 
 
 def warn_if_readable(path: Path, what: str) -> None:

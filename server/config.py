@@ -250,6 +250,13 @@ class ServerSettings(BaseModel):
         description="File of HTTP clients, one a line: NAME TOKEN [daily_tokens=N] [max_sessions=N] (TOKEN may be "
         "sha256:HEX); re-read on SIGHUP.",
     )
+    max_jobs_per_client: int = Field(
+        100,
+        ge=1,
+        alias="SWARM_MCP_MAX_JOBS_PER_CLIENT",
+        description="Most running jobs one HTTP client may hold (max_jobs= in the tokens file overrides it); past "
+        "it a new call is refused as rate_limited, and nothing is queued or sent.",
+    )
     max_sessions_per_client: int = Field(
         50,
         ge=1,

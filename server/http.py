@@ -229,7 +229,7 @@ class Gate:
                     headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
                 )
             else:
-                claims = {"daily_tokens": client.daily_tokens} if client.daily_tokens else None
+                claims = {"daily_tokens": client.daily_tokens, "max_jobs": client.max_jobs}
                 scope["user"] = AuthenticatedUser(
                     AccessToken(token="", client_id=client.name, scopes=[], claims=claims)
                 )

@@ -88,6 +88,10 @@ class JobTable:
     def running(self, key: str) -> Job | None:
         return self._running.get(key)
 
+    def running_of(self, client: str | None) -> int:
+        """How many jobs of this client are running."""
+        return sum(1 for job in self._running.values() if job.work.client == client)
+
     def running_jobs(self) -> list[Job]:
         return list(self._running.values())
 

@@ -30,7 +30,7 @@ from server.handles import CancelReport, listed
 from server.job_table import Job, JobTable
 from server.outcome import Failed, Outcome, status_of
 from server.work import Work
-from tools.errors import cancelled_job, instance_lost, job_bug, unknown_job
+from tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
 from tools.progress import ProgressFn, wait_with_progress
 from tools.usage import StateError
 
@@ -73,14 +73,25 @@ class JobRunner:
     def ttl_s(self) -> float:
         return self.table.ttl_s
 
-    async def call(self, work: Work, wait_s: float, on_progress: ProgressFn | None, *, stream: bool = False) -> Reply:
+    async def call(
+        self,
+        work: Work,
+        wait_s: float,
+        on_progress: ProgressFn | None,
+        *,
+        stream: bool = False,
+        job_limit: int | None = None,
+    ) -> Reply:
         """The outcome of `work` if it is there within `wait_s`, else the job still running. `stream`: run a
-        new job streamed even without a caller's progress, so that its status says what it is doing."""
+        new job streamed even without a caller's progress, so that its status says what it is doing.
+        `job_limit`: most running jobs of its client; a new one past it is refused (`RateLimitedError`)."""
         self.table.expire(time.monotonic())
         answered = self.table.answered(work.key)
         if answered is not None and answered.outcome is not None:
             return answered.outcome
         job = self.table.running(work.key)
+        if job is None and work.client is not None and job_limit is not None:
+            self._refuse_past(work, job_limit)
         if job is None:
             job = Job(self._new_id(), work, streams=stream or on_progress is not None)
             if job.streams:
@@ -93,6 +104,11 @@ class JobRunner:
             log.info("%s: joining job %s, which runs the identical call", work.tool, job.id)
         # Waiting past the deadline is waiting for the outcome: the job ends by then.
         return await self._wait(job, math.inf if wait_s >= work.timeout_s else wait_s, on_progress)
+
+    def _refuse_past(self, work: Work, job_limit: int) -> None:
+        """A new job of a client that already runs `job_limit` of them is refused, before anything is queued."""
+        if work.client is not None and self.table.running_of(work.client) >= job_limit:
+            raise too_many_jobs(work.labels, work.client, job_limit)
 
     def adopt(self, work: Work, outcome: Outcome) -> JobRecord:
         """A job that finished as it was asked for (an answer kept from an identical call, a refusal), kept

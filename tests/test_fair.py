@@ -12,7 +12,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.conftest import error_of
+from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import http_server, mcp_client
 from tests.test_jobs import answer_of, handle_of
 from tools.fair import FairLimiter
@@ -78,3 +79,30 @@ async def test_bobs_call_waits_about_one_turnover_while_alice_holds_a_long_queue
     # one turnover for the place to free, one for bob's own request, and the HTTP round trips
     assert max(waits) < 3 * turnover + 0.6, waits
     assert statistics.median(waits) < 2 * turnover + 0.4, waits
+
+
+async def test_a_client_past_its_job_limit_is_refused_and_nothing_is_queued_or_sent(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "clients.txt"
+    tokens.write_text(f"alice {ALICE} max_jobs=3\nbob {BOB}\n")
+    fake.script("fortytwo", *(Reply(delay_s=3) for _ in range(10)))
+    env = {"SWARM_MCP_TOKENS_FILE": str(tokens), "SWARM_MCP_MAX_JOBS_PER_CLIENT": "2", "FORTYTWO_MAX_CONCURRENCY": "10"}
+    with http_server(fake, tmp_path, "--stateless", **env) as (base, _):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice, mcp_client(f"{base}/mcp", token=BOB) as bob:
+            for n in range(3):
+                handle_of(await alice.call_tool("ask_fortytwo", {"prompt": f"alice {n}", "wait_s": 0}))
+            refused = await alice.call_tool("ask_fortytwo", {"prompt": "alice 3", "wait_s": 0})
+            handle_of(await alice.call_tool("ask_fortytwo", {"prompt": "alice 0", "wait_s": 0}))  # joins, not new
+            for n in range(2):
+                handle_of(await bob.call_tool("ask_fortytwo", {"prompt": f"bob {n}", "wait_s": 0}))
+            bobs_third = await bob.call_tool("ask_fortytwo", {"prompt": "bob 2", "wait_s": 0})
+            await eventually(lambda: len(fake.seen("fortytwo")) == 5)
+    error = error_of(refused)
+    assert error["kind"] == "rate_limited"
+    assert error["retryable"] is True
+    assert error["retry_after_s"] == 30
+    assert "client alice already has 3 jobs running, its limit; nothing was queued or sent" in error["message"]
+    assert "client bob already has 2 jobs running" in error_of(bobs_third)["message"]
+    sent = sorted(request.body["messages"][-1]["content"] for request in fake.seen("fortytwo"))
+    assert sent == ["alice 0", "alice 1", "alice 2", "bob 0", "bob 1"]

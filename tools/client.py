@@ -12,6 +12,7 @@ class Client:
     name: str
     daily_tokens: int | None = None
     max_sessions: int | None = None
+    max_jobs: int | None = None
 
 
 def client_name(client: Client | None) -> str | None:

@@ -40,6 +40,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 _MAX_UPSTREAM_TEXT = 300
+JOB_LIMIT_RETRY_S = 30.0
+"""What a client at its job limit is told to wait: swarm jobs take tens of seconds to minutes."""
 _MIN_CUT_FRAGMENT = 4
 """The shortest start of a key removed at a cut: shorter ones match ordinary words too often to mean a key."""
 _RETRY_AFTER_IN_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
@@ -337,6 +339,17 @@ def budget_uncountable(label: str, problem: str, what: str) -> ConfigError:
 
 
 # --- Sentences of the jobs (server.runner, server.following) ---------------------------------------
+
+
+def too_many_jobs(label: str, client: str, limit: int) -> RateLimitedError:
+    """A client at its limit of running jobs (SWARM_MCP_MAX_JOBS_PER_CLIENT, or max_jobs= in the tokens file)."""
+    return RateLimitedError(
+        label,
+        f"client {client} already has {limit} jobs running, its limit; nothing was queued or sent. Collect or cancel "
+        f"some (get_result, cancel_job), or retry after {JOB_LIMIT_RETRY_S:g} s.",
+        retry_after_s=JOB_LIMIT_RETRY_S,
+        personal=True,
+    )
 
 
 def cancelled_job(labels: str, *, by_user: bool) -> CallCancelledError:
