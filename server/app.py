@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -20,6 +21,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.server.stdio import stdio_server
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -34,6 +36,7 @@ from server.outcome import Failed
 from server.results import error_result, render, render_cancel
 from server.runner import JobRunner, new_instance_id
 from server.schemas import output_schema
+from server.stdio import BoundedLines
 from server.tasks import LegacyTasks, Tasks, current_task_call
 from server.work import Work
 from tools import PROVIDERS
@@ -174,7 +177,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             ),
         ),
     ]
-    server: MCPServer[AppState] = _Server(
+    server = _Server(
         "swarm-inference-mcp",
         title="Swarm inference",
         version=__version__,
@@ -185,6 +188,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         extensions=[Tasks()],
         middleware=[LegacyTasks()],
     )
+    server.max_line_bytes = settings.max_line_bytes
 
     @server.tool(
         name="list_models",
@@ -249,7 +253,15 @@ _reader: ContextVar[Client | None] = ContextVar("reader", default=None)
 
 
 class _Server(MCPServer[AppState]):
-    """The SDK gives static resources no Context; this passes on who reads them."""
+    """The SDK gives static resources no Context; this passes on who reads them. Over stdio it reads
+    stdin in bounded lines (`server.stdio`)."""
+
+    max_line_bytes: int = 16 * 1024 * 1024
+
+    async def run_stdio_async(self) -> None:
+        async with stdio_server(stdin=cast("Any", BoundedLines(sys.stdin.buffer, self.max_line_bytes))) as streams:
+            low = self._lowlevel_server
+            await low.run(streams[0], streams[1], low.create_initialization_options())
 
     async def read_resource(self, uri: Any, context: Any = None) -> Any:
         token = _reader.set(_client_of_context(context))

@@ -74,7 +74,9 @@ def parse_tokens(text: str, origin: str) -> list[Admitted]:
         for option in options:
             key, _, value = option.partition("=")
             if key not in _OPTIONS or not value.isdigit() or int(value) < 1:
-                raise problem(f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N at least 1")
+                raise problem(
+                    f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N at least 1"
+                )
             settings[key] = int(value)
         client = Admitted(
             Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token), plain=not hashed

@@ -286,6 +286,13 @@ class ServerSettings(BaseModel):
         alias="SWARM_MCP_ALLOWED_ORIGINS",
         description="Comma-separated Origin values accepted from browsers (scheme://host:* for any port).",
     )
+    max_line_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        alias="SWARM_MCP_MAX_LINE_BYTES",
+        description="Longest line read from stdin (one JSON-RPC message); a longer one is dropped and answered "
+        "with a parse error.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024,
         ge=1024,

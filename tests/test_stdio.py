@@ -136,3 +136,37 @@ async def test_debug_logging_keeps_the_http_librarys_own_lines_out(tmp_path: Pat
     loggers = {line.split(" ")[3].rstrip(":") for line in stderr.splitlines() if " DEBUG " in line}
     assert not loggers & {"httpx2", "httpcore2", "httpcore", "httpx"}, loggers
     assert not any(name.startswith(("httpcore2.", "httpx2.")) for name in loggers), loggers
+
+
+def test_a_line_longer_than_the_limit_is_dropped_in_bounded_memory_and_serving_goes_on(fake: FakeUpstream) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "NO_PROXY": "127.0.0.1", **fake_env(fake)}
+    env["SWARM_MCP_MAX_LINE_BYTES"] = "1000000"
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen([SCRIPT], env=env, **pipes) as process:  # type: ignore[call-overload]
+        stdin, stdout = process.stdin, process.stdout
+
+        def send(message: dict[str, Any]) -> None:
+            stdin.write(json.dumps(message).encode() + b"\n")
+            stdin.flush()
+
+        init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+        assert json.loads(stdout.readline())["id"] == 1
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        chunk = b"A" * (1 << 20)
+        for _ in range(400):  # 400 MiB without a newline
+            stdin.write(chunk)
+        stdin.flush()
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        assert rss_kib < 200 * 1024, rss_kib
+        stdin.write(b"\n")
+        params = {"name": "ask_swarm", "arguments": {"prompt": "still serving"}}
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params})
+        reply = json.loads(stdout.readline())
+        stdin.close()
+        process.wait(timeout=30)
+        stderr = process.stderr.read().decode()
+    assert reply["id"] == 2
+    assert reply["result"]["content"][0]["text"] == "swarms says: still serving"
+    assert "dropped a line of stdin longer than 1000000 bytes" in stderr
