@@ -61,6 +61,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis on loopback (`tests.redis_server.RedisServer`), for the tests of instances sharing one."""
+    from tests.redis_server import RedisServer  # noqa: PLC0415 - it imports helpers that import this module
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeUpstream]:
     with FakeUpstream() as fake:
         yield fake

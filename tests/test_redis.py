@@ -38,16 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LEASE_S = 2.0
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     redis_server.flush()

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +43,6 @@ def sdk1() -> Path:
 @pytest.fixture(scope="module")
 def sdk2() -> Path:
     return third_party.npm_v2_clients()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-tasks"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def run_v1(sdk1: Path, tmp_path: Path, env: dict[str, str], steps: list[dict[str, Any]]) -> list[dict[str, Any]]:

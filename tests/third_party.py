@@ -71,24 +71,22 @@ def _install(name: str, build: list[list[str]]) -> Path:
 
 def npm_clients() -> Path:
     """A directory whose node_modules holds the pinned TypeScript SDK and MCP Inspector."""
-    node()
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("The cross-client tests need npm beside Node.js (Node 18 or newer).")
-    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{TS_SDK}-{INSPECTOR}").strip("-")
-    command = [npm, "install", "--prefix", "{dir}", "--no-audit", "--no-fund", "--ignore-scripts", TS_SDK, INSPECTOR]
-    return _install(f"npm-{tag}", [command])
+    return _npm(TS_SDK, INSPECTOR)
 
 
 def npm_v2_clients() -> Path:
     """A directory whose node_modules holds the TypeScript SDK v2 client and the ext-tasks requester
     (ESM packages: a driver runs from inside this directory, see `v2_driver`)."""
+    return _npm(TS_V2, EXT_TASKS)
+
+
+def _npm(*packages: str) -> Path:
     node()
     npm = shutil.which("npm")
     if npm is None:
         pytest.fail("The cross-client tests need npm beside Node.js (Node 18 or newer).")
-    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"{TS_V2}-{EXT_TASKS}").strip("-")
-    command = [npm, "install", "--prefix", "{dir}", "--no-audit", "--no-fund", "--ignore-scripts", TS_V2, EXT_TASKS]
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(packages)).strip("-")
+    command = [npm, "install", "--prefix", "{dir}", "--no-audit", "--no-fund", "--ignore-scripts", *packages]
     return _install(f"npm-{tag}", [command])
 
 
