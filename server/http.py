@@ -364,6 +364,39 @@ def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
     return Gate(app, settings, security, clients)
 
 
+async def one_name_one_client(settings: Settings, clients: list[Admitted]) -> list[Admitted]:
+    """Instances sharing a Redis agree on who a name is: the first to start registers each name's token
+    digest, and a name whose token here differs from the registered one is refused here (one sentence
+    in the log). Names are global across a Redis: give each deployment its own Redis (or database)."""
+    from tools.redis_link import PREFIX, RedisLink  # noqa: PLC0415 - only with Redis
+
+    assert settings.redis_url is not None  # noqa: S101 - the caller checked
+    link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
+    kept = []
+    try:
+        for admitted in clients:
+            key, digest = f"{PREFIX}client:{admitted.client.name}", admitted.digest.hex()
+
+            async def register(redis: Any, key: str = key, digest: str = digest) -> Any:
+                await redis.set(key, digest, nx=True)
+                return await redis.get(key)
+
+            registered = await link.run(register)
+            if registered is not None and registered.decode() != digest:
+                log.error(
+                    "client %s of %s has another token than the client of that name the instances sharing %s "
+                    "registered; it is refused here (names are global across a Redis)",
+                    admitted.client.name,
+                    settings.tokens_file,
+                    link.where,
+                )
+                continue
+            kept.append(admitted)
+    finally:
+        await link.aclose()
+    return kept
+
+
 def timed_protocol(timeout_s: float) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request within
     `timeout_s`: from when it opened, or from the first byte of each later request. (uvicorn closes
@@ -410,6 +443,13 @@ def timed_protocol(timeout_s: float) -> type[H11Protocol]:
 async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight) -> None:
     """Serve until a signal; `calls` is the `InFlight` the server's tools run in."""
     app = build_app(settings, server)
+    if settings.redis_url is not None and settings.tokens_file is not None:
+        from tools.redis_link import RedisDown  # noqa: PLC0415 - only with Redis
+
+        try:
+            app.clients = await one_name_one_client(settings, app.clients)
+        except RedisDown as err:
+            log.error("%s; the tokens file's names could not be checked against the other instances'", err)
     quiet = QuietLog()
     for name in SDK_LOGGERS:
         logging.getLogger(name).addFilter(quiet)

@@ -448,3 +448,42 @@ async def test_one_clients_refusal_is_never_handed_to_another_through_shared_wor
 
 async def _answer_into(into: list[CallToolResult], client: Client, question: dict[str, Any]) -> None:
     into.append(await client.call_tool("ask_swarm", question))
+
+
+async def test_a_name_is_one_client_across_instances_sharing_redis(
+    fake: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    """Two instances, each with its own tokens file naming an "alice" with another token: the second one
+    refuses its alice (and says so), so she can neither see nor cancel the first alice's jobs."""
+    first_alice, second_alice = "alice-one-token-0123456789", "alice-two-token-0123456789"
+    (tmp_path / "first.txt").write_text(f"alice {first_alice}\n")
+    (tmp_path / "second.txt").write_text(f"alice {second_alice}\nbob bob-token-0123456789abcd\n")
+    base_env = {"SWARM_MCP_REDIS_URL": redis_url}
+    with (
+        http_server(
+            fake, tmp_path, "--stateless", name="first", SWARM_MCP_TOKENS_FILE=str(tmp_path / "first.txt"), **base_env
+        ) as (first, _),
+        http_server(
+            fake,
+            tmp_path,
+            "--stateless",
+            name="second",
+            SWARM_MCP_TOKENS_FILE=str(tmp_path / "second.txt"),
+            **base_env,
+        ) as (second, _),
+    ):
+        refused = httpx2.post(
+            f"{second}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Authorization": f"Bearer {second_alice}", "Accept": "application/json, text/event-stream"},
+            timeout=10,
+        )
+        assert refused.status_code == 401
+        async with mcp_client(f"{second}/mcp", token="bob-token-0123456789abcd") as bob:
+            assert (await bob.list_tools()).tools  # the rest of the file still serves
+        async with mcp_client(f"{first}/mcp", token=first_alice) as alice:
+            assert (await alice.list_tools()).tools
+    log = (tmp_path / "second.stderr").read_text()
+    assert "client alice of" in log
+    assert "has another token than the client of that name the instances sharing" in log
+    assert second_alice not in log
