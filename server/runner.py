@@ -90,7 +90,7 @@ class JobRunner:
         if answered is not None and answered.outcome is not None:
             return answered.outcome
         job = self.table.running(work.key)
-        if job is None and work.client is not None and job_limit is not None:
+        if job is None and job_limit is not None:
             self._refuse_past(work, job_limit)
         if job is None:
             job = Job(self._new_id(), work, streams=stream or on_progress is not None)

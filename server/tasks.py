@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -68,8 +68,6 @@ class TaskCall:
     work: Work | None = None
     outcome: Outcome | None = None
     """What the call produced at once instead (an answer kept from an identical call, a refusal)."""
-    tool: str = ""
-    client: str | None = field(default=None)
 
 
 T = TypeVar("T")
@@ -192,7 +190,7 @@ class LegacyTasks:
     async def _task_call(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, tool: str) -> HandlerResult:
         state: AppState = ctx.lifespan_context
         client = client_name(client_of_request(ctx.request))
-        call = TaskCall(0.0, tool=tool, client=client)
+        call = TaskCall(0.0)
         token = _task_call.set(call)
         try:
             result = await call_next(ctx)

@@ -38,4 +38,4 @@ class Work:
         async def nothing(_progress: ProgressFn | None, _job_id: str) -> Outcome:
             raise AssertionError("a refused call's work never runs")
 
-        return cls(tool, (), tool, f"refused\n{id(nothing)}", 0.0, client, nothing)
+        return cls(tool, (), tool, "refused", 0.0, client, nothing)
