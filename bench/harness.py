@@ -96,7 +96,7 @@ class Row:
 def ours_params(upstream: Upstream, **env: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "server"],
+        args=["-m", "swarm_inference_mcp.server"],
         cwd=str(ROOT),
         env={
             "PATH": os.environ.get("PATH", ""),

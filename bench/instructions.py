@@ -51,8 +51,8 @@ async def _child(side: str, calls: int, base: str, state_db: str) -> None:
     os.environ.update(env)
     mcp_server: Any
     if side == "ours":
-        from server.app import create_server  # noqa: PLC0415
-        from server.config import load_settings  # noqa: PLC0415
+        from swarm_inference_mcp.server.app import create_server  # noqa: PLC0415
+        from swarm_inference_mcp.server.config import load_settings  # noqa: PLC0415
 
         mcp_server, tool = create_server(load_settings(env)), "ask_fortytwo"
     else:

@@ -97,7 +97,16 @@ def http_instances(upstream: Upstream, workdir: Path, count: int, **env: str) ->
             log = stack.enter_context((workdir / f"instance{n}-{port}.log").open("wb"))
             params = ours_params(upstream, **env)
             process = subprocess.Popen(
-                [sys.executable, "-m", "server", "--transport", "streamable-http", "--stateless", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "swarm_inference_mcp.server",
+                    "--transport",
+                    "streamable-http",
+                    "--stateless",
+                    "--port",
+                    str(port),
+                ],
                 cwd=ROOT,
                 env=params.env,
                 stdin=subprocess.DEVNULL,

@@ -1,3 +1,3 @@
-from server.cli import main
+from swarm_inference_mcp.server.cli import main
 
 raise SystemExit(main())

@@ -25,30 +25,30 @@ from mcp.server.stdio import stdio_server
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from server import __version__
-from server.board import JobBoard, JobRecord, LocalBoard
-from server.calls import AppState, both_work, list_models, provider_work
-from server.clients import client_of_request
-from server.config import Settings
-from server.drain import InFlight, Untracked
-from server.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
-from server.outcome import Failed
-from server.results import error_result, render, render_cancel
-from server.runner import JobRunner, new_instance_id
-from server.schemas import output_schema
-from server.stdio import BoundedLines
-from server.tasks import LegacyTasks, Tasks, current_task_call
-from server.work import Work
-from tools import PROVIDERS
-from tools.both import BothArgs
-from tools.client import Client, client_name
-from tools.errors import UpstreamError, argument_error, shutting_down
-from tools.ledger import Ledger
-from tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
-from tools.progress import ProgressFn
-from tools.sharing import RequestSharing
-from tools.upstream import RetryPolicy, Upstream
-from tools.usage import BUSY_TIMEOUT_MS, MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
+from swarm_inference_mcp.server import __version__
+from swarm_inference_mcp.server.board import JobBoard, JobRecord, LocalBoard
+from swarm_inference_mcp.server.calls import AppState, both_work, list_models, provider_work
+from swarm_inference_mcp.server.clients import client_of_request
+from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.drain import InFlight, Untracked
+from swarm_inference_mcp.server.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
+from swarm_inference_mcp.server.outcome import Failed
+from swarm_inference_mcp.server.results import error_result, render, render_cancel
+from swarm_inference_mcp.server.runner import JobRunner, new_instance_id
+from swarm_inference_mcp.server.schemas import output_schema
+from swarm_inference_mcp.server.stdio import BoundedLines
+from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks, current_task_call
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.both import BothArgs
+from swarm_inference_mcp.tools.client import Client, client_name
+from swarm_inference_mcp.tools.errors import UpstreamError, argument_error, shutting_down
+from swarm_inference_mcp.tools.ledger import Ledger
+from swarm_inference_mcp.tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
+from swarm_inference_mcp.tools.progress import ProgressFn
+from swarm_inference_mcp.tools.sharing import RequestSharing
+from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
+from swarm_inference_mcp.tools.usage import BUSY_TIMEOUT_MS, MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:
 def _store_location(settings: Settings) -> dict[str, str | None]:
     """Where the shared usage is read from, as swarm://usage names it (never a password)."""
     if settings.redis_url is not None:
-        from tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
 
         return {"redis": describe_url(settings.redis_url.get_secret_value())}
     path = settings.state_path()
@@ -299,9 +299,9 @@ async def shared_state(settings: Settings, instance: str) -> AsyncIterator[tuple
         finally:
             await anyio.to_thread.run_sync(store.close)
         return
-    from server.redis_board import RedisBoard  # noqa: PLC0415 - the redis client is loaded only when configured
-    from tools.redis_link import RedisLink  # noqa: PLC0415
-    from tools.redis_usage import RedisUsageStore  # noqa: PLC0415
+    from swarm_inference_mcp.server.redis_board import RedisBoard  # noqa: PLC0415 - the redis client is loaded only when configured
+    from swarm_inference_mcp.tools.redis_link import RedisLink  # noqa: PLC0415
+    from swarm_inference_mcp.tools.redis_usage import RedisUsageStore  # noqa: PLC0415
 
     link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
     redis_store = RedisUsageStore(link)

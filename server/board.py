@@ -18,9 +18,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.outcome import Outcome, outcome_from_json, outcome_to_json
-from server.work import Work
-from tools.progress import ProgressFn
+from swarm_inference_mcp.server.outcome import Outcome, outcome_from_json, outcome_to_json
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools.progress import ProgressFn
 
 RECORD_VERSION = 1
 """The version of `JobRecord.to_json`'s form; a reader refuses any other (`UnknownRecordError`)."""

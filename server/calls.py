@@ -9,19 +9,19 @@ from typing import Any
 
 import anyio
 
-from server.config import Settings
-from server.drain import InFlight, Untracked
-from server.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
-from server.runner import JobRunner
-from server.work import Work
-from tools import PROVIDERS
-from tools.both import BothArgs
-from tools.client import Client, client_name
-from tools.completion import Completion
-from tools.errors import UpstreamError
-from tools.models import Answer, ChatArgs, ProviderSpec
-from tools.progress import ProgressFn
-from tools.sharing import Ask, Origin, RequestSharing
+from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.drain import InFlight, Untracked
+from swarm_inference_mcp.server.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
+from swarm_inference_mcp.server.runner import JobRunner
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.both import BothArgs
+from swarm_inference_mcp.tools.client import Client, client_name
+from swarm_inference_mcp.tools.completion import Completion
+from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.models import Answer, ChatArgs, ProviderSpec
+from swarm_inference_mcp.tools.progress import ProgressFn
+from swarm_inference_mcp.tools.sharing import Ask, Origin, RequestSharing
 
 
 @dataclass(frozen=True)

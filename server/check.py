@@ -11,9 +11,9 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
-from server.config import SECRET_FIELDS, Settings
-from tools.errors import UpstreamError
-from tools.upstream import RetryPolicy, Upstream
+from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
+from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 
 CHECK_TIMEOUT_S = 15.0
 
@@ -31,7 +31,7 @@ def describe(settings: Settings) -> list[str]:
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
         if name == "redis_url" and value is not None:
-            from tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
+            from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
 
             shown = describe_url(value.get_secret_value())  # the host, never the password
         else:
@@ -72,8 +72,8 @@ async def run_check(settings: Settings, out: TextIO) -> int:
 
 async def _check_redis(settings: Settings, out: TextIO) -> bool:
     """One line on the Redis the instances share; True when it cannot be used."""
-    from tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
-    from tools.redis_url import describe_url  # noqa: PLC0415
+    from swarm_inference_mcp.tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
+    from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415
 
     assert settings.redis_url is not None  # noqa: S101 - the caller checked
     url = settings.redis_url.get_secret_value()

@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from server import __version__
-from server.config import SECRET_FIELDS, Settings, load_settings
+from swarm_inference_mcp.server import __version__
+from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings, load_settings
 
 log = logging.getLogger("swarm_inference_mcp")
 
@@ -91,14 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "check"):
         _warn_about_readable_secrets(settings)
     if args.command == "check":
-        from server.check import run_check  # noqa: PLC0415 - see below
+        from swarm_inference_mcp.server.check import run_check  # noqa: PLC0415 - see below
 
         return anyio.run(run_check, settings, sys.stdout)
     if args.command == "usage":
-        from server.report import print_usage  # noqa: PLC0415 - only this command draws tables
+        from swarm_inference_mcp.server.report import print_usage  # noqa: PLC0415 - only this command draws tables
 
         if settings.redis_url is not None:
-            from server.report import print_redis_usage  # noqa: PLC0415
+            from swarm_inference_mcp.server.report import print_redis_usage  # noqa: PLC0415
 
             url = settings.redis_url.get_secret_value()
             days = max(1, args.days)
@@ -110,10 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _new_token(args.name)
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
-    from server.app import create_server  # noqa: PLC0415
+    from swarm_inference_mcp.server.app import create_server  # noqa: PLC0415
 
     if settings.redis_url is not None:
-        from tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
 
         problem = anyio.run(redis_problem, settings.redis_url.get_secret_value(), settings.redis_password_file)
         if problem is not None:
@@ -123,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if endpoint.api_key is None:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
     if settings.transport == "streamable-http":
-        from server.drain import InFlight  # noqa: PLC0415
-        from server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
+        from swarm_inference_mcp.server.drain import InFlight  # noqa: PLC0415
+        from swarm_inference_mcp.server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
 
         calls = InFlight()  # what a shutdown drains
         try:
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _warn_about_readable_secrets(settings: Settings) -> None:
     """One WARNING each for a tokens file of plain tokens and a Redis password file that others can read."""
-    from server.clients import TokensFileError, load_clients, warn_if_readable  # noqa: PLC0415 - only with them
+    from swarm_inference_mcp.server.clients import TokensFileError, load_clients, warn_if_readable  # noqa: PLC0415 - only with them
 
     if settings.tokens_file is not None:
         try:
@@ -154,7 +154,7 @@ def _warn_about_readable_secrets(settings: Settings) -> None:
 
 
 def _new_token(name: str | None) -> int:
-    from server.clients import TokensFileError, new_token  # noqa: PLC0415 - only this command needs it
+    from swarm_inference_mcp.server.clients import TokensFileError, new_token  # noqa: PLC0415 - only this command needs it
 
     if not name:
         sys.stderr.write("swarm-inference-mcp token: give the client's name: swarm-inference-mcp token NAME\n")

@@ -21,7 +21,7 @@ from typing import Any
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.requests import Request
 
-from tools.client import Client
+from swarm_inference_mcp.tools.client import Client
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator
 
-from tools import PROVIDERS
-from tools.ledger import Budget
-from tools.models import ProviderSpec
-from tools.upstream import Endpoint, SharedClient, new_client
+from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.ledger import Budget
+from swarm_inference_mcp.tools.models import ProviderSpec
+from swarm_inference_mcp.tools.upstream import Endpoint, SharedClient, new_client
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -315,7 +315,7 @@ class ServerSettings(BaseModel):
         """A Redis URL is read (and refused in one sentence) before anything connects, and needs the extra."""
         if value is None:
             return None
-        from tools.redis_url import parse_redis_url  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.tools.redis_url import parse_redis_url  # noqa: PLC0415 - only with Redis
 
         parse_redis_url(value.get_secret_value())
         try:

@@ -13,13 +13,19 @@ import logging
 import math
 import time
 
-from server.board import JobBoard, JobRecord, UnknownRecordError
-from server.handles import CancelReport
-from server.job_table import Job
-from server.outcome import Failed, Outcome, SideFailed, Sides
-from tools.errors import follow_deadline, foreign_record, instance_lost, shared_state_down, unknown_job
-from tools.progress import ProgressFn
-from tools.usage import StateError
+from swarm_inference_mcp.server.board import JobBoard, JobRecord, UnknownRecordError
+from swarm_inference_mcp.server.handles import CancelReport
+from swarm_inference_mcp.server.job_table import Job
+from swarm_inference_mcp.server.outcome import Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.tools.errors import (
+    follow_deadline,
+    foreign_record,
+    instance_lost,
+    shared_state_down,
+    unknown_job,
+)
+from swarm_inference_mcp.tools.progress import ProgressFn
+from swarm_inference_mcp.tools.usage import StateError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.board import JobRecord
-from server.outcome import usage_by_provider
-from tools.models import Result
+from swarm_inference_mcp.server.board import JobRecord
+from swarm_inference_mcp.server.outcome import usage_by_provider
+from swarm_inference_mcp.tools.models import Result
 
 
 class JobArgs(BaseModel):

@@ -20,10 +20,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from server.outcome import Failed, Outcome, status_of
-from server.work import Work
-from tools.done import Done
-from tools.progress import Listeners
+from swarm_inference_mcp.server.outcome import Failed, Outcome, status_of
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools.done import Done
+from swarm_inference_mcp.tools.progress import Listeners
 
 FORGOTTEN_IDS = 10_000
 """How many forgotten job ids are remembered, to say why an id is unknown (expired or evicted)."""

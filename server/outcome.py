@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tools.errors import UpstreamError, all_failed
-from tools.models import Answer, ErrorInfo, Usage
+from swarm_inference_mcp.tools.errors import UpstreamError, all_failed
+from swarm_inference_mcp.tools.models import Answer, ErrorInfo, Usage
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from tools.usage import BUSY_TIMEOUT_MS, StateError
+from swarm_inference_mcp.tools.usage import BUSY_TIMEOUT_MS, StateError
 
 BAR_WIDTH = 30
 
@@ -91,9 +91,9 @@ def print_redis_usage(
     """The command's output and exit status, with `SWARM_MCP_REDIS_URL` set: the rows every instance shared."""
     import anyio  # noqa: PLC0415 - only this path needs them
 
-    from tools.redis_link import RedisLink  # noqa: PLC0415
-    from tools.redis_url import describe_url  # noqa: PLC0415
-    from tools.redis_usage import recent_rows  # noqa: PLC0415
+    from swarm_inference_mcp.tools.redis_link import RedisLink  # noqa: PLC0415
+    from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415
+    from swarm_inference_mcp.tools.redis_usage import recent_rows  # noqa: PLC0415
 
     async def fetch() -> list[dict[str, str]]:
         link = await RedisLink.open(url, password_file)

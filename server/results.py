@@ -26,12 +26,12 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from server.board import JobRecord
-from server.handles import CancelReport, cancel_words, running_job, working_words
-from server.outcome import Answered, Failed, Outcome, SideFailed, Sides
-from tools import PROVIDERS
-from tools.errors import UpstreamError
-from tools.models import Answer, BothAnswers, ProviderOutcome
+from swarm_inference_mcp.server.board import JobRecord
+from swarm_inference_mcp.server.handles import CancelReport, cancel_words, running_job, working_words
+from swarm_inference_mcp.server.outcome import Answered, Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.models import Answer, BothAnswers, ProviderOutcome
 
 ERROR_META = "swarm-inference-mcp/error"
 """The `_meta` key of an error result's structured form (`ErrorInfo`, or `all_failed` for ask_both)."""

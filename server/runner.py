@@ -24,15 +24,15 @@ from typing import Any
 
 import anyio
 
-from server.board import JobBoard, JobRecord, LocalBoard
-from server.following import Following
-from server.handles import CancelReport, listed
-from server.job_table import Job, JobTable
-from server.outcome import Failed, Outcome, status_of
-from server.work import Work
-from tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
-from tools.progress import ProgressFn, wait_with_progress
-from tools.usage import StateError
+from swarm_inference_mcp.server.board import JobBoard, JobRecord, LocalBoard
+from swarm_inference_mcp.server.following import Following
+from swarm_inference_mcp.server.handles import CancelReport, listed
+from swarm_inference_mcp.server.job_table import Job, JobTable
+from swarm_inference_mcp.server.outcome import Failed, Outcome, status_of
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
+from swarm_inference_mcp.tools.progress import ProgressFn, wait_with_progress
+from swarm_inference_mcp.tools.usage import StateError
 
 log = logging.getLogger(__name__)
 

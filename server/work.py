@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from server.outcome import Outcome
-from tools.progress import ProgressFn
+from swarm_inference_mcp.server.outcome import Outcome
+from swarm_inference_mcp.tools.progress import ProgressFn
 
 
 @dataclass(frozen=True)

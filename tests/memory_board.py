@@ -16,11 +16,11 @@ from typing import Any
 
 import anyio
 
-from server.board import JobRecord, UnknownRecordError
-from server.outcome import Outcome
-from server.work import Work
-from tools.progress import ProgressFn
-from tools.usage import StateError
+from swarm_inference_mcp.server.board import JobRecord, UnknownRecordError
+from swarm_inference_mcp.server.outcome import Outcome
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools.progress import ProgressFn
+from swarm_inference_mcp.tools.usage import StateError
 
 
 @dataclass

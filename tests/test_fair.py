@@ -13,11 +13,11 @@ import anyio.lowlevel
 import pytest
 from mcp import Client
 
+from swarm_inference_mcp.tools.fair import FairLimiter
 from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import http_server, mcp_client
 from tests.test_jobs import answer_of, handle_of
-from tools.fair import FairLimiter
 
 pytestmark = pytest.mark.anyio
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import anyio
 import pytest
 
-from server.board import JobRecord
-from server.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
-from server.runner import JobRunner
-from server.work import Work
+from swarm_inference_mcp.server.board import JobRecord
+from swarm_inference_mcp.server.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
+from swarm_inference_mcp.server.runner import JobRunner
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools.errors import ConfigError, UnknownJobError, client_budget_spent
+from swarm_inference_mcp.tools.models import Answer, ChoiceOut, Usage
 from tests.memory_board import MemoryBoard, Space
-from tools.errors import ConfigError, UnknownJobError, client_budget_spent
-from tools.models import Answer, ChoiceOut, Usage
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ import httpx2
 import pytest
 from mcp_types import TextContent, TextResourceContents
 
-from server.clients import TokensFileError, parse_tokens
+from swarm_inference_mcp.server.clients import TokensFileError, parse_tokens
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, eventually
 from tests.servers import SCRIPT, free_port, http_server, mcp_client

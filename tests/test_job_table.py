@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from server.job_table import Job, JobTable
-from server.outcome import Answered, Failed, Failure, Outcome, Trace
-from server.work import Work
-from tools.models import Answer
+from swarm_inference_mcp.server.job_table import Job, JobTable
+from swarm_inference_mcp.server.outcome import Answered, Failed, Failure, Outcome, Trace
+from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.tools.models import Answer
 
 
 async def _never(_progress: object, _job_id: str) -> Outcome:

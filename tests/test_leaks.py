@@ -12,8 +12,8 @@ import anyio
 import pytest
 from mcp_types import TextContent
 
+from swarm_inference_mcp.tools.errors import upstream_words
 from tests.fake_upstream import FakeUpstream, Reply, error_body
-from tools.errors import upstream_words
 
 pytestmark = pytest.mark.anyio
 

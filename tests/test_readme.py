@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from server.config import SECRET_FIELDS, Settings
+from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()

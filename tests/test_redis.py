@@ -24,13 +24,13 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextResourceContents
 
+from swarm_inference_mcp.tools.redis_link import TIMEOUT_S
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.redis_server import PASSWORD, FreezingProxy, RedisServer
 from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script, wait_until_up
 from tests.test_jobs import answer_of, handle_of, jobs_listing, text_of
 from tests.test_streaming import Progress
-from tools.redis_link import TIMEOUT_S
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
-from server import __version__
+from swarm_inference_mcp.server import __version__
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply
 
@@ -106,7 +106,11 @@ def test_help_and_version_print_and_exit_without_serving() -> None:
 
 def test_python_dash_m_server_is_the_same_program() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "server", "--version"], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-m", "swarm_inference_mcp.server", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert done.stdout.strip() == f"swarm-inference-mcp {__version__}"
 

@@ -11,10 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("server", "tools", "bench")
+INSTALLED = ("server", "tools")  # installed as swarm_inference_mcp.server and swarm_inference_mcp.tools
 
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] in INSTALLED:
+        parts.insert(0, "swarm_inference_mcp")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -27,7 +30,7 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] in PACKAGES}
+    return {name for name in found if name.split(".")[0] in ("swarm_inference_mcp", "bench")}
 
 
 def graph() -> dict[str, set[str]]:
@@ -72,7 +75,7 @@ def test_only_results_builds_a_tool_result() -> None:
 
 
 def test_the_providers_settings_keep_their_variables_and_flags() -> None:
-    from server.config import Settings  # noqa: PLC0415 - the rest of this file reads only files
+    from swarm_inference_mcp.server.config import Settings  # noqa: PLC0415 - the rest of this file reads only files
 
     expected = {
         f"{name}_{setting}": f"{name.upper()}_{setting.upper()}"

@@ -18,10 +18,10 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent, TextResourceContents
 
+from swarm_inference_mcp.tools.usage import _MIGRATIONS, SCHEMA_VERSION, SqliteUsageStore, UsageRow
 from tests.conftest import ERROR_META, error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import SCRIPT, http_server, mcp_client
-from tools.usage import _MIGRATIONS, SCHEMA_VERSION, SqliteUsageStore, UsageRow
 
 pytestmark = pytest.mark.anyio
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, create_model
 
-from tools import PROVIDERS
-from tools.models import Conversation
+from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.models import Conversation
 
 
 class BothArgsBase(Conversation):

@@ -10,8 +10,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.errors import bad_answer, choice_without_text, error_instead_of_choices, stream_error, upstream_reason
-from tools.models import ChoiceOut, Usage
+from swarm_inference_mcp.tools.errors import (
+    bad_answer,
+    choice_without_text,
+    error_instead_of_choices,
+    stream_error,
+    upstream_reason,
+)
+from swarm_inference_mcp.tools.models import ChoiceOut, Usage
 
 
 @dataclass

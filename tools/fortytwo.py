@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tools.models import MAX_TOKENS, ChatArgs, ProviderSpec
+from swarm_inference_mcp.tools.models import MAX_TOKENS, ChatArgs, ProviderSpec
 
 
 class FortytwoArgs(ChatArgs):

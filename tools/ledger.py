@@ -19,10 +19,18 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from tools.client import Client
-from tools.errors import budget_spent, budget_uncountable, client_budget_spent
-from tools.models import ProviderUsage, SessionUsage
-from tools.usage import LIFETIME, MemoryUsageStore, StateError, Totals, UsageRow, UsageStore, periods_of
+from swarm_inference_mcp.tools.client import Client
+from swarm_inference_mcp.tools.errors import budget_spent, budget_uncountable, client_budget_spent
+from swarm_inference_mcp.tools.models import ProviderUsage, SessionUsage
+from swarm_inference_mcp.tools.usage import (
+    LIFETIME,
+    MemoryUsageStore,
+    StateError,
+    Totals,
+    UsageRow,
+    UsageStore,
+    periods_of,
+)
 
 Window = Literal["lifetime", "day", "month"]
 

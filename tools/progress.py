@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from tools.done import Done
+from swarm_inference_mcp.tools.done import Done
 
 ProgressFn = Callable[[float, str], Awaitable[None]]
 """Sends one progress notification: (progress, message). The only thing below the tool

@@ -22,8 +22,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from tools.redis_url import RedisUrlError, parse_redis_url
-from tools.usage import StateError
+from swarm_inference_mcp.tools.redis_url import RedisUrlError, parse_redis_url
+from swarm_inference_mcp.tools.usage import StateError
 
 log = logging.getLogger(__name__)
 

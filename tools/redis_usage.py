@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import astuple, fields
 from typing import Any
 
-from tools.redis_link import PREFIX, RedisDown, RedisLink
-from tools.usage import LIFETIME, Totals, UsageRow
+from swarm_inference_mcp.tools.redis_link import PREFIX, RedisDown, RedisLink
+from swarm_inference_mcp.tools.usage import LIFETIME, Totals, UsageRow
 
 log = logging.getLogger(__name__)
 

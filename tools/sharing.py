@@ -19,14 +19,14 @@ from typing import Any
 
 import anyio
 
-from tools.client import Client
-from tools.completion import Completion
-from tools.done import Done
-from tools.errors import UpstreamError
-from tools.ledger import Ledger
-from tools.progress import Listeners, ProgressFn, wait_with_progress
-from tools.upstream import Sending, Upstream
-from tools.usage import UsageRow
+from swarm_inference_mcp.tools.client import Client
+from swarm_inference_mcp.tools.completion import Completion
+from swarm_inference_mcp.tools.done import Done
+from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.ledger import Ledger
+from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
+from swarm_inference_mcp.tools.upstream import Sending, Upstream
+from swarm_inference_mcp.tools.usage import UsageRow
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.models import MAX_MESSAGES, MAX_TEXT, MAX_TOKENS, ChatArgs, Message, ProviderSpec
+from swarm_inference_mcp.tools.models import MAX_MESSAGES, MAX_TEXT, MAX_TOKENS, ChatArgs, Message, ProviderSpec
 
 
 class TextPart(BaseModel):

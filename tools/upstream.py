@@ -22,8 +22,8 @@ import anyio
 import httpx2
 from pydantic import SecretStr
 
-from tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
-from tools.errors import (
+from swarm_inference_mcp.tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
+from swarm_inference_mcp.tools.errors import (
     UpstreamError,
     call_deadline,
     client_not_built,
@@ -34,9 +34,9 @@ from tools.errors import (
     status_error,
     stream_broke,
 )
-from tools.fair import FairLimiter
-from tools.models import ProviderSpec
-from tools.progress import ProgressFn, ProgressReporter
+from swarm_inference_mcp.tools.fair import FairLimiter
+from swarm_inference_mcp.tools.models import ProviderSpec
+from swarm_inference_mcp.tools.progress import ProgressFn, ProgressReporter
 
 log = logging.getLogger(__name__)
 

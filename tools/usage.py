@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol
 
 import anyio
 
-from tools.usage_writer import GATHER_S, encode
+from swarm_inference_mcp.tools.usage_writer import GATHER_S, encode
 
 log = logging.getLogger(__name__)
 
