@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -419,8 +420,14 @@ else:
     )
 
 
+_UNFILLED = re.compile(r"\$\{user_config\.[^}]*\}")
+"""What an MCPB host leaves in a variable for an optional setting the user left empty (it substitutes
+only the settings it has a value for)."""
+
+
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Build the settings from the environment, then CLI overrides (by field name); empty values count as unset.
+    """Build the settings from the environment, then CLI overrides (by field name); empty values count as
+    unset, and so does a bundle's unfilled `${user_config.…}` placeholder (never sent upstream as a key).
 
     The token file (`SWARM_MCP_TOKEN_FILE` or `--token-file`) is read here, once.
     """
@@ -428,7 +435,7 @@ def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | Non
     for name, field in Settings.model_fields.items():
         alias = field.alias or name
         value = environ.get(alias, "").strip()
-        if value:
+        if value and not _UNFILLED.fullmatch(value):
             data[name] = value
     for name, value in (overrides or {}).items():
         if value is not None:

@@ -24,6 +24,8 @@ TS_V2 = "@modelcontextprotocol/client@2.4.0"
 """The TypeScript SDK v2, what new hosts embed (2026-07-28)."""
 EXT_TASKS = "@modelcontextprotocol/ext-tasks@0.2.2"
 """The Tasks extension's requester for both generations, as Claude Code runs long calls."""
+MCPB = "@anthropic-ai/mcpb@2.1.2"
+"""The MCP Bundle tool and library: validates and packs a bundle, and does what a host does to start one."""
 MCP1 = "mcp==1.30.0"
 """The last Python SDK of the 1.x line, still pinned by many agent frameworks."""
 PYDANTIC_AI = "pydantic-ai-slim[mcp]==2.68.0"
@@ -80,6 +82,11 @@ def npm_v2_clients() -> Path:
     return _npm(TS_V2, EXT_TASKS)
 
 
+def npm_mcpb() -> Path:
+    """A directory whose node_modules holds the pinned MCPB tool (`node_modules/.bin/mcpb`)."""
+    return _npm(MCPB)
+
+
 def _npm(*packages: str) -> Path:
     node()
     npm = shutil.which("npm")
@@ -92,8 +99,13 @@ def _npm(*packages: str) -> Path:
 
 def v2_driver(installed: Path) -> Path:
     """`clients/ts_v2_client.mjs`, copied beside the packages it imports (ESM resolves from the file)."""
-    driver = installed / "ts_v2_client.mjs"
-    shutil.copyfile(CLIENTS_DIR / "ts_v2_client.mjs", driver)
+    return esm_driver(installed, "ts_v2_client.mjs")
+
+
+def esm_driver(installed: Path, name: str) -> Path:
+    """`clients/<name>`, copied beside the packages it imports (ESM resolves imports from the file)."""
+    driver = installed / name
+    shutil.copyfile(CLIENTS_DIR / name, driver)
     return driver
 
 
