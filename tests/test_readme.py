@@ -1,4 +1,7 @@
-"""The README's promises that a test can hold it to: the two commands, the config table, the example."""
+"""The README's promises that a test can hold it to: the two commands, the settings tables, the example.
+
+The host snippets are started for real in `tests/test_install.py`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def shell_blocks() -> list[str]:
@@ -28,9 +32,35 @@ def test_readme_opens_with_install_and_test_commands_and_ci_runs_the_test_comman
 
 def test_every_setting_is_in_the_configuration_table() -> None:
     for name, field in Settings.model_fields.items():
-        assert f"`{field.alias}`" in README, field.alias
+        assert f"`{field.alias}`" in CONFIGURATION, field.alias
         if name not in SECRET_FIELDS:
-            assert f"`--{name.replace('_', '-')}`" in README, name
+            assert f"`--{name.replace('_', '-')}`" in CONFIGURATION, name
+
+
+def test_the_readme_settings_are_settings_with_the_defaults_it_gives() -> None:
+    """The README's short table: each variable is a setting, its default the one the server uses."""
+    section = README.split("## Settings people change")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \|", section, re.MULTILINE)
+    assert len(rows) >= 5
+    by_alias = {field.alias: field for field in Settings.model_fields.values()}
+    defaults = {alias: provider_default(alias) for alias in ("FORTYTWO_MODEL", "SWARMS_MODEL")}
+    for names, default in rows:
+        aliases = re.findall(r"`([A-Z0-9_]+)`", names)
+        shown = re.findall(r"`([^`]+)`", default) or [default.strip()] * len(aliases)
+        for alias, value in zip(aliases, shown, strict=True):
+            assert alias in by_alias, alias
+            expected = defaults.get(alias, by_alias[alias].default)
+            if expected is None:
+                assert value == "unset", alias
+            else:
+                assert value == f"{expected:g}" if isinstance(expected, float) else value == str(expected), alias
+
+
+def provider_default(alias: str) -> str:
+    from swarm_inference_mcp.tools import PROVIDERS  # noqa: PLC0415
+
+    (spec,) = [spec for spec in PROVIDERS if alias.startswith(spec.key_env.removesuffix("API_KEY"))]
+    return spec.default_model
 
 
 def test_claude_desktop_example_is_a_complete_server_entry() -> None:
