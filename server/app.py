@@ -31,9 +31,9 @@ from swarm_inference_mcp.server.calls import AppState, both_work, list_models, p
 from swarm_inference_mcp.server.clients import client_of_request
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight, Untracked
-from swarm_inference_mcp.server.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
-from swarm_inference_mcp.server.outcome import Failed
-from swarm_inference_mcp.server.results import error_result, render, render_cancel
+from swarm_inference_mcp.server.handles import CancelOutcome, CancelReport, GetResultArgs, JobArgs, RunningJob
+from swarm_inference_mcp.server.outcome import Failed, Outcome
+from swarm_inference_mcp.server.results import outcome_label, render, render_cancel
 from swarm_inference_mcp.server.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.schemas import output_schema
 from swarm_inference_mcp.server.stdio import BoundedLines
@@ -45,6 +45,7 @@ from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.errors import UpstreamError, argument_error, shutting_down
 from swarm_inference_mcp.tools.ledger import Ledger
 from swarm_inference_mcp.tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
+from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import ProgressFn
 from swarm_inference_mcp.tools.sharing import RequestSharing
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
@@ -96,13 +97,16 @@ class _RawArguments(ArgModelBase):
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 
-def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPServer[AppState]:
+def create_server(
+    settings: Settings, in_flight: InFlight | None = None, observer: Observer | None = None
+) -> SwarmServer:
     """Build the server; nothing is opened until the lifespan starts.
 
     `in_flight` tracks the tool calls, for the HTTP transport to drain them on shutdown; without one
-    (stdio) they are not tracked.
+    (stdio) they are not tracked. `observer` hears what the metrics count (nobody, over stdio).
     """
     calls: InFlight | Untracked = in_flight if in_flight is not None else Untracked()
+    heard: Observer = observer if observer is not None else Unobserved()
 
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
@@ -131,8 +135,10 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
                 heartbeat_s=settings.heartbeat,
                 board=board,
                 instance=instance,
+                observer=heard,
             )
-            state = AppState(settings, RequestSharing(upstream, ledger, settings.cache_ttl), calls, jobs)
+            sharing = RequestSharing(upstream, ledger, settings.cache_ttl, heard)
+            state = AppState(settings, sharing, calls, jobs, heard)
             async with jobs.serving():
                 running.append(state)
                 try:
@@ -177,7 +183,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
             ),
         ),
     ]
-    server = _Server(
+    server = SwarmServer(
         "swarm-inference-mcp",
         title="Swarm inference",
         version=__version__,
@@ -189,6 +195,7 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
         middleware=[LegacyTasks()],
     )
     server.max_line_bytes = settings.max_line_bytes
+    server.running = running
 
     @server.tool(
         name="list_models",
@@ -246,17 +253,21 @@ def create_server(settings: Settings, in_flight: InFlight | None = None) -> MCPS
     return server
 
 
-Handler = Callable[[AppState, BaseModel, ProgressFn | None, Client | None], Awaitable[CallToolResult]]
+Reply = Outcome | JobRecord | CancelReport
+"""What a tool call produced, before it is rendered (`server.results`)."""
+Handler = Callable[[AppState, BaseModel, ProgressFn | None, Client | None], Awaitable[Reply]]
 
 _reader: ContextVar[Client | None] = ContextVar("reader", default=None)
 """The HTTP client reading a resource, for the one resource that shows a client its own totals."""
 
 
-class _Server(MCPServer[AppState]):
+class SwarmServer(MCPServer[AppState]):
     """The SDK gives static resources no Context; this passes on who reads them. Over stdio it reads
-    stdin in bounded lines (`server.stdio`)."""
+    stdin in bounded lines (`server.stdio`). `running` holds the lifespan's state while it runs (what
+    the metrics read when they are scraped)."""
 
     max_line_bytes: int = 16 * 1024 * 1024
+    running: list[AppState]
 
     async def run_stdio_async(self) -> None:
         async with stdio_server(stdin=cast("Any", BoundedLines(sys.stdin.buffer, self.max_line_bytes))) as streams:
@@ -354,41 +365,40 @@ def _provider_tool(spec: ProviderSpec) -> Tool:
 
 async def _ask(
     state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None, client: Client | None
-) -> CallToolResult:
+) -> Reply:
     """Run `work` as a job; a call that the host runs as a task waits only the hand-over time, streams (so
     that the task's status says what the swarm is doing), and leaves its job for the task view. A client
     of the gateway holds at most its limit of running jobs."""
     limit = None if client is None else client.max_jobs or state.settings.max_jobs_per_client
     task = current_task_call()
     if task is None:
-        wait_s = state.wait_s(cast("Conversation", args).wait_s)
-        return render(await state.jobs.call(work, wait_s, progress, job_limit=limit), state.jobs.ttl_s)
+        return await state.jobs.call(work, state.wait_s(cast("Conversation", args).wait_s), progress, job_limit=limit)
     reply = await state.jobs.call(work, task.handover_s, progress, stream=True, job_limit=limit)
     task.work = work
     if isinstance(reply, JobRecord):
         task.job = reply
     else:
         task.outcome = reply
-    return render(reply, state.jobs.ttl_s)
+    return reply
 
 
-def _refused(err: UpstreamError) -> CallToolResult:
+def _refused(err: UpstreamError) -> Failed:
     """A call refused before any work started; a task view waiting on it is told what happened."""
+    refused = Failed.of(err)
     task = current_task_call()
     if task is not None:
-        task.outcome = Failed.of(err)
-    return error_result(err)
+        task.outcome = refused
+    return refused
 
 
 async def _get_result(
     state: AppState, args: GetResultArgs, progress: ProgressFn | None, client: Client | None
-) -> CallToolResult:
-    reply = await state.jobs.get_result(args.job_id, state.wait_s(args.wait_s), progress, client_name(client))
-    return render(reply, state.jobs.ttl_s)
+) -> Reply:
+    return await state.jobs.get_result(args.job_id, state.wait_s(args.wait_s), progress, client_name(client))
 
 
-async def _cancel(state: AppState, args: JobArgs, client: Client | None) -> CallToolResult:
-    return render_cancel(await state.jobs.cancel(args.job_id, client_name(client)))
+async def _cancel(state: AppState, args: JobArgs, client: Client | None) -> Reply:
+    return await state.jobs.cancel(args.job_id, client_name(client))
 
 
 def _tool(
@@ -409,8 +419,17 @@ def _tool(
     """
 
     async def call(raw: dict[str, Any], ctx: Context[AppState, Any]) -> CallToolResult:
-        context = ctx.request_context
-        state = context.lifespan_context
+        state = ctx.request_context.lifespan_context
+        client = client_of_request(ctx.request_context.request)
+        reply = await reply_to(raw, ctx, state, client)
+        state.observer.call_done(
+            name, outcome_label(reply, tasked=current_task_call() is not None), client_name(client)
+        )
+        return render_cancel(reply) if isinstance(reply, CancelReport) else render(reply, state.jobs.ttl_s)
+
+    async def reply_to(
+        raw: dict[str, Any], ctx: Context[AppState, Any], state: AppState, client: Client | None
+    ) -> Reply:
         try:
             args = parse_arguments(args_model, raw)
         except ValidationError as exc:
@@ -421,9 +440,7 @@ def _tool(
             return _refused(shutting_down(name, started=False))
         with state.in_flight.track():
             try:
-                return await handler(
-                    state, args, _progress_sender(ctx, context.meta), client_of_request(context.request)
-                )
+                return await handler(state, args, _progress_sender(ctx, ctx.request_context.meta), client)
             except UpstreamError as err:  # a refusal before any work started (an unknown job id)
                 return _refused(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).

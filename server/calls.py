@@ -20,6 +20,7 @@ from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.completion import Completion
 from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.models import Answer, ChatArgs, ProviderSpec
+from swarm_inference_mcp.tools.observe import Observer
 from swarm_inference_mcp.tools.progress import ProgressFn
 from swarm_inference_mcp.tools.sharing import Ask, Origin, RequestSharing
 
@@ -32,6 +33,7 @@ class AppState:
     requests: RequestSharing
     in_flight: InFlight | Untracked
     jobs: JobRunner
+    observer: Observer
 
     def wait_s(self, requested: float | None) -> float:
         """How long a call waits for its answer before it hands back a job handle."""

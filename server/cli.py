@@ -125,10 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.transport == "streamable-http":
         from swarm_inference_mcp.server.drain import InFlight  # noqa: PLC0415
         from swarm_inference_mcp.server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
+        from swarm_inference_mcp.server.metrics import PrometheusMetrics  # noqa: PLC0415 - only over HTTP
 
         calls = InFlight()  # what a shutdown drains
+        metrics = PrometheusMetrics(redis=settings.redis_url is not None)
         try:
-            anyio.run(serve_http, settings, create_server(settings, calls), calls)
+            anyio.run(serve_http, settings, create_server(settings, calls, metrics), calls, metrics)
         except ConfigurationRefused as refused:
             sys.stderr.write(f"swarm-inference-mcp: {refused}\n")
             return 2

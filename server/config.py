@@ -287,6 +287,13 @@ class ServerSettings(BaseModel):
         alias="SWARM_MCP_ALLOWED_ORIGINS",
         description="Comma-separated Origin values accepted from browsers (scheme://host:* for any port).",
     )
+    metrics_addr: str | None = Field(
+        None,
+        alias="SWARM_MCP_METRICS_ADDR",
+        pattern=r"^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$",
+        description="HOST:PORT on which the Prometheus metrics are served, at /metrics, with no token (bind it "
+        "where only the monitoring reaches); unset, they are served beside /mcp and need a client's token.",
+    )
     max_line_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,
@@ -346,6 +353,14 @@ class ServerSettings(BaseModel):
             return ipaddress.ip_address(self.host.strip("[]")).is_loopback
         except ValueError:
             return False
+
+    @property
+    def metrics_bind(self) -> tuple[str, int] | None:
+        """Where the metrics are served on a bind of their own (`SWARM_MCP_METRICS_ADDR`), if anywhere."""
+        if self.metrics_addr is None:
+            return None
+        host, _, port = self.metrics_addr.rpartition(":")
+        return host.strip("[]"), int(port)
 
     def deadline_s(self, requested: float | None) -> float:
         """The deadline of one call: what it asked for, or the default, never above the maximum."""

@@ -7,6 +7,8 @@ In front of the SDK's app sits one small ASGI gate, checked in this order:
 2. Host and Origin must be allowed (DNS-rebinding protection), on every bind address: 421 or 403.
 3. With a token configured, every request must carry `Authorization: Bearer <token>`, compared in
    constant time: 401 with `WWW-Authenticate` otherwise, and nothing reaches the tools.
+4. `GET /metrics` (Prometheus, `server.metrics`) is answered here, after the token, unless the
+   metrics have a bind of their own (`SWARM_MCP_METRICS_ADDR`, served by `serve_metrics`, no token).
 
 The body size limit is the SDK's (it refuses a declared or streamed oversize body without
 reading it whole). The client's token is never passed upstream: tools only ever use the server's
@@ -29,16 +31,17 @@ import math
 import re
 import signal
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
 import uvicorn
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -48,7 +51,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from swarm_inference_mcp.server.clients import Admitted, TokensFileError, authenticate, load_clients
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
+from swarm_inference_mcp.server.metrics import CONTENT_TYPE, PrometheusMetrics
 from swarm_inference_mcp.tools.client import Client
+
+if TYPE_CHECKING:
+    from swarm_inference_mcp.server.app import SwarmServer
+    from swarm_inference_mcp.server.calls import AppState
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +166,14 @@ class Sessions:
         self._open: dict[str, _Session] = {}
 
     def held(self, client: str, now: float) -> int:
+        return self.by_client(now).get(client, 0)
+
+    def by_client(self, now: float) -> dict[str, int]:
+        """How many open sessions each client holds."""
         for session_id, session in list(self._open.items()):
             if session.in_flight == 0 and now - session.idle_since >= self._idle_s:
                 del self._open[session_id]
-        return sum(1 for session in self._open.values() if session.client == client)
+        return dict(Counter(session.client for session in self._open.values()))
 
     def begin(self, session_id: str) -> None:
         session = self._open.get(session_id)
@@ -197,8 +209,15 @@ class Gate:
         settings: Settings,
         security: TransportSecuritySettings,
         clients: list[Admitted],
+        *,
+        metrics: PrometheusMetrics | None = None,
+        state_of: Callable[[], AppState | None] = lambda: None,
     ) -> None:
         self._app = app
+        self._metrics = metrics
+        self._state_of = state_of
+        self._metrics_here = metrics is not None and settings.metrics_bind is None
+        """/metrics is served beside /mcp, behind the token, unless the metrics have a bind of their own."""
         self._security = TransportSecurityMiddleware(security)
         self.clients = clients
         """Replaced as a whole when the tokens file is re-read (SIGHUP)."""
@@ -237,6 +256,9 @@ class Gate:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        if scope["path"] == "/metrics" and self._metrics_here and scope["method"] in ("GET", "HEAD"):
+            await Response(await self.scrape(), media_type=CONTENT_TYPE)(scope, receive, send)
+            return
         if self._sessions is not None and self._authenticate:
             await self._counted(scope, receive, send, request)
         elif scope["method"] != "POST":  # a GET event stream stays open for the session's life
@@ -274,6 +296,13 @@ class Gate:
         finally:
             if session_id is not None:
                 sessions.end(session_id, scope["method"], status[0] if status else None, time.monotonic())
+
+    async def scrape(self) -> bytes:
+        """The metrics, in Prometheus' text format (empty without them)."""
+        if self._metrics is None:
+            return b""
+        sessions = {} if self._sessions is None else self._sessions.by_client(time.monotonic())
+        return await self._metrics.render(self._state_of(), sessions, [admitted.client for admitted in self.clients])
 
     def _client(self, request: Request) -> Client | None:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
@@ -341,7 +370,7 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, None)
 
 
-def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
+def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetrics | None = None) -> Gate:
     """The whole HTTP application; refuses a non-loopback bind without a token, and a bad tokens file."""
     try:
         clients = load_clients(settings.tokens_file, settings.token.get_secret_value() if settings.token else None)
@@ -361,7 +390,14 @@ def build_app(settings: Settings, server: MCPServer[Any]) -> Gate:
         host=settings.host,
         session_idle_timeout=settings.session_idle,
     )
-    return Gate(app, settings, security, clients)
+    return Gate(
+        app,
+        settings,
+        security,
+        clients,
+        metrics=metrics,
+        state_of=lambda: server.running[0] if server.running else None,
+    )
 
 
 async def one_name_one_client(settings: Settings, clients: list[Admitted]) -> list[Admitted]:
@@ -440,9 +476,11 @@ def timed_protocol(timeout_s: float) -> type[H11Protocol]:
     return TimedH11Protocol
 
 
-async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight) -> None:
-    """Serve until a signal; `calls` is the `InFlight` the server's tools run in."""
-    app = build_app(settings, server)
+async def serve_http(
+    settings: Settings, server: SwarmServer, calls: InFlight, metrics: PrometheusMetrics | None = None
+) -> None:
+    """Serve until a signal; `calls` is the `InFlight` the server's tools run in, `metrics` what they count."""
+    app = build_app(settings, server, metrics)
     if settings.redis_url is not None and settings.tokens_file is not None:
         from swarm_inference_mcp.tools.redis_link import RedisDown  # noqa: PLC0415 - only with Redis
 
@@ -483,4 +521,45 @@ async def serve_http(settings: Settings, server: MCPServer[Any], calls: InFlight
 
     if settings.tokens_file is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_clients)
-    await DrainingServer(config, calls, app, settings.shutdown_grace).serve()
+    bind = settings.metrics_bind
+    if bind is None:
+        await DrainingServer(config, calls, app, settings.shutdown_grace).serve()
+        return
+    try:
+        scraped = await serve_metrics(*bind, app.scrape)
+    except OSError as exc:
+        raise ConfigurationRefused(f"the metrics cannot be served on {settings.metrics_addr}: {exc.strerror}") from None
+    log.info("serving Prometheus metrics at http://%s/metrics (no token)", settings.metrics_addr)
+    try:
+        await DrainingServer(config, calls, app, settings.shutdown_grace).serve()
+    finally:
+        scraped.close()
+
+
+METRICS_READ_S = 5.0
+"""How long a connection to the metrics bind has to send its request head."""
+
+
+async def serve_metrics(host: str, port: int, scrape: Callable[[], Any]) -> asyncio.Server:
+    """A bind that answers `GET /metrics` and nothing else, one request a connection: what a Prometheus
+    server asks of a target. No token: bind it where only the monitoring reaches."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), METRICS_READ_S)
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            if method in ("GET", "HEAD") and target.partition("?")[0] == "/metrics":
+                status, kind, body = "200 OK", CONTENT_TYPE, await scrape()
+            else:
+                status, kind, body = "404 Not Found", "text/plain", b"only /metrics is served here\n"
+            header = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(header.encode() + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # a malformed or abandoned request gets no answer
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port, limit=16 * 1024)

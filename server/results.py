@@ -30,7 +30,6 @@ from swarm_inference_mcp.server.board import JobRecord
 from swarm_inference_mcp.server.handles import CancelReport, cancel_words, running_job, working_words
 from swarm_inference_mcp.server.outcome import Answered, Failed, Outcome, SideFailed, Sides
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.models import Answer, BothAnswers, ProviderOutcome
 
 ERROR_META = "swarm-inference-mcp/error"
@@ -115,14 +114,19 @@ def render(reply: Outcome | JobRecord, forget_after_s: float) -> CallToolResult:
     return _failure(reply)
 
 
+def outcome_label(reply: Outcome | JobRecord | CancelReport, *, tasked: bool) -> str:
+    """A call's outcome in a word, for the metrics: `answer` (a normal result), `handle` or `task` (its job
+    runs on), or the failure's kind."""
+    if isinstance(reply, JobRecord):
+        return "task" if tasked else "handle"
+    if isinstance(reply, Failed):
+        return reply.kind
+    return "answer"
+
+
 def render_cancel(report: CancelReport) -> CallToolResult:
     text, outcome = cancel_words(report)
     return _structured(text, outcome)
-
-
-def error_result(err: UpstreamError) -> CallToolResult:
-    """A refusal before any work started (bad arguments, an unknown job id, shutting down)."""
-    return _failure(Failed.of(err))
 
 
 def answer_text(answer: Answer) -> str:

@@ -31,6 +31,7 @@ from swarm_inference_mcp.server.job_table import Job, JobTable
 from swarm_inference_mcp.server.outcome import Failed, Outcome, status_of
 from swarm_inference_mcp.server.work import Work
 from swarm_inference_mcp.tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
+from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import ProgressFn, wait_with_progress
 from swarm_inference_mcp.tools.usage import StateError
 
@@ -61,8 +62,10 @@ class JobRunner:
         heartbeat_s: float,
         board: JobBoard | None = None,
         instance: str | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
+        self._observer: Observer = observer if observer is not None else Unobserved()
         self.following = Following(board if board is not None else LocalBoard(), heartbeat_s)
         self._board = self.following.board
         self._heartbeat_s = heartbeat_s
@@ -108,6 +111,7 @@ class JobRunner:
     def _refuse_past(self, work: Work, job_limit: int) -> None:
         """A new job of a client that already runs `job_limit` of them is refused, before anything is queued."""
         if work.client is not None and self.table.running_of(work.client) >= job_limit:
+            self._observer.refused("max_jobs_per_client", work.client)
             raise too_many_jobs(work.labels, work.client, job_limit)
 
     def adopt(self, work: Work, outcome: Outcome) -> JobRecord:

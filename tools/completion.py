@@ -30,6 +30,8 @@ class Completion:
     usage: Usage | None
     attempts: int = 1
     cached: bool = False
+    first_chunk_s: float | None = None
+    """For a streamed answer, how long its first chunk took to arrive after the request was sent."""
 
     @property
     def text(self) -> str:

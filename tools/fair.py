@@ -23,6 +23,10 @@ class FairLimiter:
     def free(self) -> int:
         return self._free
 
+    def waiting(self) -> dict[str | None, int]:
+        """How many requests each client has waiting for a place."""
+        return {client: len(queue) for client, queue in self._waiting.items()}
+
     async def acquire(self, client: str | None) -> None:
         """A place for one request of `client` (None: stdio, or no tokens); `release` it after."""
         if self._free > 0 and not self._waiting:

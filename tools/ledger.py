@@ -149,6 +149,16 @@ class Ledger:
             out["problem"] = self.store.problem
         return out
 
+    async def readings(self) -> list[tuple[Budget, int]]:
+        """Each budget with the tokens used of it now, as a budget check counts them. Raises `StateError`."""
+        periods = self._periods()
+        counted = {periods[b.window] for b in self._budgets if self._counted_by_store(b)}
+        totals = await self.store.totals(counted) if counted else {}
+        return [
+            (b, _used(totals, periods[b.window], b) if self._counted_by_store(b) else self._lifetime_used(b))
+            for b in self._budgets
+        ]
+
     async def client_usage(self, client: Client) -> dict[str, Any]:
         """One HTTP client's own spend today (every process sharing the state file), and its budget."""
         day = periods_of(time.time())[0]

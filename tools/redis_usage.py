@@ -79,6 +79,15 @@ class RedisUsageStore:
     def where(self) -> str:
         return self._link.where
 
+    @property
+    def reachable(self) -> bool:
+        """Whether Redis answered the last command (it is tried again every second while it does not)."""
+        return self._link.problem is None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._unsent)
+
     def prepare(self) -> None:
         pass
 

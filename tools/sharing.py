@@ -24,6 +24,7 @@ from swarm_inference_mcp.tools.completion import Completion
 from swarm_inference_mcp.tools.done import Done
 from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.ledger import Ledger
+from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
 from swarm_inference_mcp.tools.upstream import Sending, Upstream
 from swarm_inference_mcp.tools.usage import UsageRow
@@ -69,9 +70,12 @@ class Ask:
 class RequestSharing:
     """Sends each distinct upstream request once at a time (see the module docstring), and counts it."""
 
-    def __init__(self, upstream: Upstream, ledger: Ledger, cache_ttl_s: float = 0.0) -> None:
+    def __init__(
+        self, upstream: Upstream, ledger: Ledger, cache_ttl_s: float = 0.0, observer: Observer | None = None
+    ) -> None:
         self.upstream = upstream
         self.ledger = ledger
+        self.observer: Observer = observer if observer is not None else Unobserved()
         self._cache_ttl_s = cache_ttl_s
         self._running: dict[str, _Request] = {}
         self._cache: dict[str, tuple[float, Completion]] = {}
@@ -141,7 +145,11 @@ class RequestSharing:
         finally:
             del self._running[key]
             # Only a request that left is counted: one cancelled or timed out in the queue cost nothing.
-            pending = self.ledger.record(_row(provider, body, origin, started, request)) if sending.sent else None
+            pending = None
+            if sending.sent:
+                row = _row(provider, body, origin, started, request)
+                pending = self.ledger.record(row)
+                self.observer.request_done(row, request.result.first_chunk_s if request.result else None)
             if pending is not None:
                 with anyio.CancelScope(shield=True):  # counted even when the caller was cancelled
                     await pending

@@ -210,6 +210,14 @@ class Upstream:
         self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
         self._models: dict[str, tuple[float, list[str]]] = {}
 
+    def queued(self) -> dict[tuple[str, str | None], int]:
+        """Requests waiting for a place under their provider's cap, by provider and client."""
+        return {
+            (provider, client): count
+            for provider, limiter in self._limiters.items()
+            for client, count in limiter.waiting().items()
+        }
+
     @property
     def _client(self) -> httpx2.AsyncClient:
         """The shared client: `complete` and `list_models` make sure it is built (`_ready`) first."""
@@ -368,6 +376,8 @@ class Upstream:
         self, endpoint: Endpoint, body: dict[str, Any], acc: StreamAccumulator, reporter: ProgressReporter
     ) -> Completion:
         label = endpoint.spec.label
+        sent = time.monotonic()
+        first_chunk_s: float | None = None
         try:
             async with self._client.sse(
                 endpoint.url, method="POST", json={**body, "stream": True}, headers=endpoint.headers
@@ -379,6 +389,8 @@ class Upstream:
                     # Some OpenAI-compatible servers ignore `stream` and answer in one piece.
                     return parse_completion(label, await response.aread())
                 async for event in source:
+                    if first_chunk_s is None:
+                        first_chunk_s = time.monotonic() - sent
                     if event.event == "error":
                         acc.raise_error(event.data)
                     added = acc.feed(event.data)
@@ -390,7 +402,9 @@ class Upstream:
         await reporter.flush()
         if not acc.complete:
             raise stream_broke(label, acc.chunks, acc.partial_text)
-        return acc.result()
+        completion = acc.result()
+        completion.first_chunk_s = first_chunk_s
+        return completion
 
     async def _status_error(self, endpoint: Endpoint, response: httpx2.Response) -> UpstreamError:
         body = b""

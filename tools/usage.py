@@ -195,6 +195,10 @@ class UsageStore(Protocol):
     """Whether the store keeps all-time totals (period `all`) of every process sharing it: then the
     lifetime budgets count those instead of this process's since it started."""
 
+    @property
+    def backlog(self) -> int:
+        """Rows recorded here that the store does not hold yet (in the writer's pipe; kept while Redis is down)."""
+
     def prepare(self) -> None:
         """A request is about to be sent: start what recording its row will need (at once when ready)."""
 
@@ -220,6 +224,8 @@ class MemoryUsageStore:
         self.problem = problem
         self._totals: dict[tuple[str, str], Totals] = {}
         self._clients: dict[tuple[str, str], Totals] = {}
+
+    backlog = 0
 
     def prepare(self) -> None:
         pass
@@ -363,6 +369,10 @@ class SqliteUsageStore:
         self._pipe: int | None = None
         self._backlog = bytearray()
         """What the pipe could not take yet (the writer is behind: waiting for a lock, or in a burst)."""
+
+    @property
+    def backlog(self) -> int:
+        return len(self._unwritten)
 
     @classmethod
     def open(cls, path: Path, *, confirm: bool = False, patience_s: float = BUSY_TIMEOUT_MS / 1000) -> SqliteUsageStore:
