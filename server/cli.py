@@ -25,7 +25,7 @@ log = logging.getLogger("swarm_inference_mcp")
 
 QUIET_LOGGERS = ("httpx2", "httpcore2", "httpcore", "httpx")
 """HTTP libraries whose own DEBUG lines show response headers: they log warnings and errors only."""
-COMMAND_FLAGS = frozenset({"command", "days", "json", "by_client", "name"})
+COMMAND_FLAGS = frozenset({"command", "days", "json", "by_client", "html", "name"})
 """Flags of the commands, not settings."""
 
 
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--days", type=int, default=14, help="usage: how many days back to show [default 14]")
     parser.add_argument("--json", action="store_true", help="usage: print JSON instead of a table")
     parser.add_argument("--by-client", action="store_true", help="usage: per HTTP client instead of per provider")
+    parser.add_argument(
+        "--html", metavar="FILE", help="usage: write a self-contained page with charts of spend and budgets to FILE"
+    )
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
             continue
@@ -95,17 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return anyio.run(run_check, settings, sys.stdout)
     if args.command == "usage":
-        from swarm_inference_mcp.server.report import print_usage  # noqa: PLC0415 - only this command draws tables
-
-        if settings.redis_url is not None:
-            from swarm_inference_mcp.server.report import print_redis_usage  # noqa: PLC0415
-
-            url = settings.redis_url.get_secret_value()
-            days = max(1, args.days)
-            return print_redis_usage(
-                url, settings.redis_password_file, days, args.json, sys.stdout, by_client=args.by_client
-            )
-        return print_usage(settings.state_path(), max(1, args.days), args.json, sys.stdout, by_client=args.by_client)
+        return _usage(args, settings)
     if args.command == "token":
         return _new_token(args.name)
 
@@ -183,3 +176,22 @@ def _config_problem(exc: ValidationError | OSError) -> str:
         where = field.alias if field and field.alias else name
         problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
+
+
+def _usage(args: argparse.Namespace, settings: Settings) -> int:
+    """The `usage` command: a table, JSON, or the page (`--html`), from the state file or Redis."""
+    days = max(1, args.days)
+    if args.html is not None:
+        from swarm_inference_mcp.server.report import write_usage_page  # noqa: PLC0415 - only this command
+
+        return write_usage_page(settings, days, Path(args.html), sys.stdout)
+    if settings.redis_url is not None:
+        from swarm_inference_mcp.server.report import print_redis_usage  # noqa: PLC0415
+
+        url = settings.redis_url.get_secret_value()
+        return print_redis_usage(
+            url, settings.redis_password_file, days, args.json, sys.stdout, by_client=args.by_client
+        )
+    from swarm_inference_mcp.server.report import print_usage  # noqa: PLC0415 - only this command draws tables
+
+    return print_usage(settings.state_path(), days, args.json, sys.stdout, by_client=args.by_client)

@@ -6,14 +6,19 @@ Imported only by that command, so the server's start-up never pays for it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 import statistics
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from swarm_inference_mcp.tools.usage import BUSY_TIMEOUT_MS, StateError
+
+if TYPE_CHECKING:
+    from swarm_inference_mcp.server.config import Settings
+    from swarm_inference_mcp.server.report_html import BudgetUse
 
 BAR_WIDTH = 30
 
@@ -22,27 +27,29 @@ def _first_day(days: int) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(time.time() - (days - 1) * 86400))
 
 
-def usage_rows(path: Path, days: int, *, by_client: bool = False) -> list[dict[str, Any]]:
-    """Per local day and provider (or HTTP client) over the last `days` days (today included), newest first."""
-    group = "coalesce(client, '-')" if by_client else "provider"
-    first = _first_day(days)
+Found = list[tuple[Any, ...]]
+"""Raw rows, newest day first: (day, provider, client or "-", outcome, prompt, completion, total, latency_ms)."""
+
+
+def file_rows(path: Path, days: int) -> Found:
+    """The state file's rows of the last `days` days (today included). Raises `StateError`."""
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             found = db.execute(
-                f"SELECT day, {group}, outcome, prompt_tokens, completion_tokens, total_tokens, latency_ms"  # noqa: S608
-                f" FROM calls WHERE day >= ? ORDER BY day DESC, {group}",
-                (first,),
+                "SELECT day, provider, coalesce(client, '-'), outcome, prompt_tokens, completion_tokens, total_tokens,"
+                " latency_ms FROM calls WHERE day >= ? ORDER BY day DESC, provider",
+                (_first_day(days),),
             ).fetchall()
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise StateError(f"the usage state file {path} cannot be read ({exc})") from None
-    return _grouped(found, by_client=by_client)
+    return found
 
 
-def redis_usage_rows(entries: list[dict[str, str]], *, by_client: bool = False) -> list[dict[str, Any]]:
-    """The same table from the rows instances sharing Redis appended to its stream."""
+def stream_rows(entries: list[dict[str, str]]) -> Found:
+    """The same rows from the stream instances sharing Redis append to."""
 
     def number(text: str) -> int | None:
         return int(text) if text else None
@@ -50,7 +57,8 @@ def redis_usage_rows(entries: list[dict[str, str]], *, by_client: bool = False) 
     found = [
         (
             entry["day"],
-            (entry["client"] or "-") if by_client else entry["provider"],
+            entry["provider"],
+            entry["client"] or "-",
             entry["outcome"],
             number(entry["prompt_tokens"]),
             number(entry["completion_tokens"]),
@@ -59,29 +67,41 @@ def redis_usage_rows(entries: list[dict[str, str]], *, by_client: bool = False) 
         )
         for entry in entries
     ]
-    found.sort(key=lambda row: row[1])  # as the SQL orders: day descending, then by name
+    found.sort(key=lambda row: row[1])  # as the SQL orders: day descending, then by provider
     found.sort(key=lambda row: row[0], reverse=True)
-    return _grouped(found, by_client=by_client)
+    return found
 
 
-def _grouped(found: list[tuple[Any, ...]], *, by_client: bool) -> list[dict[str, Any]]:
-    """(day, who, outcome, prompt, completion, total, latency) rows, newest day first, as the table's rows."""
+def usage_rows(path: Path, days: int, *, by_client: bool = False) -> list[dict[str, Any]]:
+    """Per local day and provider (or HTTP client) over the last `days` days (today included), newest first."""
+    return grouped(file_rows(path, days), by_client=by_client)
+
+
+def redis_usage_rows(entries: list[dict[str, str]], *, by_client: bool = False) -> list[dict[str, Any]]:
+    """The same table from the rows instances sharing Redis appended to its stream."""
+    return grouped(stream_rows(entries), by_client=by_client)
+
+
+def grouped(found: Found, *, by_client: bool, whole_period: bool = False) -> list[dict[str, Any]]:
+    """The table's rows: per day (or, `whole_period`, over all days) and provider or client."""
+    who = "client" if by_client else "provider"
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for row in found:
-        groups.setdefault((row[0], row[1]), []).append(row)
-    who = "client" if by_client else "provider"
+        groups.setdefault(("all" if whole_period else row[0], row[2] if by_client else row[1]), []).append(row)
+    ordered = sorted(groups.items(), key=lambda item: item[0][1])  # by name,
+    ordered.sort(key=lambda item: item[0][0], reverse=True)  # then newest day first
     return [
         {
             "day": day,
-            who: provider,
+            who: name,
             "calls": len(rows),
-            "errors": sum(row[2] != "answer" for row in rows),
-            "prompt_tokens": sum(row[3] or 0 for row in rows),
-            "completion_tokens": sum(row[4] or 0 for row in rows),
-            "total_tokens": sum(row[5] or 0 for row in rows),
-            "median_latency_ms": round(statistics.median(row[6] for row in rows)),
+            "errors": sum(row[3] != "answer" for row in rows),
+            "prompt_tokens": sum(row[4] or 0 for row in rows),
+            "completion_tokens": sum(row[5] or 0 for row in rows),
+            "total_tokens": sum(row[6] or 0 for row in rows),
+            "median_latency_ms": round(statistics.median(row[7] for row in rows)),
         }
-        for (day, provider), rows in groups.items()
+        for (day, name), rows in ordered
     ]
 
 
@@ -162,3 +182,87 @@ def _table(rows: list[dict[str, Any]], who: str) -> str:
     calls = sum(row["calls"] for row in rows)
     lines.append(f"\n{calls} calls, {total:,} tokens in all.")
     return "\n".join(lines) + "\n"
+
+
+def write_usage_page(settings: Settings, days: int, target: Path, out: TextIO) -> int:
+    """`usage --html FILE`: the page of `server.report_html`, from the state file or Redis; exit status."""
+    from swarm_inference_mcp.server.report_html import days_back, usage_page  # noqa: PLC0415 - only this option
+
+    today = datetime.date.today()
+    try:
+        found, source = _found(settings, max(days, today.day))  # this month's rows, for the monthly budgets
+    except StateError as err:
+        out.write(f"{err}\n")
+        return 2
+    shown = days_back(days, today)
+    recent = [row for row in found if row[0] >= shown[0]]
+    page = usage_page(
+        grouped(recent, by_client=False),
+        grouped(recent, by_client=True),
+        grouped(recent, by_client=False, whole_period=True),
+        budget_uses(settings, found, today),
+        days=shown,
+        source=source,
+    )
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        out.write(f"the usage page cannot be written to {target} ({exc.strerror or exc})\n")
+        return 2
+    out.write(f"wrote {target}\n")
+    return 0
+
+
+def _found(settings: Settings, days: int) -> tuple[Found, str]:
+    """The raw rows of the last `days` days, and where they were read. Raises `StateError`."""
+    if settings.redis_url is not None:
+        import anyio  # noqa: PLC0415 - only this path needs them
+
+        from swarm_inference_mcp.tools.redis_link import RedisLink  # noqa: PLC0415
+        from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415
+        from swarm_inference_mcp.tools.redis_usage import recent_rows  # noqa: PLC0415
+
+        url = settings.redis_url.get_secret_value()
+
+        async def fetch() -> list[dict[str, str]]:
+            link = await RedisLink.open(url, settings.redis_password_file)
+            try:
+                return await recent_rows(link, _first_day(days))
+            finally:
+                await link.aclose()
+
+        return stream_rows(anyio.run(fetch)), f"Redis at {describe_url(url)}"
+    path = settings.state_path()
+    if path is None:
+        raise StateError(
+            "SWARM_MCP_STATE_DB is off: usage is kept in each server's memory only, so there is nothing to show"
+        )
+    return (file_rows(path, days) if path.exists() else []), str(path)
+
+
+def budget_uses(settings: Settings, found: Found, today: datetime.date) -> list[BudgetUse]:
+    """The daily and monthly budgets, and each client's, with what the rows say is used of them now.
+    (The lifetime budgets count one server process since it started, or Redis' all-time totals:
+    `swarm://usage` and the metrics show those.)"""
+    from swarm_inference_mcp.server.clients import TokensFileError, load_clients  # noqa: PLC0415
+    from swarm_inference_mcp.server.report_html import BudgetUse  # noqa: PLC0415
+
+    day, month = today.isoformat(), today.isoformat()[:7]
+    uses = []
+    for budget in settings.budgets():
+        if budget.window == "lifetime":
+            continue
+        period = day if budget.window == "day" else month
+        used = sum(row[6] or 0 for row in found if row[0].startswith(period) and budget.covers(row[1]))
+        when = "today" if budget.window == "day" else "this month"
+        uses.append(BudgetUse(f"{budget.variable} ({when})", budget.limit, used))
+    try:
+        clients = load_clients(settings.tokens_file, None)
+    except TokensFileError:
+        clients = []  # the server refuses such a file at start, and says why
+    for admitted in clients:
+        limit = admitted.client.daily_tokens
+        if limit is not None:
+            used = sum(row[6] or 0 for row in found if row[0] == day and row[2] == admitted.client.name)
+            uses.append(BudgetUse(f"client {admitted.client.name} (daily_tokens, today)", limit, used))
+    return uses
