@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from swarm_inference_mcp.server.app import create_server  # noqa: PLC0415
+    from swarm_inference_mcp.server.tracing import traced  # noqa: PLC0415 - imports OpenTelemetry's SDK only if asked
 
     if settings.redis_url is not None:
         from swarm_inference_mcp.tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
@@ -123,12 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         calls = InFlight()  # what a shutdown drains
         metrics = PrometheusMetrics(redis=settings.redis_url is not None)
         try:
-            anyio.run(serve_http, settings, create_server(settings, calls, metrics), calls, metrics)
+            with traced(os.environ):
+                anyio.run(serve_http, settings, create_server(settings, calls, metrics), calls, metrics)
         except ConfigurationRefused as refused:
             sys.stderr.write(f"swarm-inference-mcp: {refused}\n")
             return 2
         return 0
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), traced(os.environ):
         create_server(settings).run("stdio")
     return 0
 

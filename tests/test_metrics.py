@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx2
@@ -162,19 +159,3 @@ def test_metrics_on_a_bind_in_use_refuse_the_start_in_one_sentence(fake: FakeUps
     assert done.returncode == 2
     assert f"swarm-inference-mcp: the metrics cannot be served on {taken}: " in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_stdio_imports_no_metrics(tmp_path: Path, fake: FakeUpstream) -> None:
-    """Over stdio nothing is served, and the Prometheus client is never loaded."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "swarm_inference_mcp.server"],
-        env={"PATH": os.environ.get("PATH", ""), **fake_env(fake), "SWARM_MCP_STATE_DB": str(tmp_path / "s.db")},
-        input='{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n',
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "swarm_inference_mcp.server.app" in done.stderr, done.stderr[-2000:]  # it did start serving
-    assert "prometheus_client" not in done.stderr
-    assert "swarm_inference_mcp.server.metrics" not in done.stderr

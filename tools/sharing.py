@@ -26,6 +26,7 @@ from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.ledger import Ledger
 from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
+from swarm_inference_mcp.tools.tracing import request_span
 from swarm_inference_mcp.tools.upstream import Sending, Upstream
 from swarm_inference_mcp.tools.usage import UsageRow
 
@@ -130,15 +131,24 @@ class RequestSharing:
         self._running[key] = request
         started = time.time()
         sending = Sending()
+        model = body.get("model")
+        span = request_span(provider, model if isinstance(model, str) else None, origin.job_id)
         try:
-            request.result = await self.upstream.complete(
-                provider,
-                body,
-                timeout_s=timeout_s,
-                on_progress=request.listeners if request.streams else None,
-                sending=sending,
-                client=origin.client.name if origin.client is not None else None,
-            )
+            with span as traced:
+                try:
+                    request.result = await self.upstream.complete(
+                        provider,
+                        body,
+                        timeout_s=timeout_s,
+                        on_progress=request.listeners if request.streams else None,
+                        sending=sending,
+                        client=origin.client.name if origin.client is not None else None,
+                        headers=traced.headers,
+                    )
+                except UpstreamError as err:
+                    traced.failed(err)
+                    raise
+                traced.answered(request.result)
         except UpstreamError as err:
             request.error = err
             raise

@@ -131,6 +131,8 @@ class _CallState:
     """Who asked: the provider's places are shared fairly between clients (`tools.fair`)."""
     queued: bool = False
     """Its last attempt waited for a free place under the provider's concurrency cap."""
+    headers: httpx2.Headers | None = None
+    """The provider's headers with the call's own (a `traceparent`), when it has any."""
 
 
 def new_client(max_connections: int, connect_timeout: float) -> httpx2.AsyncClient:
@@ -268,15 +270,19 @@ class Upstream:
         on_progress: ProgressFn | None = None,
         sending: Sending | None = None,
         client: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Completion:
         """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`.
-        `sending` is told whether the request ever left."""
+        `sending` is told whether the request ever left; `headers` are sent besides the provider's own
+        (a `traceparent`)."""
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
         if self._shared.client is None:
             await self._ready(label)
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
         state = _CallState(sending=sending or Sending(), client=client)
+        if headers:
+            state.headers = httpx2.Headers({**endpoint.headers, **headers})
         failure: UpstreamError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
         # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
@@ -334,10 +340,12 @@ class Upstream:
                         raise queued_out(label, deadline - state.started, endpoint.max_concurrency)
                     state.sending.sent = True
                     if reporter is None:
-                        completion = await self._post(endpoint, body)
+                        completion = await self._post(endpoint, body, state.headers or endpoint.headers)
                     else:
                         state.stream = StreamAccumulator(label)
-                        completion = await self._stream(endpoint, body, state.stream, reporter)
+                        completion = await self._stream(
+                            endpoint, body, state.headers or endpoint.headers, state.stream, reporter
+                        )
                 finally:
                     limiter.release()
                 completion.attempts = state.attempts
@@ -353,11 +361,11 @@ class Upstream:
                 log.info("%s: attempt %d failed (%s); retrying in %.1f s", label, state.attempts, err.kind, wait)
                 await anyio.sleep(wait)
 
-    async def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> Completion:
+    async def _post(self, endpoint: Endpoint, body: dict[str, Any], headers: httpx2.Headers) -> Completion:
         label = endpoint.spec.label
         started = time.monotonic()
         answered = False
-        request = self._client.build_request("POST", endpoint.url, json=body, headers=endpoint.headers)
+        request = self._client.build_request("POST", endpoint.url, json=body, headers=headers)
         try:
             response = await self._client.send(request, stream=True)
             answered = True
@@ -373,14 +381,19 @@ class Upstream:
         return parse_completion(label, content)
 
     async def _stream(
-        self, endpoint: Endpoint, body: dict[str, Any], acc: StreamAccumulator, reporter: ProgressReporter
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        headers: httpx2.Headers,
+        acc: StreamAccumulator,
+        reporter: ProgressReporter,
     ) -> Completion:
         label = endpoint.spec.label
         sent = time.monotonic()
         first_chunk_s: float | None = None
         try:
             async with self._client.sse(
-                endpoint.url, method="POST", json={**body, "stream": True}, headers=endpoint.headers
+                endpoint.url, method="POST", json={**body, "stream": True}, headers=headers
             ) as source:
                 response = source.response
                 if response.status_code >= 400:
