@@ -63,6 +63,12 @@ def test_every_variable_described_is_a_setting_and_secret_exactly_when_it_is_one
         assert option["required"] is False, alias
 
 
+def test_the_bundle_icon_is_the_512_pixel_png_mcpb_recommends() -> None:
+    png = (ROOT / "bundle" / MANIFEST["icon"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (512, 512)
+
+
 def test_the_descriptions_fit_where_they_are_shown() -> None:
     assert len(SERVER_JSON["description"]) <= 100
     assert PYPROJECT["project"]["description"]
