@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 
@@ -159,3 +161,40 @@ def test_metrics_on_a_bind_in_use_refuse_the_start_in_one_sentence(fake: FakeUps
     assert done.returncode == 2
     assert f"swarm-inference-mcp: the metrics cannot be served on {taken}: " in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def metric(port: int, series: str) -> float | None:
+    """One series' value as the metrics bind serves it now, or None when it is not there."""
+    for line in httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return None
+
+
+async def test_redis_down_shows_in_redis_up_and_in_the_rows_kept_back(fake: FakeUpstream, tmp_path: Path) -> None:
+    """Without a budget calls go on while Redis is down, their usage rows kept for later: both show."""
+    from tests.redis_server import RedisServer  # noqa: PLC0415 - imports the redis client
+
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    port = free_port()
+    env = {"SWARM_MCP_REDIS_URL": own.url, "SWARM_MCP_METRICS_ADDR": f"127.0.0.1:{port}"}
+    try:
+        with http_server(fake, tmp_path, "--stateless", **env) as (base, _):
+            async with mcp_client(f"{base}/mcp", token=None) as client:
+                assert not (await client.call_tool("ask_swarm", {"prompt": "before"})).is_error
+                assert (metric(port, "swarm_mcp_redis_up"), metric(port, "swarm_mcp_usage_backlog_rows")) == (1, 0)
+                own.stop()
+                assert not (await client.call_tool("ask_swarm", {"prompt": "during"})).is_error
+                assert (metric(port, "swarm_mcp_redis_up"), metric(port, "swarm_mcp_usage_backlog_rows")) == (0, 1)
+                own.start()
+                with anyio.fail_after(10):  # the link tries Redis again a second after it failed
+                    for attempt in itertools.count():
+                        assert not (await client.call_tool("ask_swarm", {"prompt": f"after {attempt}"})).is_error
+                        if metric(port, "swarm_mcp_redis_up") == 1:
+                            break
+                        await anyio.sleep(0.2)
+                assert metric(port, "swarm_mcp_usage_backlog_rows") == 0  # the rows kept back were sent
+    finally:
+        own.stop()
