@@ -187,13 +187,6 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
         from swarm_inference_mcp.server.report import write_usage_page  # noqa: PLC0415 - only this command
 
         return write_usage_page(settings, days, Path(args.html), sys.stdout)
-    if settings.redis_url is not None:
-        from swarm_inference_mcp.server.report import print_redis_usage  # noqa: PLC0415
-
-        url = settings.redis_url.get_secret_value()
-        return print_redis_usage(
-            url, settings.redis_password_file, days, args.json, sys.stdout, by_client=args.by_client
-        )
     from swarm_inference_mcp.server.report import print_usage  # noqa: PLC0415 - only this command draws tables
 
-    return print_usage(settings.state_path(), days, args.json, sys.stdout, by_client=args.by_client)
+    return print_usage(settings, days, args.json, sys.stdout, by_client=args.by_client)

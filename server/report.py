@@ -72,16 +72,6 @@ def stream_rows(entries: list[dict[str, str]]) -> Found:
     return found
 
 
-def usage_rows(path: Path, days: int, *, by_client: bool = False) -> list[dict[str, Any]]:
-    """Per local day and provider (or HTTP client) over the last `days` days (today included), newest first."""
-    return grouped(file_rows(path, days), by_client=by_client)
-
-
-def redis_usage_rows(entries: list[dict[str, str]], *, by_client: bool = False) -> list[dict[str, Any]]:
-    """The same table from the rows instances sharing Redis appended to its stream."""
-    return grouped(stream_rows(entries), by_client=by_client)
-
-
 def grouped(found: Found, *, by_client: bool, whole_period: bool = False) -> list[dict[str, Any]]:
     """The table's rows: per day (or, `whole_period`, over all days) and provider or client."""
     who = "client" if by_client else "provider"
@@ -105,47 +95,19 @@ def grouped(found: Found, *, by_client: bool, whole_period: bool = False) -> lis
     ]
 
 
-def print_redis_usage(
-    url: str, password_file: str | None, days: int, as_json: bool, out: TextIO, *, by_client: bool = False
-) -> int:
-    """The command's output and exit status, with `SWARM_MCP_REDIS_URL` set: the rows every instance shared."""
-    import anyio  # noqa: PLC0415 - only this path needs them
-
-    from swarm_inference_mcp.tools.redis_link import RedisLink  # noqa: PLC0415
-    from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415
-    from swarm_inference_mcp.tools.redis_usage import recent_rows  # noqa: PLC0415
-
-    async def fetch() -> list[dict[str, str]]:
-        link = await RedisLink.open(url, password_file)
-        try:
-            return await recent_rows(link, _first_day(days))
-        finally:
-            await link.aclose()
-
-    try:
-        rows = redis_usage_rows(anyio.run(fetch), by_client=by_client)
-    except StateError as err:
-        out.write(f"{err}\n")
-        return 2
-    return _print(rows, f"Redis at {describe_url(url)}", days, as_json, out, by_client=by_client)
-
-
-def print_usage(path: Path | None, days: int, as_json: bool, out: TextIO, *, by_client: bool = False) -> int:
-    """The command's output and exit status."""
-    if path is None:
+def print_usage(settings: Settings, days: int, as_json: bool, out: TextIO, *, by_client: bool = False) -> int:
+    """The command's output and exit status: the rows of the state file, or every instance's in Redis."""
+    if settings.redis_url is None and settings.state_path() is None:
         out.write(
             "SWARM_MCP_STATE_DB is off: usage is kept in each server's memory only, so there is nothing to show.\n"
         )
         return 1
-    if not path.exists():
-        rows: list[dict[str, Any]] = []
-    else:
-        try:
-            rows = usage_rows(path, days, by_client=by_client)
-        except StateError as err:
-            out.write(f"{err}\n")
-            return 2
-    return _print(rows, str(path), days, as_json, out, by_client=by_client)
+    try:
+        found, source = _found(settings, days)
+    except StateError as err:
+        out.write(f"{err}\n")
+        return 2
+    return _print(grouped(found, by_client=by_client), source, days, as_json, out, by_client=by_client)
 
 
 def _print(rows: list[dict[str, Any]], source: str, days: int, as_json: bool, out: TextIO, *, by_client: bool) -> int:

@@ -21,6 +21,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
+from bundle.build import version
 from swarm_inference_mcp.server.config import load_settings
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream
@@ -108,8 +109,8 @@ async def test_the_wheel_in_a_fresh_environment_serves_over_stdio(
     probe = "import importlib.util as u; print(u.find_spec('server'), u.find_spec('tools'))"
     clash = run([venv / "bin" / "python", "-c", probe], cwd=outside)
     assert clash.stdout.split() == ["None", "None"]
-    version = run([venv / "bin" / "python", "-m", "swarm_inference_mcp.server", "--version"], cwd=outside)
-    assert version.stdout.strip().endswith(_project_version())
+    printed = run([venv / "bin" / "python", "-m", "swarm_inference_mcp.server", "--version"], cwd=outside)
+    assert printed.stdout.strip().endswith(version())
 
     env = fake_env(fake, SWARM_MCP_STATE_DB=str(tmp_path / "state.db"))
     script = StdioServerParameters(command=str(venv / "bin" / "swarm-inference-mcp"), env=env, cwd=outside)
@@ -145,7 +146,7 @@ def bundle(mcpb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle")
     run([sys.executable, ROOT / "bundle" / "build.py", "--out", out, "--mcpb", mcpb / "node_modules" / ".bin" / "mcpb"])
     (built,) = out.glob("*.mcpb")
-    assert built.name == f"swarm-inference-mcp-{_project_version()}.mcpb"
+    assert built.name == f"swarm-inference-mcp-{version()}.mcpb"
     return built
 
 
@@ -272,10 +273,3 @@ def test_an_unfilled_bundle_placeholder_counts_as_unset() -> None:
     assert settings.provider("fortytwo").api_key is None
     assert settings.wait == 12
     assert load_settings({"FORTYTWO_API_KEY": "ft-${user_config.x}"}).provider("fortytwo").api_key is not None
-
-
-def _project_version() -> str:
-    import tomllib  # noqa: PLC0415 - only here
-
-    version: str = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    return version

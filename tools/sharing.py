@@ -132,22 +132,17 @@ class RequestSharing:
         started = time.time()
         sending = Sending()
         model = body.get("model")
-        span = request_span(provider, model if isinstance(model, str) else None, origin.job_id)
         try:
-            with span as traced:
-                try:
-                    request.result = await self.upstream.complete(
-                        provider,
-                        body,
-                        timeout_s=timeout_s,
-                        on_progress=request.listeners if request.streams else None,
-                        sending=sending,
-                        client=origin.client.name if origin.client is not None else None,
-                        headers=traced.headers,
-                    )
-                except UpstreamError as err:
-                    traced.failed(err)
-                    raise
+            with request_span(provider, model if isinstance(model, str) else None, origin.job_id) as traced:
+                request.result = await self.upstream.complete(
+                    provider,
+                    body,
+                    timeout_s=timeout_s,
+                    on_progress=request.listeners if request.streams else None,
+                    sending=sending,
+                    client=origin.client.name if origin.client is not None else None,
+                    headers=traced.headers,
+                )
                 traced.answered(request.result)
         except UpstreamError as err:
             request.error = err

@@ -54,9 +54,9 @@ class RequestSpan:
 
 @contextmanager
 def request_span(provider: str, model: str | None, job_id: str | None) -> Iterator[RequestSpan]:
-    """The span of one upstream request, a child of the current one (the tool call's, in the job's task)."""
-    attributes: dict[str, str] = {"gen_ai.operation.name": "chat", "gen_ai.system": provider}
-    attributes["gen_ai.provider.name"] = provider
+    """The span of one upstream request, a child of the current one (the tool call's, in the job's task);
+    an `UpstreamError` raised inside marks it failed."""
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": provider, "gen_ai.provider.name": provider}
     if model:
         attributes["gen_ai.request.model"] = model
     if job_id:
@@ -68,4 +68,8 @@ def request_span(provider: str, model: str | None, job_id: str | None) -> Iterat
         request = RequestSpan(span)
         if span.is_recording():
             inject(request.headers)
-        yield request
+        try:
+            yield request
+        except UpstreamError as err:
+            request.failed(err)
+            raise

@@ -131,8 +131,8 @@ class _CallState:
     """Who asked: the provider's places are shared fairly between clients (`tools.fair`)."""
     queued: bool = False
     """Its last attempt waited for a free place under the provider's concurrency cap."""
-    headers: httpx2.Headers | None = None
-    """The provider's headers with the call's own (a `traceparent`), when it has any."""
+    headers: httpx2.Headers = field(default_factory=httpx2.Headers)
+    """What each attempt sends: the provider's headers, with the call's own (a `traceparent`)."""
 
 
 def new_client(max_connections: int, connect_timeout: float) -> httpx2.AsyncClient:
@@ -280,9 +280,8 @@ class Upstream:
         if self._shared.client is None:
             await self._ready(label)
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
-        state = _CallState(sending=sending or Sending(), client=client)
-        if headers:
-            state.headers = httpx2.Headers({**endpoint.headers, **headers})
+        sent_headers = httpx2.Headers({**endpoint.headers, **headers}) if headers else endpoint.headers
+        state = _CallState(sending=sending or Sending(), client=client, headers=sent_headers)
         failure: UpstreamError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
         # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
@@ -340,12 +339,10 @@ class Upstream:
                         raise queued_out(label, deadline - state.started, endpoint.max_concurrency)
                     state.sending.sent = True
                     if reporter is None:
-                        completion = await self._post(endpoint, body, state.headers or endpoint.headers)
+                        completion = await self._post(endpoint, body, state.headers)
                     else:
                         state.stream = StreamAccumulator(label)
-                        completion = await self._stream(
-                            endpoint, body, state.headers or endpoint.headers, state.stream, reporter
-                        )
+                        completion = await self._stream(endpoint, body, state.headers, state.stream, reporter)
                 finally:
                     limiter.release()
                 completion.attempts = state.attempts
