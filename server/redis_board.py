@@ -290,7 +290,7 @@ class RedisBoard:
                 log.debug("Redis event subscription lost (%s); reconnecting", exc)
             finally:
                 with anyio.CancelScope(shield=True), suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await anyio.sleep(RETRY_AFTER_S)
 
     def _dispatch(self, text: str) -> None:

@@ -70,3 +70,17 @@ def test_claude_desktop_example_is_a_complete_server_entry() -> None:
     assert isinstance(entry["args"], list)
     assert set(entry["env"]) == {"FORTYTWO_API_KEY", "SWARMS_API_KEY"}
     assert json.dumps(example, indent=2) in README
+
+
+def test_the_test_command_installs_from_the_lock_which_pins_the_toolchain() -> None:
+    """A release of a test tool cannot change CI: the README's test command reads the lock, and the
+    lock holds an exact version of every tool the checks run."""
+    test = shell_blocks()[1]
+    assert "-c tests/constraints.txt" in test
+    pins = dict(
+        line.split(" ;")[0].split("==")
+        for line in (ROOT / "tests" / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    )
+    for tool in ("pytest", "ruff", "mypy", "redis", "mcp", "pydantic", "uvicorn"):
+        assert tool in pins, tool
