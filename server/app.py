@@ -26,30 +26,32 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarm_inference_mcp.server import __version__
-from swarm_inference_mcp.server.board import JobBoard, JobRecord, LocalBoard
+from swarm_inference_mcp.server.accounting.ledger import Ledger
+from swarm_inference_mcp.server.accounting.rows import MemoryUsageStore, StateError, UsageStore
+from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
+from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from swarm_inference_mcp.server.calls import AppState, both_work, list_models, provider_work
 from swarm_inference_mcp.server.clients import client_of_request
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight, Untracked
-from swarm_inference_mcp.server.handles import CancelOutcome, CancelReport, GetResultArgs, JobArgs, RunningJob
-from swarm_inference_mcp.server.outcome import Failed, Outcome
+from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, LocalBoard
+from swarm_inference_mcp.server.jobs.handles import CancelOutcome, CancelReport, GetResultArgs, JobArgs, RunningJob
+from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome
+from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
+from swarm_inference_mcp.server.jobs.sharing import RequestSharing
+from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.observe import Observer, Unobserved
 from swarm_inference_mcp.server.results import outcome_label, render, render_cancel
-from swarm_inference_mcp.server.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.schemas import output_schema
 from swarm_inference_mcp.server.stdio import BoundedLines
 from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks, current_task_call
-from swarm_inference_mcp.server.work import Work
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.both import BothArgs
 from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.errors import UpstreamError, argument_error, shutting_down
-from swarm_inference_mcp.tools.ledger import Ledger
 from swarm_inference_mcp.tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
-from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import ProgressFn
-from swarm_inference_mcp.tools.sharing import RequestSharing
+from swarm_inference_mcp.tools.providers.both import BothArgs
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
-from swarm_inference_mcp.tools.usage import BUSY_TIMEOUT_MS, MemoryUsageStore, SqliteUsageStore, StateError, UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +294,7 @@ def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:
 def _store_location(settings: Settings) -> dict[str, str | None]:
     """Where the shared usage is read from, as swarm://usage names it (never a password)."""
     if settings.redis_url is not None:
-        from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415 - only with Redis
 
         return {"redis": describe_url(settings.redis_url.get_secret_value())}
     path = settings.state_path()
@@ -310,9 +312,9 @@ async def shared_state(settings: Settings, instance: str) -> AsyncIterator[tuple
         finally:
             await anyio.to_thread.run_sync(store.close)
         return
-    from swarm_inference_mcp.server.redis_board import RedisBoard  # noqa: PLC0415 - the redis client is loaded only when configured
-    from swarm_inference_mcp.tools.redis_link import RedisLink  # noqa: PLC0415
-    from swarm_inference_mcp.tools.redis_usage import RedisUsageStore  # noqa: PLC0415
+    from swarm_inference_mcp.server.scaleout.board import RedisBoard  # noqa: PLC0415 - the redis client is loaded only when configured
+    from swarm_inference_mcp.server.scaleout.link import RedisLink  # noqa: PLC0415
+    from swarm_inference_mcp.server.scaleout.usage import RedisUsageStore  # noqa: PLC0415
 
     link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
     redis_store = RedisUsageStore(link)
@@ -324,20 +326,25 @@ async def shared_state(settings: Settings, instance: str) -> AsyncIterator[tuple
             await link.aclose()
 
 
+def patience_s(settings: Settings) -> float:
+    """How long a request waits for its usage row's commit, before it leaves and after it ends.
+
+    A request is sent once its row is on file and returns once the row says how it ended: every request
+    that left is on file, whatever is killed (the cost a call pays for it: docs/performance.md), and
+    the budgets of every process see it. Only a file another process keeps locked holds a call longer
+    than a moment, and only where a budget needs the row counted; without one the call goes on after
+    COMMIT_PATIENCE_S, its row queued for the writer thread."""
+    counted = any(budget.shared for budget in settings.budgets()) or settings.tokens_file is not None
+    return BUSY_TIMEOUT_S if counted else COMMIT_PATIENCE_S
+
+
 async def open_usage_store(settings: Settings) -> UsageStore:
     """The usage state file, or memory when it is off or cannot be used (said in one log line)."""
     path = settings.state_path()
     if path is None:
         return MemoryUsageStore()
-    # A call returns once its row is committed: every answer delivered is on file, whatever is killed
-    # (the cost a call pays for it: docs/performance.md), and budgets of every process see it. Only a
-    # file another process keeps locked holds a call longer than a moment, and only where a budget
-    # needs the row counted; without one the call goes on after COMMIT_PATIENCE_S, its row in the pipe.
-    counted = any(budget.shared for budget in settings.budgets()) or settings.tokens_file is not None
-    opening = functools.partial(
-        SqliteUsageStore.open, path, confirm=True, patience_s=BUSY_TIMEOUT_S if counted else COMMIT_PATIENCE_S
-    )
     try:
+        opening = functools.partial(SqliteUsageStore.open, path, patience_s=patience_s(settings))
         return await anyio.to_thread.run_sync(opening)
     except StateError as err:
         shared = any(budget.shared for budget in settings.budgets())

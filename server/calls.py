@@ -11,18 +11,18 @@ import anyio
 
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight, Untracked
-from swarm_inference_mcp.server.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
-from swarm_inference_mcp.server.runner import JobRunner
-from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
+from swarm_inference_mcp.server.jobs.runner import JobRunner
+from swarm_inference_mcp.server.jobs.sharing import Ask, Origin, RequestSharing
+from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.both import BothArgs
 from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.completion import Completion
 from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.models import Answer, ChatArgs, ProviderSpec
-from swarm_inference_mcp.tools.observe import Observer
 from swarm_inference_mcp.tools.progress import ProgressFn
-from swarm_inference_mcp.tools.sharing import Ask, Origin, RequestSharing
+from swarm_inference_mcp.tools.providers.both import BothArgs
 
 
 @dataclass(frozen=True)

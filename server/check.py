@@ -31,7 +31,7 @@ def describe(settings: Settings) -> list[str]:
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
         if name == "redis_url" and value is not None:
-            from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415 - only with Redis
+            from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415 - only with Redis
 
             shown = describe_url(value.get_secret_value())  # the host, never the password
         else:
@@ -72,8 +72,8 @@ async def run_check(settings: Settings, out: TextIO) -> int:
 
 async def _check_redis(settings: Settings, out: TextIO) -> bool:
     """One line on the Redis the instances share; True when it cannot be used."""
-    from swarm_inference_mcp.tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
-    from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415
+    from swarm_inference_mcp.server.scaleout.link import redis_problem  # noqa: PLC0415 - only with Redis
+    from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415
 
     assert settings.redis_url is not None  # noqa: S101 - the caller checked
     url = settings.redis_url.get_secret_value()

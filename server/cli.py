@@ -104,10 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from swarm_inference_mcp.server.app import create_server  # noqa: PLC0415
-    from swarm_inference_mcp.server.tracing import traced  # noqa: PLC0415 - imports OpenTelemetry's SDK only if asked
+    from swarm_inference_mcp.server.telemetry import traced  # noqa: PLC0415 - imports OpenTelemetry's SDK only if asked
 
     if settings.redis_url is not None:
-        from swarm_inference_mcp.tools.redis_link import redis_problem  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.server.scaleout.link import redis_problem  # noqa: PLC0415 - only with Redis
 
         problem = anyio.run(redis_problem, settings.redis_url.get_secret_value(), settings.redis_password_file)
         if problem is not None:
@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
     if settings.transport == "streamable-http":
         from swarm_inference_mcp.server.drain import InFlight  # noqa: PLC0415
-        from swarm_inference_mcp.server.http import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
-        from swarm_inference_mcp.server.metrics import PrometheusMetrics  # noqa: PLC0415 - only over HTTP
+        from swarm_inference_mcp.server.gateway.metrics import PrometheusMetrics  # noqa: PLC0415 - only over HTTP
+        from swarm_inference_mcp.server.gateway.serve import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
 
         calls = InFlight()  # what a shutdown drains
         metrics = PrometheusMetrics(redis=settings.redis_url is not None)
@@ -184,9 +184,9 @@ def _usage(args: argparse.Namespace, settings: Settings) -> int:
     """The `usage` command: a table, JSON, or the page (`--html`), from the state file or Redis."""
     days = max(1, args.days)
     if args.html is not None:
-        from swarm_inference_mcp.server.report import write_usage_page  # noqa: PLC0415 - only this command
+        from swarm_inference_mcp.server.accounting.report import write_usage_page  # noqa: PLC0415 - only this command
 
         return write_usage_page(settings, days, Path(args.html), sys.stdout)
-    from swarm_inference_mcp.server.report import print_usage  # noqa: PLC0415 - only this command draws tables
+    from swarm_inference_mcp.server.accounting.report import print_usage  # noqa: PLC0415 - only this command draws tables
 
     return print_usage(settings, days, args.json, sys.stdout, by_client=args.by_client)

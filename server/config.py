@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator
 
+from swarm_inference_mcp.server.accounting.ledger import Budget
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.ledger import Budget
 from swarm_inference_mcp.tools.models import ProviderSpec
 from swarm_inference_mcp.tools.upstream import Endpoint, SharedClient, new_client
 
@@ -172,7 +172,8 @@ class ServerSettings(BaseModel):
         1000,
         ge=1,
         alias="SWARM_MCP_MAX_JOBS",
-        description="Most finished job outcomes kept at once; the oldest is forgotten first.",
+        description="Most finished job outcomes kept per client (over stdio: in all); that client's oldest is "
+        "forgotten first, never another client's.",
     )
     cache_ttl: float = Field(
         0.0,
@@ -323,7 +324,7 @@ class ServerSettings(BaseModel):
         """A Redis URL is read (and refused in one sentence) before anything connects, and needs the extra."""
         if value is None:
             return None
-        from swarm_inference_mcp.tools.redis_url import parse_redis_url  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.server.scaleout.url import parse_redis_url  # noqa: PLC0415 - only with Redis
 
         parse_redis_url(value.get_secret_value())
         try:

@@ -26,9 +26,9 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from swarm_inference_mcp.server.board import JobRecord
-from swarm_inference_mcp.server.handles import CancelReport, cancel_words, running_job, working_words
-from swarm_inference_mcp.server.outcome import Answered, Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.server.jobs.board import JobRecord
+from swarm_inference_mcp.server.jobs.handles import CancelReport, cancel_words, running_job, working_words
+from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Outcome, SideFailed, Sides
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.models import Answer, BothAnswers, ProviderOutcome
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.board import JobRecord, UnknownRecordError
-from swarm_inference_mcp.server.outcome import Outcome
-from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
+from swarm_inference_mcp.server.jobs.outcome import Outcome
+from swarm_inference_mcp.server.jobs.work import Work
 from swarm_inference_mcp.tools.progress import ProgressFn
-from swarm_inference_mcp.tools.usage import StateError
 
 
 @dataclass

@@ -20,6 +20,7 @@ from swarm_inference_mcp.server.clients import TokensFileError, parse_tokens
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, eventually
 from tests.servers import SCRIPT, free_port, http_server, mcp_client
+from tests.test_jobs import answer_of, handle_of
 
 pytestmark = pytest.mark.anyio
 
@@ -272,3 +273,25 @@ def test_tokens_file_lines_are_refused_with_their_line_number(line: str, problem
     assert message.startswith("clients.txt, line 4: ")
     assert problem in message
     assert ALICE not in message
+
+
+async def test_another_clients_finished_jobs_never_evict_a_clients_uncollected_answer(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """alice has a finished, uncollected job; bob finishes many more than SWARM_MCP_MAX_JOBS. Before, one
+    table held every client's kept jobs and bob's pushed hers out: she was told to ask (and pay) again."""
+    clients = tokens_file(tmp_path, f"alice {ALICE}", f"bob {BOB_HASH}")
+    env = {"SWARM_MCP_TOKENS_FILE": str(clients), "SWARM_MCP_MAX_JOBS": "3"}
+    with http_server(fake, tmp_path, **env) as (base, _):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice, mcp_client(f"{base}/mcp", token=BOB) as bob:
+            handle = handle_of(await alice.call_tool("ask_swarm", {"prompt": "alice's question", "wait_s": 0}))
+            await eventually(lambda: len(fake.seen("swarms")) == 1 and fake.seen("swarms")[0].finished is not None)
+            bobs = []
+            for n in range(12):  # each handed out, finished and kept for bob
+                bobs.append(handle_of(await bob.call_tool("ask_swarm", {"prompt": f"bob's {n}", "wait_s": 0})))
+                answer_of(await bob.call_tool("get_result", {"job_id": bobs[-1]["job_id"], "wait_s": 30}))
+            collected = await alice.call_tool("get_result", {"job_id": handle["job_id"], "wait_s": 30})
+            evicted = await bob.call_tool("get_result", {"job_id": bobs[0]["job_id"], "wait_s": 0})
+    assert answer_of(collected)["text"] == "swarms says: alice's question"
+    assert "SWARM_MCP_MAX_JOBS" in error_of(evicted)["message"]  # bob's own oldest made room for his newest
+    assert len(fake.seen("swarms")) == 13

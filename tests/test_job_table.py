@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from swarm_inference_mcp.server.job_table import Job, JobTable
-from swarm_inference_mcp.server.outcome import Answered, Failed, Failure, Outcome, Trace
-from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, Trace
+from swarm_inference_mcp.server.jobs.table import Job, JobTable
+from swarm_inference_mcp.server.jobs.work import Work
 from swarm_inference_mcp.tools.models import Answer
 
 
@@ -103,3 +103,23 @@ def test_jobs_are_listed_per_client() -> None:
     table.add(bob)
     assert table.of_client("alice") == [alice]
     assert table.of_client(None) == []
+
+
+def test_a_client_past_max_kept_evicts_its_own_oldest_never_another_clients() -> None:
+    """bob finishing many jobs cannot push out alice's uncollected one (before: one table for all)."""
+    table = JobTable(ttl_s=1000, max_kept=2)
+    alices = job(0, "alice", request="alice's")
+    table.add(alices)
+    finished(table, alices, ANSWER, now=0.0)
+    bobs = [job(n, "bob", request=f"bob {n}") for n in range(1, 1002)]
+    for n, one in enumerate(bobs, start=1):
+        table.add(one)
+        finished(table, one, ANSWER, now=float(n))
+    assert table.get(alices.id) is alices
+    assert table.answered(alices.work.key) is alices
+    assert [table.get(one.id) for one in bobs[-2:]] == bobs[-2:]
+    assert table.get(bobs[0].id) is None
+    assert table.why_unknown(bobs[0].id) == "evicted"
+    table.expire(1000.0)
+    assert table.get(alices.id) is None
+    assert table.why_unknown(alices.id) == "expired"

@@ -56,12 +56,16 @@ async def test_prometheus_scrapes_calls_tokens_latency_and_budgets(fake: FakeUps
                     'swarm_mcp_sessions{client="bob"}': 1,
                 }
             )
+            assert handle.structured_content is not None
+            slow = {"job_id": handle.structured_content["job_id"], "wait_s": 30}
+            collected = await bob.call_tool("get_result", slow)  # ended: no reservation in flight any more
         assert handle.structured_content is not None
         assert handle.structured_content["status"] == "running"
         assert not answered.is_error
         assert error_of(refused)["kind"] == "budget"
         assert error_of(limited)["kind"] == "rate_limited"
         assert not streamed.is_error
+        assert not collected.is_error
         assert seen
         prom.wait_for(
             {
@@ -73,14 +77,17 @@ async def test_prometheus_scrapes_calls_tokens_latency_and_budgets(fake: FakeUps
                 'swarm_mcp_upstream_requests_total{provider="swarms",outcome="answer",client="alice"}': 1,
                 'swarm_mcp_tokens_total{provider="swarms",client="alice",type="prompt"}': 3,
                 'swarm_mcp_tokens_total{provider="swarms",client="alice",type="completion"}': 5,
-                'swarm_mcp_tokens_total{provider="swarms",client="bob",type="completion"}': 4,
-                'swarm_mcp_upstream_request_duration_seconds_count{provider="swarms"}': 2,
+                'swarm_mcp_tokens_total{provider="swarms",client="bob",type="completion"}': 4 + 3,
+                'swarm_mcp_upstream_request_duration_seconds_count{provider="swarms"}': 3,
                 'swarm_mcp_upstream_request_duration_seconds_count{provider="fortytwo"}': 1,
                 'swarm_mcp_upstream_first_chunk_seconds_count{provider="swarms"}': 1,
                 'swarm_mcp_budget_limit_tokens{budget="daily_tokens",client="alice"}': 8,
                 'swarm_mcp_budget_remaining_tokens{budget="daily_tokens",client="alice"}': 0,
                 'swarm_mcp_budget_limit_tokens{budget="SWARM_MCP_DAILY_TOKEN_BUDGET",window="day"}': 1000,
-                'swarm_mcp_budget_remaining_tokens{budget="SWARM_MCP_DAILY_TOKEN_BUDGET",window="day"}': 1000 - 8 - 6,
+                'swarm_mcp_budget_remaining_tokens{budget="SWARM_MCP_DAILY_TOKEN_BUDGET",window="day"}': 1000
+                - 8
+                - 6
+                - 4,
                 "swarm_mcp_usage_store_up": 1,
             }
         )

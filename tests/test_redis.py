@@ -24,7 +24,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextResourceContents
 
-from swarm_inference_mcp.tools.redis_link import TIMEOUT_S
+from swarm_inference_mcp.server.scaleout.link import TIMEOUT_S
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.redis_server import PASSWORD, FreezingProxy, RedisServer

@@ -137,7 +137,7 @@ def test_stdio_start_up_imports_neither_metrics_nor_the_tracing_sdk(tmp_path: Pa
     assert "swarm_inference_mcp.server.app" in done.stderr, done.stderr[-2000:]  # it did start serving
     for module in ("opentelemetry.sdk", "opentelemetry.exporter", "requests", "prometheus_client"):
         assert f" {module}" not in done.stderr, module
-    assert "swarm_inference_mcp.server.metrics" not in done.stderr
+    assert "swarm_inference_mcp.server.gateway.metrics" not in done.stderr
 
 
 def test_traces_asked_for_without_the_extra_are_one_sentence_and_the_server_serves(

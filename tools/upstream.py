@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -111,11 +111,9 @@ class RetryPolicy:
         return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
 
 
-@dataclass
-class Sending:
-    """Whether a call's request left for the upstream: a request that never did was not paid for."""
-
-    sent: bool = False
+Leaving = Callable[[int], Awaitable[None]]
+"""Told of each attempt (its number) as it leaves the queue, just before it is sent; what it raises
+(a spent budget) ends the call there, and the attempt is never sent."""
 
 
 @dataclass
@@ -125,7 +123,9 @@ class _CallState:
     stream: StreamAccumulator | None = None
     """The current attempt's stream, when streamed."""
     attempts: int = 0
-    sending: Sending = field(default_factory=Sending)
+    sent: bool = False
+    """An attempt left for the upstream: a request that never did was not paid for."""
+    leaving: Leaving | None = None
     started: float = field(default_factory=time.monotonic)
     client: str | None = None
     """Who asked: the provider's places are shared fairly between clients (`tools.fair`)."""
@@ -268,12 +268,12 @@ class Upstream:
         *,
         timeout_s: float,
         on_progress: ProgressFn | None = None,
-        sending: Sending | None = None,
+        leaving: Leaving | None = None,
         client: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Completion:
         """One answer, streamed when `on_progress` is given; retries and waits live inside `timeout_s`.
-        `sending` is told whether the request ever left; `headers` are sent besides the provider's own
+        `leaving` is told of each attempt before it is sent; `headers` are sent besides the provider's own
         (a `traceparent`)."""
         endpoint = self.endpoints[provider]
         label = endpoint.spec.label
@@ -281,7 +281,7 @@ class Upstream:
             await self._ready(label)
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
         sent_headers = httpx2.Headers({**endpoint.headers, **headers}) if headers else endpoint.headers
-        state = _CallState(sending=sending or Sending(), client=client, headers=sent_headers)
+        state = _CallState(leaving=leaving, client=client, headers=sent_headers)
         failure: UpstreamError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
         # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
@@ -297,7 +297,7 @@ class Upstream:
         except TimeoutError:
             if not limit.expired():
                 raise
-        if failure is None and not state.sending.sent:
+        if failure is None and not state.sent:
             failure = queued_out(label, timeout_s, endpoint.max_concurrency, attempts=state.attempts)
         if failure is None:
             failure = call_deadline(label, timeout_s, state.attempts, state.stream.partial_text if state.stream else "")
@@ -337,7 +337,9 @@ class Upstream:
                 try:
                     if state.queued and deadline - time.monotonic() < self._retry.send_floor_s:
                         raise queued_out(label, deadline - state.started, endpoint.max_concurrency)
-                    state.sending.sent = True
+                    if state.leaving is not None:
+                        await state.leaving(state.attempts)
+                    state.sent = True
                     if reporter is None:
                         completion = await self._post(endpoint, body, state.headers)
                     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from swarm_inference_mcp.tools.usage import UsageRow
+from swarm_inference_mcp.server.accounting.rows import UsageRow
 
 
 class Observer(Protocol):

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarm_inference_mcp.server.board import JobRecord
-from swarm_inference_mcp.server.outcome import usage_by_provider
+from swarm_inference_mcp.server.jobs.board import JobRecord
+from swarm_inference_mcp.server.jobs.outcome import usage_by_provider
 from swarm_inference_mcp.tools.models import Result
 
 

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import anyio
-
+from swarm_inference_mcp.server.accounting.ledger import Ledger
+from swarm_inference_mcp.server.accounting.rows import SENT, UsageRow
+from swarm_inference_mcp.server.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.client import Client
 from swarm_inference_mcp.tools.completion import Completion
 from swarm_inference_mcp.tools.done import Done
 from swarm_inference_mcp.tools.errors import UpstreamError
-from swarm_inference_mcp.tools.ledger import Ledger
-from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
-from swarm_inference_mcp.tools.tracing import request_span
-from swarm_inference_mcp.tools.upstream import Sending, Upstream
-from swarm_inference_mcp.tools.usage import UsageRow
+from swarm_inference_mcp.tools.spans import request_span
+from swarm_inference_mcp.tools.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +123,25 @@ class RequestSharing:
         on_progress: ProgressFn | None,
         origin: Origin,
     ) -> Completion:
-        await self.ledger.check_budget(provider, self.upstream.endpoints[provider].spec.label, origin.client)
+        label = self.upstream.endpoints[provider].spec.label
+        await self.ledger.check(provider, label, origin.client)  # spent already: refused before it queues
         request = _Request(streams=on_progress is not None)
         if on_progress is not None:
             request.listeners.append(on_progress)
         self._running[key] = request
         started = time.time()
-        sending = Sending()
+        reserved: UsageRow | None = None
+
+        async def leaving(_attempt: int) -> None:
+            """Each attempt, as it leaves the queue: the budgets are checked then, with what is in flight."""
+            nonlocal reserved
+            if reserved is None:
+                reservation = _reservation(provider, body, origin, started)
+                await self.ledger.reserve(reservation, label, origin.client)
+                reserved = reservation
+            else:
+                await self.ledger.check(provider, label, origin.client)
+
         model = body.get("model")
         try:
             with request_span(provider, model if isinstance(model, str) else None, origin.job_id) as traced:
@@ -139,7 +150,7 @@ class RequestSharing:
                     body,
                     timeout_s=timeout_s,
                     on_progress=request.listeners if request.streams else None,
-                    sending=sending,
+                    leaving=leaving,
                     client=origin.client.name if origin.client is not None else None,
                     headers=traced.headers,
                 )
@@ -149,15 +160,11 @@ class RequestSharing:
             raise
         finally:
             del self._running[key]
-            # Only a request that left is counted: one cancelled or timed out in the queue cost nothing.
-            pending = None
-            if sending.sent:
-                row = _row(provider, body, origin, started, request)
-                pending = self.ledger.record(row)
+            # Only a request that left is counted: one cancelled or refused in the queue cost nothing.
+            if reserved is not None:
+                row = _row(reserved, started, request)
+                await self.ledger.settle(row, reserved)
                 self.observer.request_done(row, request.result.first_chunk_s if request.result else None)
-            if pending is not None:
-                with anyio.CancelScope(shield=True):  # counted even when the caller was cancelled
-                    await pending
             request.done.set()
         if self._cache_ttl_s > 0:
             self._cache[key] = (time.monotonic() + self._cache_ttl_s, request.result)
@@ -174,16 +181,38 @@ class RequestSharing:
         return replace(completion, cached=True)
 
 
-def _row(provider: str, body: dict[str, Any], origin: Origin, started: float, request: _Request) -> UsageRow:
-    """The ledger's row for one request: its outcome and usage, never its text."""
-    result, error = request.result, request.error
-    usage = result.usage if result is not None else None
-    model = result.model if result is not None and result.model else body.get("model")
+def _reservation(provider: str, body: dict[str, Any], origin: Origin, started: float) -> UsageRow:
+    """A request's row as it leaves: counted at its prompt's size (about four characters a token) and
+    its `max_tokens` until it ends."""
+    model = body.get("model")
+    max_tokens = body.get("max_tokens")
+    prompt = len(json.dumps(body.get("messages", ""))) // 4
     return UsageRow(
         at=started,
         tool=origin.tool,
         provider=provider,
         model=model if isinstance(model, str) else None,
+        outcome=SENT,
+        status=None,
+        attempts=None,
+        prompt_tokens=None,
+        completion_tokens=None,
+        total_tokens=None,
+        latency_ms=0,
+        job_id=origin.job_id,
+        client=origin.client.name if origin.client is not None else None,
+        ref=secrets.token_hex(12),
+        reserved_tokens=prompt + (max_tokens if isinstance(max_tokens, int) else 0),
+    )
+
+
+def _row(reserved: UsageRow, started: float, request: _Request) -> UsageRow:
+    """The request's row once it ended: its outcome and usage, never its text."""
+    result, error = request.result, request.error
+    usage = result.usage if result is not None else None
+    return replace(
+        reserved,
+        model=result.model if result is not None and result.model else reserved.model,
         outcome="answer" if result is not None else error.kind if error is not None else "cancelled",
         status=error.status if error is not None else None,
         attempts=result.attempts if result is not None else error.attempts if error is not None else None,
@@ -191,6 +220,4 @@ def _row(provider: str, body: dict[str, Any], origin: Origin, started: float, re
         completion_tokens=usage.completion_tokens if usage else None,
         total_tokens=usage.total_tokens if usage else None,
         latency_ms=round((time.time() - started) * 1000),
-        job_id=origin.job_id,
-        client=origin.client.name if origin.client is not None else None,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from swarm_inference_mcp.server.outcome import Outcome
+from swarm_inference_mcp.server.jobs.outcome import Outcome
 from swarm_inference_mcp.tools.progress import ProgressFn
 
 

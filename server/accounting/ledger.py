@@ -1,14 +1,16 @@
 """What the server spends, and the token budgets that stop it.
 
-One `Ledger` per server, given one row per upstream request by `RequestSharing`: callers that share a
-request count once, a cached answer counts not at all. It keeps this process's totals since it
-started (for the lifetime budgets, `SWARM_MCP_TOKEN_BUDGET` and `<PROVIDER>_TOKEN_BUDGET`) and
-hands every row to the `UsageStore`, which the daily and monthly budgets read: those count every
-server process sharing the state file, across restarts.
+One `Ledger` per server. Each upstream request is written to it twice (`server.accounting.rows`):
+`reserve` as it leaves the provider's queue, after the budgets are checked with every request in
+flight counted at its reservation, and `settle` when it ends. Before a retry the budgets are checked
+again (`check`). So a budget is overshot by at most what is in flight at once: the requests already
+sent when it was reached, each by what it costs beyond its reservation.
 
-A budget is checked before a new request is sent, so requests already in flight may overshoot it
-by their own tokens. A budget that cannot be counted (the state file is unusable) is no budget:
-while a daily or monthly budget is set and the store has a problem, every call is refused.
+It keeps this process's totals since it started (for the lifetime budgets, `SWARM_MCP_TOKEN_BUDGET`
+and `<PROVIDER>_TOKEN_BUDGET`) and hands every write to the `UsageStore`, which the daily and monthly
+budgets read: those count every server process sharing the state file (or Redis), across restarts.
+A budget that cannot be counted (the store is unusable) is no budget: while a daily or monthly
+budget is set and the store has a problem, every call is refused.
 """
 
 from __future__ import annotations
@@ -19,18 +21,21 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from swarm_inference_mcp.tools.client import Client
-from swarm_inference_mcp.tools.errors import budget_spent, budget_uncountable, client_budget_spent
-from swarm_inference_mcp.tools.models import ProviderUsage, SessionUsage
-from swarm_inference_mcp.tools.usage import (
+import anyio
+
+from swarm_inference_mcp.server.accounting.rows import (
     LIFETIME,
     MemoryUsageStore,
     StateError,
     Totals,
     UsageRow,
     UsageStore,
+    change,
     periods_of,
 )
+from swarm_inference_mcp.tools.client import Client
+from swarm_inference_mcp.tools.errors import budget_spent, budget_uncountable, client_budget_spent
+from swarm_inference_mcp.tools.models import ProviderUsage, SessionUsage
 
 Window = Literal["lifetime", "day", "month"]
 
@@ -47,10 +52,18 @@ class Budget:
     def covers(self, provider: str) -> bool:
         return self.provider is None or self.provider == provider
 
+    def used(self, totals: dict[tuple[str, str], Totals], period: str) -> int:
+        """What is used of it in `period`, from totals by (period, provider)."""
+        return sum(t.total_tokens for (at, provider), t in totals.items() if at == period and self.covers(provider))
+
     @property
     def shared(self) -> bool:
         """Daily and monthly budgets count the state file every process shares; lifetime ones, this process."""
         return self.window != "lifetime"
+
+
+def remaining(limit: int, used: int) -> int:
+    return max(0, limit - used)
 
 
 class Ledger:
@@ -59,20 +72,32 @@ class Ledger:
         """Plain counters: a pydantic model would validate each write, on every request."""
         self._budgets = budgets
         self.store = store
+        self._sending = anyio.Lock()
+        """A budget check and the reservation it allows are one step in this process."""
 
-    def record(self, row: UsageRow) -> Awaitable[None] | None:
-        """Count one upstream request, here and in the store; await what is returned, if anything, before
-        the call returns (see `UsageStore.record`)."""
-        self._since_start[row.provider].add(row)
+    async def reserve(self, row: UsageRow, label: str, client: Client | None) -> None:
+        """A request is about to leave: refuse it if a budget covering it is spent (with every request
+        in flight counted), else put its row (outcome `sent`) on file. Raises `BudgetError`/`ConfigError`
+        before anything is written; once written, it returns (the store bounds the wait)."""
+        async with self._sending:
+            await self.check(row.provider, label, client)
+            pending = self._record(row, None)
+        await _written(pending)
+
+    async def settle(self, row: UsageRow, reserved: UsageRow) -> None:
+        """The request has ended: its row now says how, and what it cost (whatever cancels the caller)."""
+        await _written(self._record(row, reserved))
+
+    def _record(self, row: UsageRow, previous: UsageRow | None) -> Awaitable[None] | None:
+        self._since_start[row.provider].add(change(row, previous))
         if self.store.problem is not None and not isinstance(self.store, MemoryUsageStore):
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
-        return self.store.record(row)
+        return self.store.record(row, previous)
 
-    async def check_budget(self, provider: str, label: str, client: Client | None = None) -> None:
-        """Refuse a new upstream request once a budget covering `provider`, or the client's own, is
-        spent (and get the store ready to record it). Raises `BudgetError`, or `ConfigError` when a shared
-        budget is set but cannot be counted."""
-        self.store.prepare()
+    async def check(self, provider: str, label: str, client: Client | None = None) -> None:
+        """Refuse a new upstream request (or a retry) once a budget covering `provider`, or the client's
+        own, is spent. Raises `BudgetError`, or `ConfigError` when a shared budget is set but cannot be
+        counted."""
         shared = []
         for budget in self._budgets:
             if not budget.covers(provider):
@@ -88,7 +113,7 @@ class Ledger:
         totals = await self._read_shared(label)
         periods = self._periods()
         for budget in shared:
-            self._refuse_if_spent(budget, _used(totals, periods[budget.window], budget), label)
+            self._refuse_if_spent(budget, budget.used(totals, periods[budget.window]), label)
 
     def _counted_by_store(self, budget: Budget) -> bool:
         """Daily and monthly budgets count the store; lifetime ones too when it keeps all-time totals (Redis)."""
@@ -104,15 +129,15 @@ class Ledger:
         providers = {}
         for name, usage in self._since_start.items():
             own = lifetime.get(name)
-            remaining = None if own is None else max(0, own - usage.total_tokens)
-            providers[name] = ProviderUsage(**asdict(usage), token_budget=own, budget_remaining=remaining)
+            left = None if own is None else remaining(own, usage.total_tokens)
+            providers[name] = ProviderUsage(**asdict(usage), token_budget=own, budget_remaining=left)
         total = sum(usage.total_tokens for usage in self._since_start.values())
         budget = lifetime.get(None)
         return SessionUsage(
             providers=providers,
             total_tokens=total,
             token_budget=budget,
-            budget_remaining=None if budget is None else max(0, budget - total),
+            budget_remaining=None if budget is None else remaining(budget, total),
         )
 
     async def shared_usage(self) -> dict[str, Any]:
@@ -133,8 +158,8 @@ class Ledger:
                 {
                     "variable": b.variable,
                     "limit": b.limit,
-                    "used": (used := _used(totals, period, b)),
-                    "remaining": max(0, b.limit - used),
+                    "used": (used := b.used(totals, period)),
+                    "remaining": remaining(b.limit, used),
                 }
                 for b in self._budgets
                 if b.window == window and self._counted_by_store(b)
@@ -155,7 +180,7 @@ class Ledger:
         counted = {periods[b.window] for b in self._budgets if self._counted_by_store(b)}
         totals = await self.store.totals(counted) if counted else {}
         return [
-            (b, _used(totals, periods[b.window], b) if self._counted_by_store(b) else self._lifetime_used(b))
+            (b, b.used(totals, periods[b.window]) if self._counted_by_store(b) else self._lifetime_used(b))
             for b in self._budgets
         ]
 
@@ -168,7 +193,7 @@ class Ledger:
             "name": client.name,
             "today": vars(totals),
             "daily_tokens": limit,
-            "remaining": None if limit is None else max(0, limit - totals.total_tokens),
+            "remaining": None if limit is None else remaining(limit, totals.total_tokens),
         }
 
     async def _check_client(self, client: Client, label: str) -> None:
@@ -212,8 +237,11 @@ class Ledger:
         raise budget_spent(label, what + whose, budget.limit, budget.variable, used=used, reset=reset)
 
 
-def _used(totals: dict[tuple[str, str], Totals], period: str, budget: Budget) -> int:
-    return sum(t.total_tokens for (at, provider), t in totals.items() if at == period and budget.covers(provider))
+async def _written(pending: Awaitable[None] | None) -> None:
+    """Until the store has the write, whatever cancels the caller (each store bounds how long that is)."""
+    if pending is not None:
+        with anyio.CancelScope(shield=True):
+            await pending
 
 
 def _next_month() -> str:

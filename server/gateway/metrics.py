@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from swarm_inference_mcp.server.accounting.rows import StateError, UsageRow
 from swarm_inference_mcp.tools.client import Client
-from swarm_inference_mcp.tools.usage import StateError, UsageRow
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.calls import AppState
@@ -142,7 +142,7 @@ class PrometheusMetrics:
         store = ledger.store
         self._backlog.set(store.backlog)
         if self._redis_up is not None:
-            from swarm_inference_mcp.tools.redis_usage import RedisUsageStore  # noqa: PLC0415 - only with Redis
+            from swarm_inference_mcp.server.scaleout.usage import RedisUsageStore  # noqa: PLC0415 - only with Redis
 
             if isinstance(store, RedisUsageStore):
                 self._redis_up.set(1 if store.reachable else 0)

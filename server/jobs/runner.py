@@ -20,20 +20,21 @@ import math
 import re
 import secrets
 import time
+from contextlib import suppress
 from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.board import JobBoard, JobRecord, LocalBoard
-from swarm_inference_mcp.server.following import Following
-from swarm_inference_mcp.server.handles import CancelReport, listed
-from swarm_inference_mcp.server.job_table import Job, JobTable
-from swarm_inference_mcp.server.outcome import Failed, Outcome, status_of
-from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, LocalBoard, UnknownRecordError
+from swarm_inference_mcp.server.jobs.following import Following
+from swarm_inference_mcp.server.jobs.handles import CancelReport, listed
+from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, status_of
+from swarm_inference_mcp.server.jobs.table import Job, JobTable
+from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
-from swarm_inference_mcp.tools.observe import Observer, Unobserved
 from swarm_inference_mcp.tools.progress import ProgressFn, wait_with_progress
-from swarm_inference_mcp.tools.usage import StateError
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,11 @@ class JobRunner:
             raise unknown_job(tool, job_id, "malformed")
         if match.group(1) != self._instance:
             return await self.following.find(job_id, tool, client)
+        if job is None and self._board.shared:  # forgotten here (evicted, expired) while the board still keeps it
+            with suppress(StateError, UnknownRecordError):
+                record = await self._board.find(job_id)
+                if record is not None and record.client == client:
+                    return record
         raise unknown_job(tool, job_id, "never" if job is not None else self.table.why_unknown(job_id))
 
 

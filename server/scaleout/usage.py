@@ -1,10 +1,11 @@
 """Usage kept in Redis, for several instances that share one budget (`SWARM_MCP_REDIS_URL`).
 
-Per upstream request, one script (`_RECORD`, a single round trip, atomic like every Redis script)
-adds the row to the totals of its day, its month and all time (hashes `swarm-mcp:totals:<period>`,
-fields `<provider>:<measure>`), to its HTTP client's day (`swarm-mcp:clients:<day>`), and appends it
-to the stream `swarm-mcp:calls` (trimmed to `KEEP_DAYS`), which `swarm-inference-mcp usage` reads.
-N instances adding at once never lose an increment.
+Per write of a row (`server.accounting.rows`: as a request leaves, and when it ends), one script
+(`_RECORD`, a single round trip, atomic like every Redis script) adds the change Python computed to
+the totals of its day, its month and all time (hashes `swarm-mcp:totals:<period>`, fields
+`<provider>:<measure>`) and to its HTTP client's day (`swarm-mcp:clients:<day>`); a row that ended is
+appended to the stream `swarm-mcp:calls` (trimmed to `KEEP_DAYS`), which `swarm-inference-mcp usage`
+reads. N instances adding at once never lose an increment. The script stores; it decides nothing.
 
 When Redis is down, rows wait in memory (at most `MAX_UNSENT`) and go with the next row that gets
 through, so the shared totals catch up once Redis is back. Reads fail with `RedisDown` meanwhile:
@@ -16,18 +17,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import astuple, fields
 from typing import Any
 
-from swarm_inference_mcp.tools.redis_link import PREFIX, RedisDown, RedisLink
-from swarm_inference_mcp.tools.usage import LIFETIME, Totals, UsageRow
+from swarm_inference_mcp.server.accounting.rows import COLUMNS, LIFETIME, MEASURES, Totals, UsageRow, change, rows_in
+from swarm_inference_mcp.server.scaleout.link import PREFIX, RedisDown, RedisLink
 
 log = logging.getLogger(__name__)
 
 KEEP_DAYS = 400
 MAX_UNSENT = 10_000
-MEASURES = tuple(f.name for f in fields(Totals))
-_ROW_FIELDS = tuple(f.name for f in fields(UsageRow))
+Write = tuple[UsageRow, UsageRow | None]
+"""A row, and its earlier write when this one settles it."""
 CALLS = PREFIX + "calls"
 
 
@@ -46,12 +46,14 @@ if ARGV[2] ~= '' then
   end
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
-redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 11))
+if ARGV[11] == '1' then
+  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 12))
+end
 return 1
 """
 """KEYS: day, month and all-time totals, the client's day, the stream. ARGV: provider, client ('' for
-none), the five measures, day and month key lifetimes (s), the stream's oldest id, then the row's
-fields and values."""
+none), the five measures, day and month key lifetimes (s), the stream's oldest id, whether to append
+the row to the stream ('1'), then the row's fields and values."""
 DAY_KEY_S = 40 * 86400
 
 
@@ -72,7 +74,7 @@ class RedisUsageStore:
 
     def __init__(self, link: RedisLink) -> None:
         self._link = link
-        self._unsent: list[UsageRow] = []
+        self._unsent: list[Write] = []
         self._record = link.client.register_script(_RECORD)
 
     @property
@@ -86,13 +88,13 @@ class RedisUsageStore:
 
     @property
     def backlog(self) -> int:
-        return len(self._unsent)
+        return rows_in(row for row, _ in self._unsent)
 
     def prepare(self) -> None:
         pass
 
-    async def record(self, row: UsageRow) -> None:
-        rows = [*self._unsent, row]
+    async def record(self, row: UsageRow, previous: UsageRow | None = None) -> None:
+        rows = [*self._unsent, (row, previous)]
         try:
             await self._link.run(lambda client: self._send(client, rows))
         except RedisDown:  # logged by the link: keep the row for the next attempt
@@ -125,15 +127,15 @@ class RedisUsageStore:
         table: dict[bytes, bytes] = await self._link.run(lambda client: client.hgetall(_clients_key(day)))
         return _parse(table)
 
-    async def _send(self, client: Any, rows: list[UsageRow]) -> None:
+    async def _send(self, client: Any, rows: list[Write]) -> None:
         oldest = int((time.time() - KEEP_DAYS * 86400) * 1000)
         if len(rows) == 1:
-            keys, args = _script_args(rows[0], oldest)
+            keys, args = _script_args(*rows[0], oldest)
             await self._record(keys=keys, args=args)
             return
         pipe = client.pipeline(transaction=True)  # rows kept while Redis was down: all or none
-        for row in rows:
-            keys, args = _script_args(row, oldest)
+        for row, previous in rows:
+            keys, args = _script_args(row, previous, oldest)
             await self._record(keys=keys, args=args, client=pipe)
         await pipe.execute()
 
@@ -142,16 +144,16 @@ class RedisUsageStore:
             log.warning("%d usage rows never reached Redis (it was down until the end)", len(self._unsent))
 
 
-def _script_args(row: UsageRow, oldest_ms: int) -> tuple[list[str], list[Any]]:
+def _script_args(row: UsageRow, previous: UsageRow | None, oldest_ms: int) -> tuple[list[str], list[Any]]:
     day, month = row.periods
     keys = [_totals_key(day), _totals_key(month), _totals_key(LIFETIME), _clients_key(day), CALLS]
-    measures = [
-        1, int(row.outcome != "answer"), row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens or 0,
-    ]  # fmt: skip
+    added = change(row, previous)
+    measures = [getattr(added, name) for name in MEASURES]
     fields: list[Any] = ["day", day]
-    for name, value in zip(_ROW_FIELDS, astuple(row), strict=True):
-        fields += [name, _text(value)]
-    args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *fields]
+    for name in COLUMNS:
+        fields += [name, _text(getattr(row, name))]
+    stream = "1" if row.settled else "0"
+    args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, stream, *fields]
     return keys, args
 
 

@@ -51,7 +51,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from swarm_inference_mcp.server.clients import Admitted, TokensFileError, authenticate, load_clients
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
-from swarm_inference_mcp.server.metrics import CONTENT_TYPE, PrometheusMetrics
+from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
 from swarm_inference_mcp.tools.client import Client
 
 if TYPE_CHECKING:
@@ -404,7 +404,7 @@ async def one_name_one_client(settings: Settings, clients: list[Admitted]) -> li
     """Instances sharing a Redis agree on who a name is: the first to start registers each name's token
     digest, and a name whose token here differs from the registered one is refused here (one sentence
     in the log). Names are global across a Redis: give each deployment its own Redis (or database)."""
-    from swarm_inference_mcp.tools.redis_link import PREFIX, RedisLink  # noqa: PLC0415 - only with Redis
+    from swarm_inference_mcp.server.scaleout.link import PREFIX, RedisLink  # noqa: PLC0415 - only with Redis
 
     assert settings.redis_url is not None  # noqa: S101 - the caller checked
     link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
@@ -482,7 +482,7 @@ async def serve_http(
     """Serve until a signal; `calls` is the `InFlight` the server's tools run in, `metrics` what they count."""
     app = build_app(settings, server, metrics)
     if settings.redis_url is not None and settings.tokens_file is not None:
-        from swarm_inference_mcp.tools.redis_link import RedisDown  # noqa: PLC0415 - only with Redis
+        from swarm_inference_mcp.server.scaleout.link import RedisDown  # noqa: PLC0415 - only with Redis
 
         try:
             app.clients = await one_name_one_client(settings, app.clients)

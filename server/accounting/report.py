@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from swarm_inference_mcp.tools.usage import BUSY_TIMEOUT_MS, StateError
+from swarm_inference_mcp.server.accounting.rows import COLUMNS, StateError, Totals, UsageRow
+from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:
+    from swarm_inference_mcp.server.accounting.page import BudgetUse
     from swarm_inference_mcp.server.config import Settings
-    from swarm_inference_mcp.server.report_html import BudgetUse
 
 BAR_WIDTH = 30
 
@@ -27,8 +28,8 @@ def _first_day(days: int) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(time.time() - (days - 1) * 86400))
 
 
-Found = list[tuple[Any, ...]]
-"""Raw rows, newest day first: (day, provider, client or "-", outcome, prompt, completion, total, latency_ms)."""
+Found = list[UsageRow]
+"""The rows of some days, newest day first, then by provider."""
 
 
 def file_rows(path: Path, days: int) -> Found:
@@ -37,59 +38,47 @@ def file_rows(path: Path, days: int) -> Found:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             found = db.execute(
-                "SELECT day, provider, coalesce(client, '-'), outcome, prompt_tokens, completion_tokens, total_tokens,"
-                " latency_ms FROM calls WHERE day >= ? ORDER BY day DESC, provider",
+                f"SELECT {', '.join(COLUMNS)} FROM calls WHERE day >= ? ORDER BY day DESC, provider",  # noqa: S608
                 (_first_day(days),),
             ).fetchall()
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise StateError(f"the usage state file {path} cannot be read ({exc})") from None
-    return found
+    return [UsageRow(*values) for values in found]
 
 
 def stream_rows(entries: list[dict[str, str]]) -> Found:
     """The same rows from the stream instances sharing Redis append to."""
+    numbers = {"at", "status", "attempts", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms"}
+    numbers |= {"reserved_tokens"}
 
-    def number(text: str) -> int | None:
-        return int(text) if text else None
+    def value(name: str, text: str | None) -> Any:
+        if not text:
+            return 0 if name == "latency_ms" else None
+        return (float(text) if name == "at" else int(text)) if name in numbers else text
 
-    found = [
-        (
-            entry["day"],
-            entry["provider"],
-            entry["client"] or "-",
-            entry["outcome"],
-            number(entry["prompt_tokens"]),
-            number(entry["completion_tokens"]),
-            number(entry["total_tokens"]),
-            int(entry["latency_ms"]),
-        )
-        for entry in entries
-    ]
-    found.sort(key=lambda row: row[1])  # as the SQL orders: day descending, then by provider
-    found.sort(key=lambda row: row[0], reverse=True)
+    found = [UsageRow(**{name: value(name, entry.get(name)) for name in COLUMNS}) for entry in entries]
+    found.sort(key=lambda row: row.provider)  # as the SQL orders: day descending, then by provider
+    found.sort(key=lambda row: row.periods[0], reverse=True)
     return found
 
 
 def grouped(found: Found, *, by_client: bool, whole_period: bool = False) -> list[dict[str, Any]]:
     """The table's rows: per day (or, `whole_period`, over all days) and provider or client."""
     who = "client" if by_client else "provider"
-    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    groups: dict[tuple[str, str], list[UsageRow]] = {}
     for row in found:
-        groups.setdefault(("all" if whole_period else row[0], row[2] if by_client else row[1]), []).append(row)
+        name = (row.client or "-") if by_client else row.provider
+        groups.setdefault(("all" if whole_period else row.periods[0], name), []).append(row)
     ordered = sorted(groups.items(), key=lambda item: item[0][1])  # by name,
     ordered.sort(key=lambda item: item[0][0], reverse=True)  # then newest day first
     return [
         {
             "day": day,
             who: name,
-            "calls": len(rows),
-            "errors": sum(row[3] != "answer" for row in rows),
-            "prompt_tokens": sum(row[4] or 0 for row in rows),
-            "completion_tokens": sum(row[5] or 0 for row in rows),
-            "total_tokens": sum(row[6] or 0 for row in rows),
-            "median_latency_ms": round(statistics.median(row[7] for row in rows)),
+            **vars(Totals.summed(rows)),
+            "median_latency_ms": round(statistics.median(row.latency_ms for row in rows)),
         }
         for (day, name), rows in ordered
     ]
@@ -148,7 +137,7 @@ def _table(rows: list[dict[str, Any]], who: str) -> str:
 
 def write_usage_page(settings: Settings, days: int, target: Path, out: TextIO) -> int:
     """`usage --html FILE`: the page of `server.report_html`, from the state file or Redis; exit status."""
-    from swarm_inference_mcp.server.report_html import days_back, usage_page  # noqa: PLC0415 - only this option
+    from swarm_inference_mcp.server.accounting.page import days_back, usage_page  # noqa: PLC0415 - only this option
 
     today = datetime.date.today()
     try:
@@ -157,7 +146,7 @@ def write_usage_page(settings: Settings, days: int, target: Path, out: TextIO) -
         out.write(f"{err}\n")
         return 2
     shown = days_back(days, today)
-    recent = [row for row in found if row[0] >= shown[0]]
+    recent = [row for row in found if row.periods[0] >= shown[0]]
     page = usage_page(
         grouped(recent, by_client=False),
         grouped(recent, by_client=True),
@@ -180,9 +169,9 @@ def _found(settings: Settings, days: int) -> tuple[Found, str]:
     if settings.redis_url is not None:
         import anyio  # noqa: PLC0415 - only this path needs them
 
-        from swarm_inference_mcp.tools.redis_link import RedisLink  # noqa: PLC0415
-        from swarm_inference_mcp.tools.redis_url import describe_url  # noqa: PLC0415
-        from swarm_inference_mcp.tools.redis_usage import recent_rows  # noqa: PLC0415
+        from swarm_inference_mcp.server.scaleout.link import RedisLink  # noqa: PLC0415
+        from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415
+        from swarm_inference_mcp.server.scaleout.usage import recent_rows  # noqa: PLC0415
 
         url = settings.redis_url.get_secret_value()
 
@@ -206,8 +195,8 @@ def budget_uses(settings: Settings, found: Found, today: datetime.date) -> list[
     """The daily and monthly budgets, and each client's, with what the rows say is used of them now.
     (The lifetime budgets count one server process since it started, or Redis' all-time totals:
     `swarm://usage` and the metrics show those.)"""
+    from swarm_inference_mcp.server.accounting.page import BudgetUse  # noqa: PLC0415
     from swarm_inference_mcp.server.clients import TokensFileError, load_clients  # noqa: PLC0415
-    from swarm_inference_mcp.server.report_html import BudgetUse  # noqa: PLC0415
 
     day, month = today.isoformat(), today.isoformat()[:7]
     uses = []
@@ -215,7 +204,7 @@ def budget_uses(settings: Settings, found: Found, today: datetime.date) -> list[
         if budget.window == "lifetime":
             continue
         period = day if budget.window == "day" else month
-        used = sum(row[6] or 0 for row in found if row[0].startswith(period) and budget.covers(row[1]))
+        used = budget.used(_by_period(found, period), period)
         when = "today" if budget.window == "day" else "this month"
         uses.append(BudgetUse(f"{budget.variable} ({when})", budget.limit, used))
     try:
@@ -225,6 +214,16 @@ def budget_uses(settings: Settings, found: Found, today: datetime.date) -> list[
     for admitted in clients:
         limit = admitted.client.daily_tokens
         if limit is not None:
-            used = sum(row[6] or 0 for row in found if row[0] == day and row[2] == admitted.client.name)
+            mine = [row for row in found if row.periods[0] == day and row.client == admitted.client.name]
+            used = Totals.summed(mine).total_tokens
             uses.append(BudgetUse(f"client {admitted.client.name} (daily_tokens, today)", limit, used))
     return uses
+
+
+def _by_period(found: Found, period: str) -> dict[tuple[str, str], Totals]:
+    """Totals by (period, provider) of the rows in `period` (a day or a month), as a budget reads them."""
+    totals: dict[tuple[str, str], Totals] = {}
+    for row in found:
+        if row.periods[0].startswith(period):
+            totals.setdefault((period, row.provider), Totals()).add(Totals.of(row))
+    return totals

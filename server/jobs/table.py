@@ -5,9 +5,10 @@ The table's invariants, which every method keeps:
 - `_jobs` holds every job that can be asked for by id: the running ones and the kept ones.
 - `_running` holds each running job (no outcome yet) under its work key, and nothing else: an
   identical call joins the job found there.
-- `_kept` holds the finished jobs whose handle was handed out, oldest finish first, at most
-  `max_kept` of them; a finished job whose handle never went out is in no dictionary (its outcome
-  went to the callers that waited for it).
+- `_kept` holds, per client, the finished jobs whose handle was handed out, oldest finish first, at
+  most `max_kept` of each client's: a client's new job evicts that client's oldest, never another's.
+  A finished job whose handle never went out is in no dictionary (its outcome went to the callers
+  that waited for it).
 - `_answered` holds, under its work key, the newest kept job whose outcome is an answer (not a
   failure): an identical call gets that outcome without asking again.
 - `_forgotten` remembers why an id is gone (expired or evicted), for the last `FORGOTTEN_IDS` ids.
@@ -20,8 +21,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from swarm_inference_mcp.server.outcome import Failed, Outcome, status_of
-from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, status_of
+from swarm_inference_mcp.server.jobs.work import Work
 from swarm_inference_mcp.tools.done import Done
 from swarm_inference_mcp.tools.progress import Listeners
 
@@ -73,7 +74,7 @@ class JobTable:
         self._max_kept = max_kept
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, Job] = {}
-        self._kept: OrderedDict[str, Job] = OrderedDict()
+        self._kept: dict[str | None, OrderedDict[str, Job]] = {}
         self._answered: dict[str, Job] = {}
         self._forgotten: OrderedDict[str, str] = OrderedDict()
 
@@ -106,18 +107,20 @@ class JobTable:
         if not job.handed_out:
             del self._jobs[job.id]
             return
-        self._kept[job.id] = job
+        kept = self._kept.setdefault(job.work.client, OrderedDict())
+        kept[job.id] = job
         if not isinstance(job.outcome, Failed):
             self._answered[job.work.key] = job
-        while len(self._kept) > self._max_kept:
-            self._forget(next(iter(self._kept.values())), "evicted")
+        while len(kept) > self._max_kept:
+            self._forget(next(iter(kept.values())), "evicted")
 
     def expire(self, now: float) -> None:
         """Forget the kept jobs that finished `ttl_s` or longer before `now`."""
-        for job in list(self._kept.values()):
-            if job.finished is None or job.finished + self.ttl_s > now:
-                break
-            self._forget(job, "expired")
+        for kept in list(self._kept.values()):
+            for job in list(kept.values()):
+                if job.finished is None or job.finished + self.ttl_s > now:
+                    break
+                self._forget(job, "expired")
 
     def why_unknown(self, job_id: str) -> str:
         """Why this process does not know the id: expired, evicted, or never (it never handed it out)."""
@@ -127,7 +130,10 @@ class JobTable:
         return [job for job in self._jobs.values() if job.work.client == client]
 
     def _forget(self, job: Job, why: str) -> None:
-        del self._kept[job.id]
+        kept = self._kept[job.work.client]
+        del kept[job.id]
+        if not kept:
+            del self._kept[job.work.client]
         del self._jobs[job.id]
         if self._answered.get(job.work.key) is job:
             del self._answered[job.work.key]

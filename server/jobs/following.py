@@ -13,10 +13,11 @@ import logging
 import math
 import time
 
-from swarm_inference_mcp.server.board import JobBoard, JobRecord, UnknownRecordError
-from swarm_inference_mcp.server.handles import CancelReport
-from swarm_inference_mcp.server.job_table import Job
-from swarm_inference_mcp.server.outcome import Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, UnknownRecordError
+from swarm_inference_mcp.server.jobs.handles import CancelReport
+from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.server.jobs.table import Job
 from swarm_inference_mcp.tools.errors import (
     follow_deadline,
     foreign_record,
@@ -25,7 +26,6 @@ from swarm_inference_mcp.tools.errors import (
     unknown_job,
 )
 from swarm_inference_mcp.tools.progress import ProgressFn
-from swarm_inference_mcp.tools.usage import StateError
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from swarm_inference_mcp.server.board import JobRecord, UnknownRecordError
-from swarm_inference_mcp.server.outcome import Outcome
-from swarm_inference_mcp.server.work import Work
+from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
+from swarm_inference_mcp.server.jobs.outcome import Outcome
+from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.scaleout.link import PREFIX, RETRY_AFTER_S, TIMEOUT_S, RedisDown, RedisLink
 from swarm_inference_mcp.tools.progress import ProgressFn
-from swarm_inference_mcp.tools.redis_link import PREFIX, RETRY_AFTER_S, TIMEOUT_S, RedisDown, RedisLink
 
 log = logging.getLogger(__name__)
 

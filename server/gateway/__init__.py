@@ -1,0 +1,1 @@
+"""The HTTP transport: its gate (Host/Origin, tokens, sessions per client), serving, draining, /metrics."""

@@ -1,0 +1,1 @@
+"""Jobs: what a call asks (Work), running it, keeping its outcome per client, sharing identical requests."""
