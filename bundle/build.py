@@ -1,7 +1,7 @@
 """Build the Claude Desktop bundle: `python bundle/build.py` writes `dist/swarm-inference-mcp-<version>.mcpb`.
 
 The bundle is an MCPB of `server.type: "uv"`: the manifest, the icon, and the project itself (pyproject,
-README, LICENSE, `server/`, `tools/`), from which the host's `uv` builds an environment on first start.
+README, LICENSE, `server/`, `tools/`, `.package/`), from which the host's `uv` builds an environment on first start.
 `mcpb validate` and `mcpb pack` of `@anthropic-ai/mcpb` check and pack it (through `npx` unless `--mcpb`
 names the command).
 """
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "bundle"
 MCPB = "npx --yes @anthropic-ai/mcpb@2.1.2"
 PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")
-PACKAGES = ("server", "tools")
+PACKAGES = ("server", "tools", ".package")
 
 
 def version() -> str:

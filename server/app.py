@@ -7,57 +7,46 @@ usage store and the job handles. Each tool's arguments are one pydantic model, v
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.stdio import stdio_server
-from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, ValidationError
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel
 
 from swarm_inference_mcp.server import __version__
 from swarm_inference_mcp.server.accounting.ledger import Ledger
-from swarm_inference_mcp.server.accounting.rows import MemoryUsageStore, StateError, UsageStore
-from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
-from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from swarm_inference_mcp.server.calls import AppState, both_work, list_models, provider_work
 from swarm_inference_mcp.server.clients import client_of_request
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight, Untracked
-from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, LocalBoard
-from swarm_inference_mcp.server.jobs.handles import CancelOutcome, CancelReport, GetResultArgs, JobArgs, RunningJob
-from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome
+from swarm_inference_mcp.server.jobs.board import JobRecord
+from swarm_inference_mcp.server.jobs.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
 from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.jobs.sharing import RequestSharing
 from swarm_inference_mcp.server.jobs.work import Work
 from swarm_inference_mcp.server.observe import Observer, Unobserved
-from swarm_inference_mcp.server.results import outcome_label, render, render_cancel
-from swarm_inference_mcp.server.schemas import output_schema
+from swarm_inference_mcp.server.state import shared_state, store_location
 from swarm_inference_mcp.server.stdio import BoundedLines
 from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks, current_task_call
+from swarm_inference_mcp.server.tool import Reply, tool
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.client import Client, client_name
-from swarm_inference_mcp.tools.errors import UpstreamError, argument_error, shutting_down
 from swarm_inference_mcp.tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
 from swarm_inference_mcp.tools.progress import ProgressFn
 from swarm_inference_mcp.tools.providers.both import BothArgs
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 
 log = logging.getLogger(__name__)
-
-COMMIT_PATIENCE_S = 0.25
-"""Without budgets, the longest a call waits for its usage row's commit (a commit takes milliseconds)."""
-BUSY_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
 
 INSTRUCTIONS = (
     "Tools to get a second opinion from swarm inference services. ask_fortytwo asks the Fortytwo "
@@ -85,18 +74,6 @@ CANCEL_DESCRIPTION = (
     "Stop a running job (by the job_id an ask_* call handed back): its upstream request is aborted at once. "
     "Cancelling a job that already finished changes nothing and says so."
 )
-
-
-class _RawArguments(ArgModelBase):
-    """What the SDK validates: any object, handed to the tool function whole as `raw`."""
-
-    model_config = ConfigDict(extra="allow")
-
-    def model_dump_one_level(self) -> dict[str, Any]:
-        return {"raw": dict(self.model_extra or {})}
-
-
-ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 
 def create_server(
@@ -139,7 +116,9 @@ def create_server(
                 instance=instance,
                 observer=heard,
             )
-            sharing = RequestSharing(upstream, ledger, settings.cache_ttl, heard)
+            sharing = RequestSharing(
+                upstream, ledger, settings.cache_ttl, heard, between_clients=settings.share_between_clients
+            )
             state = AppState(settings, sharing, calls, jobs, heard)
             async with jobs.serving():
                 running.append(state)
@@ -152,7 +131,7 @@ def create_server(
 
     tools = [_provider_tool(spec) for spec in PROVIDERS]
     tools += [
-        _tool(
+        tool(
             name="ask_both",
             title="Ask Fortytwo and Swarms at once",
             description=BOTH_DESCRIPTION,
@@ -162,7 +141,7 @@ def create_server(
                 state, both_work(state, cast("BothArgs", args), client), args, progress, client
             ),
         ),
-        _tool(
+        tool(
             name="get_result",
             title="Collect a job's outcome",
             description=GET_RESULT_DESCRIPTION,
@@ -173,7 +152,7 @@ def create_server(
             ),
             annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
         ),
-        _tool(
+        tool(
             name="cancel_job",
             title="Cancel a running job",
             description=CANCEL_DESCRIPTION,
@@ -223,7 +202,7 @@ def create_server(
         usage = {
             **ledger.snapshot().model_dump(mode="json"),
             **await ledger.shared_usage(),
-            **_store_location(settings),
+            **store_location(settings),
         }
         client = _reader.get()
         if client is not None:
@@ -255,10 +234,6 @@ def create_server(
     return server
 
 
-Reply = Outcome | JobRecord | CancelReport
-"""What a tool call produced, before it is rendered (`server.results`)."""
-Handler = Callable[[AppState, BaseModel, ProgressFn | None, Client | None], Awaitable[Reply]]
-
 _reader: ContextVar[Client | None] = ContextVar("reader", default=None)
 """The HTTP client reading a resource, for the one resource that shows a client its own totals."""
 
@@ -285,80 +260,14 @@ class SwarmServer(MCPServer[AppState]):
 
 
 def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:
-    """The HTTP client the gate authenticated (`server.http`), or None (stdio, or no tokens)."""
+    """The HTTP client the gate authenticated (`server.gateway.serve`), or None (stdio, or no tokens)."""
     return client_of_request(
         ctx.request_context.request if ctx is not None and ctx.request_context is not None else None
     )
 
 
-def _store_location(settings: Settings) -> dict[str, str | None]:
-    """Where the shared usage is read from, as swarm://usage names it (never a password)."""
-    if settings.redis_url is not None:
-        from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415 - only with Redis
-
-        return {"redis": describe_url(settings.redis_url.get_secret_value())}
-    path = settings.state_path()
-    return {"state_db": str(path) if path is not None else None}
-
-
-@asynccontextmanager
-async def shared_state(settings: Settings, instance: str) -> AsyncIterator[tuple[UsageStore, JobBoard]]:
-    """The usage store and job board: the state file and this process alone, or Redis shared by several
-    instances (imported only then). Raises `StateError` when the configured Redis does not answer."""
-    if settings.redis_url is None:
-        store = await open_usage_store(settings)
-        try:
-            yield store, LocalBoard()
-        finally:
-            await anyio.to_thread.run_sync(store.close)
-        return
-    from swarm_inference_mcp.server.scaleout.board import RedisBoard  # noqa: PLC0415 - the redis client is loaded only when configured
-    from swarm_inference_mcp.server.scaleout.link import RedisLink  # noqa: PLC0415
-    from swarm_inference_mcp.server.scaleout.usage import RedisUsageStore  # noqa: PLC0415
-
-    link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
-    redis_store = RedisUsageStore(link)
-    try:
-        yield redis_store, RedisBoard(link, instance, lease_s=settings.redis_lease)
-    finally:
-        redis_store.close()
-        with anyio.CancelScope(shield=True):
-            await link.aclose()
-
-
-def patience_s(settings: Settings) -> float:
-    """How long a request waits for its usage row's commit, before it leaves and after it ends.
-
-    A request is sent once its row is on file and returns once the row says how it ended: every request
-    that left is on file, whatever is killed (the cost a call pays for it: docs/performance.md), and
-    the budgets of every process see it. Only a file another process keeps locked holds a call longer
-    than a moment, and only where a budget needs the row counted; without one the call goes on after
-    COMMIT_PATIENCE_S, its row queued for the writer thread."""
-    counted = any(budget.shared for budget in settings.budgets()) or settings.tokens_file is not None
-    return BUSY_TIMEOUT_S if counted else COMMIT_PATIENCE_S
-
-
-async def open_usage_store(settings: Settings) -> UsageStore:
-    """The usage state file, or memory when it is off or cannot be used (said in one log line)."""
-    path = settings.state_path()
-    if path is None:
-        return MemoryUsageStore()
-    try:
-        opening = functools.partial(SqliteUsageStore.open, path, patience_s=patience_s(settings))
-        return await anyio.to_thread.run_sync(opening)
-    except StateError as err:
-        shared = any(budget.shared for budget in settings.budgets())
-        consequence = (
-            "calls are refused while a daily or monthly token budget is set"
-            if shared
-            else "usage is kept in memory for this process"
-        )
-        log.error("%s; %s.", err, consequence)
-        return MemoryUsageStore(problem=str(err))
-
-
 def _provider_tool(spec: ProviderSpec) -> Tool:
-    return _tool(
+    return tool(
         name=spec.tool_name,
         title=spec.title,
         description=spec.description,
@@ -389,15 +298,6 @@ async def _ask(
     return reply
 
 
-def _refused(err: UpstreamError) -> Failed:
-    """A call refused before any work started; a task view waiting on it is told what happened."""
-    refused = Failed.of(err)
-    task = current_task_call()
-    if task is not None:
-        task.outcome = refused
-    return refused
-
-
 async def _get_result(
     state: AppState, args: GetResultArgs, progress: ProgressFn | None, client: Client | None
 ) -> Reply:
@@ -406,95 +306,3 @@ async def _get_result(
 
 async def _cancel(state: AppState, args: JobArgs, client: Client | None) -> Reply:
     return await state.jobs.cancel(args.job_id, client_name(client))
-
-
-def _tool(
-    *,
-    name: str,
-    title: str,
-    description: str,
-    args_model: type[BaseModel],
-    outputs: tuple[type[BaseModel], ...],
-    handler: Handler,
-    annotations: ToolAnnotations | None = None,
-) -> Tool:
-    """A tool whose arguments are one pydantic model, handed whole to `handler`.
-
-    The tool advertises `args_model`'s schema, but the SDK is given a model that takes any object:
-    we validate against `args_model` ourselves, so that a bad argument gets one readable sentence
-    and a structured error (`kind: invalid_arguments`) instead of pydantic's multi-line report.
-    """
-
-    async def call(raw: dict[str, Any], ctx: Context[AppState, Any]) -> CallToolResult:
-        state = ctx.request_context.lifespan_context
-        client = client_of_request(ctx.request_context.request)
-        reply = await reply_to(raw, ctx, state, client)
-        state.observer.call_done(
-            name, outcome_label(reply, tasked=current_task_call() is not None), client_name(client)
-        )
-        return render_cancel(reply) if isinstance(reply, CancelReport) else render(reply, state.jobs.ttl_s)
-
-    async def reply_to(
-        raw: dict[str, Any], ctx: Context[AppState, Any], state: AppState, client: Client | None
-    ) -> Reply:
-        try:
-            args = parse_arguments(args_model, raw)
-        except ValidationError as exc:
-            # Argument names only: the rejected values are the caller's data.
-            log.info("%s: refused arguments %s", name, sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
-            return _refused(argument_error(name, exc))
-        if state.in_flight.draining:
-            return _refused(shutting_down(name, started=False))
-        with state.in_flight.track():
-            try:
-                return await handler(state, args, _progress_sender(ctx, ctx.request_context.meta), client)
-            except UpstreamError as err:  # a refusal before any work started (an unknown job id)
-                return _refused(err)
-        # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).
-        return _refused(shutting_down(name, started=True))
-
-    return Tool(
-        fn=call,
-        name=name,
-        title=title,
-        description=description,
-        parameters=args_model.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=_RawArguments, output_model=None, output_schema=output_schema(*outputs)),
-        is_async=True,
-        context_kwarg="ctx",
-        annotations=(
-            annotations
-            or ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
-        ).model_copy(update={"title": title}),
-    )
-
-
-def parse_arguments(model: type[ArgsT], raw: dict[str, Any]) -> ArgsT:
-    """Validate a tool's arguments, first decoding lists and objects that a client sent as JSON text
-    (Claude Desktop is known to send `messages` as a string)."""
-    decoded = dict(raw)
-    for key, value in raw.items():
-        if not isinstance(value, str) or value.lstrip()[:1] not in ("[", "{"):  # no JSON list or object in it
-            continue
-        field = model.model_fields.get(key)
-        if field is None or field.annotation is str:
-            continue
-        try:
-            parsed = json.loads(value)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(parsed, list | dict):
-            decoded[key] = parsed
-    return model.model_validate(decoded)
-
-
-def _progress_sender(ctx: Context[AppState, Any], meta: Any) -> ProgressFn | None:
-    """A progress callback when the client sent a progress token (in the request's `meta`); otherwise
-    None (no streaming)."""
-    if not meta or meta.get("progress_token") is None:
-        return None
-
-    async def send(progress: float, message: str) -> None:
-        await ctx.report_progress(progress, None, message)
-
-    return send

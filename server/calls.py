@@ -1,5 +1,5 @@
 """What each tool does: the ask_* tools describe their upstream `Work`, whose `run` produces the
-job's `Outcome` (`server.runner` runs it as a job); list_models asks each provider directly."""
+job's `Outcome` (`server.jobs.runner` runs it as a job); list_models asks each provider directly."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def _early(finish_reason: str | None) -> str | None:
 
 def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, client: Client | None) -> Work:
     """`ask_fortytwo` / `ask_swarm`: one provider, one request body."""
-    ask = Ask.of(spec.name, args.request_body(state.requests.upstream.endpoints[spec.name].model))
+    ask = state.requests.ask(spec.name, args.request_body(state.requests.upstream.endpoints[spec.name].model), client)
     timeout_s = state.settings.deadline_s(args.timeout_s)
 
     async def run(on_progress: ProgressFn | None, job_id: str) -> Outcome:
@@ -99,8 +99,8 @@ def both_work(state: AppState, args: BothArgs, client: Client | None) -> Work:
     endpoints = state.requests.upstream.endpoints
     messages = args.chat_messages()
     asks = {
-        spec.name: Ask.of(
-            spec.name, {"model": args.model_for(spec.name) or endpoints[spec.name].model, "messages": messages}
+        spec.name: state.requests.ask(
+            spec.name, {"model": args.model_for(spec.name) or endpoints[spec.name].model, "messages": messages}, client
         )
         for spec in PROVIDERS
     }

@@ -118,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
     if settings.transport == "streamable-http":
         from swarm_inference_mcp.server.drain import InFlight  # noqa: PLC0415
+        from swarm_inference_mcp.server.gateway.gate import ConfigurationRefused  # noqa: PLC0415 - only over HTTP
         from swarm_inference_mcp.server.gateway.metrics import PrometheusMetrics  # noqa: PLC0415 - only over HTTP
-        from swarm_inference_mcp.server.gateway.serve import ConfigurationRefused, serve_http  # noqa: PLC0415 - only this transport needs uvicorn
+        from swarm_inference_mcp.server.gateway.serve import serve_http  # noqa: PLC0415 - only this transport needs uvicorn
 
         calls = InFlight()  # what a shutdown drains
         metrics = PrometheusMetrics(redis=settings.redis_url is not None)

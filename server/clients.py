@@ -122,7 +122,7 @@ def new_token(name: str) -> tuple[str, str]:
 
 
 def client_of_request(request: Any) -> Client | None:
-    """The client the gate (`server.http`) authenticated for this request, or None (stdio, or no tokens)."""
+    """The client the gate (`server.gateway.serve`) authenticated for this request, or None (stdio, or no tokens)."""
     user = request.scope.get("user") if isinstance(request, Request) else None
     if not isinstance(user, AuthenticatedUser):
         return None

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, fiel
 
 from swarm_inference_mcp.server.accounting.ledger import Budget
 from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.connection import Endpoint, SharedClient, new_client
 from swarm_inference_mcp.tools.models import ProviderSpec
-from swarm_inference_mcp.tools.upstream import Endpoint, SharedClient, new_client
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -180,6 +180,13 @@ class ServerSettings(BaseModel):
         ge=0,
         alias="SWARM_MCP_CACHE_TTL",
         description="Seconds a finished answer serves exact repeats of its request; 0 turns the cache off.",
+    )
+    share_between_clients: bool = Field(
+        False,
+        alias="SWARM_MCP_SHARE_BETWEEN_CLIENTS",
+        description="Let a gateway client join another client's identical request in flight (or its cached "
+        "answer) instead of paying again; it is told the answer was shared, its budget is checked, and its "
+        "usage row is marked shared.",
     )
     token_budget: int | None = Field(
         None,

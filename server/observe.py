@@ -1,5 +1,5 @@
 """What the server tells its monitoring as it works: the `Observer` interface, and `Unobserved`, which
-hears nothing (stdio, where nothing is served). The Prometheus one is `server.metrics`.
+hears nothing (stdio, where nothing is served). The Prometheus one is `server.gateway.metrics`.
 
 An observer is told of events only, never of text: a tool call's outcome, an upstream request's
 usage row, a refusal by a limit. What can be read at any time (jobs, sessions, budgets) it reads

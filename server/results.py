@@ -1,6 +1,6 @@
 """The one place where what a call produced becomes what a client sees: a `CallToolResult`, or a task.
 
-An outcome (`server.outcome`) renders as an answer, `ask_both`'s answers side by side, or an error
+An outcome (`server.jobs.outcome`) renders as an answer, `ask_both`'s answers side by side, or an error
 result; a job still running renders as its handle, or, for a host that runs long calls itself, as a
 task of either generation (`task_2026`: the Tasks extension's flat task with its result inline;
 `task_2025`: the 2025-11-25 task, whose result `task_payload` gives). Nothing else builds these,

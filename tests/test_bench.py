@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import anyio
+import pytest
 
 from bench.instructions import WARM_UP
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parent.parent
 

@@ -21,6 +21,8 @@ from tests import third_party
 from tests.conftest import ERROR_META, TRACE_META, fake_env
 from tests.fake_upstream import FakeUpstream, Reply
 
+pytestmark = pytest.mark.slow
+
 SCRIPT = Path(sys.executable).with_name("swarm-inference-mcp")
 CLIENTS = ["typescript-sdk", "python-mcp1"]
 TOOLS = {"ask_fortytwo", "ask_swarm", "ask_both", "list_models", "get_result", "cancel_job"}

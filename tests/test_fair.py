@@ -19,7 +19,7 @@ from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import http_server, mcp_client
 from tests.test_jobs import answer_of, handle_of
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ALICE, BOB = "alice-token-0123456789abcdef", "bob-token-0123456789abcdef01"
 

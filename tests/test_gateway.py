@@ -22,7 +22,7 @@ from tests.fake_upstream import FakeUpstream, eventually
 from tests.servers import SCRIPT, free_port, http_server, mcp_client
 from tests.test_jobs import answer_of, handle_of
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ALICE = "alice-plain-token-0123456789"
 BOB = "bob-hashed-token-9876543210ab"

@@ -19,7 +19,7 @@ from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import SCRIPT, TOKEN, free_port, http_server, mcp_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def text_of(result: CallToolResult) -> str:

@@ -27,7 +27,7 @@ from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream
 from tests.third_party import cache_dir, esm_driver, node, npm_mcpb
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -114,9 +114,13 @@ async def test_the_wheel_in_a_fresh_environment_serves_over_stdio(
 
     env = fake_env(fake, SWARM_MCP_STATE_DB=str(tmp_path / "state.db"))
     script = StdioServerParameters(command=str(venv / "bin" / "swarm-inference-mcp"), env=env, cwd=outside)
-    names, text = await first_answer(script)
-    assert names == TOOLS
-    assert text == "swarms says: installed"
+    module = StdioServerParameters(  # what a user tries first, as with `python -m mcp_server_fetch`
+        command=str(venv / "bin" / "python"), args=["-m", "swarm_inference_mcp"], env=env, cwd=outside
+    )
+    for params in (script, module):
+        names, text = await first_answer(params)
+        assert names == TOOLS
+        assert text == "swarms says: installed"
 
 
 async def test_uvx_from_the_wheel_serves_over_stdio(dist: Path, tmp_path: Path, fake: FakeUpstream) -> None:
@@ -183,6 +187,19 @@ async def test_the_bundle_starts_as_a_host_starts_it_and_answers(
     assert answer.content[0].text == "swarms says: bundled"
     assert error_of(unset)["kind"] == "config"
     assert fake.seen("fortytwo") == []
+
+    # The MCPB spec makes `mcp_config` optional for a uv bundle: a host may run `uv run <entry_point>`
+    # from the unpacked folder, which puts `server/` first on sys.path (no module there may hide one
+    # of the standard library's).
+    entry = StdioServerParameters(
+        command=str(BIN / "uv"),
+        args=["run", "--no-dev", manifest["server"]["entry_point"]],
+        env=uv_env() | config["env"] | upstream | state,
+        cwd=tmp_path / "unpacked",
+    )
+    names, text = await first_answer(entry)
+    assert names == TOOLS
+    assert text == "swarms says: installed"
 
 
 README = (ROOT / "README.md").read_text()

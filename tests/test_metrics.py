@@ -17,7 +17,7 @@ from tests.prometheus_server import Prometheus
 from tests.servers import free_port, http_server, mcp_client, run_script
 from tests.test_gateway import ALICE, BOB, BOB_HASH, session_of, tokens_file
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 async def test_prometheus_scrapes_calls_tokens_latency_and_budgets(fake: FakeUpstream, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mcp_types import TextContent
 from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 NAMES = [
     "prompt", "system", "messages", "model", "timeout_s", "max_tokens", "max_completion_tokens", "response_format",

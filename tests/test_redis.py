@@ -32,7 +32,7 @@ from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script
 from tests.test_jobs import answer_of, handle_of, jobs_listing, text_of
 from tests.test_streaming import Progress
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE_S = 2.0

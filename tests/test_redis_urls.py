@@ -15,6 +15,8 @@ from tests.fake_upstream import FakeUpstream
 from tests.redis_server import RedisServer
 from tests.servers import run_script
 
+pytestmark = pytest.mark.slow
+
 AWKWARD = "Pw/r#e?s@t%zz:x"
 """A password with every character that ends a URL's authority early (and a `%` that is no escape)."""
 COMMANDS = [(), ("check",), ("usage",)]

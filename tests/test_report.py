@@ -23,6 +23,8 @@ from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from tests.servers import free_port, run_script
 from tests.test_gateway import ALICE, tokens_file
 
+pytestmark = pytest.mark.slow
+
 DAY_S = 86400
 
 

@@ -21,7 +21,7 @@ from mcp_types import CallToolResult, TextContent, TextResourceContents
 from tests.conftest import error_of, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, cancel_when, error_body, eventually
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 CANARY = {"fortytwo": "ft-CANARY-5b1d9c0e", "swarms": "sw-CANARY-a77f3e21"}
 TOOLS = {"fortytwo": "ask_fortytwo", "swarms": "ask_swarm"}

@@ -4,22 +4,24 @@ or several sharing Redis)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from mcp_types import TextResourceContents
 
 from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.redis_server import RedisServer
 from tests.servers import http_server, mcp_client
-from tests.test_gateway import ALICE, tokens_file
+from tests.test_gateway import ALICE, BOB, BOB_HASH, tokens_file
 from tests.test_jobs import answer_of, handle_of
 from tests.test_redis import deployment, through
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def prompt_of(n: int, words: int) -> str:
@@ -101,3 +103,68 @@ async def test_two_instances_on_redis_stop_at_the_shared_budget_plus_what_was_in
     assert ends.count("budget") == 30 - sent
     in_flight = 2 * 2  # two instances, two places each
     assert served_tokens(fake, "swarms") <= 1000 + in_flight * per_call
+
+
+async def usage_of(client: Client) -> dict[str, Any]:
+    (contents,) = (await client.read_resource("swarm://usage")).contents
+    assert isinstance(contents, TextResourceContents)
+    usage: dict[str, Any] = json.loads(contents.text)
+    return usage
+
+
+async def test_another_clients_identical_question_is_never_served_free_by_default(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """bob has spent his day; he asks alice's exact prompt while hers runs, and again while her answer is
+    cached. Before, he got her answer both times: no budget check, no row of his, and `cached: true`
+    told him someone else had asked exactly that."""
+    clients = tokens_file(tmp_path, f"alice {ALICE}", f"bob {BOB_HASH} daily_tokens=1")
+    env = {"SWARM_MCP_TOKENS_FILE": str(clients), "SWARM_MCP_CACHE_TTL": "60"}
+    fake.script("swarms", Reply(), Reply(delay_s=1))
+    question = {"prompt": "what is alice working on", "wait_s": 0}
+    with http_server(fake, tmp_path, **env) as (base, _):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice, mcp_client(f"{base}/mcp", token=BOB) as bob:
+            answer_of(await bob.call_tool("ask_swarm", {"prompt": "bob spends his day"}))
+            handle = handle_of(await alice.call_tool("ask_swarm", question))
+            while_running = await bob.call_tool("ask_swarm", question)
+            answer_of(await alice.call_tool("get_result", {"job_id": handle["job_id"], "wait_s": 30}))
+            while_cached = await bob.call_tool("ask_swarm", question)
+    assert error_of(while_running)["kind"] == error_of(while_cached)["kind"] == "budget"
+    assert [request.body["messages"][-1]["content"] for request in fake.seen("swarms")] == [
+        "bob spends his day",
+        "what is alice working on",
+    ]
+
+
+@pytest.mark.parametrize("bobs_budget", ["", " daily_tokens=1"], ids=["bob has budget", "bob has spent his day"])
+async def test_with_sharing_on_a_joiner_passes_its_own_budget_and_gets_a_shared_row(
+    fake: FakeUpstream, tmp_path: Path, bobs_budget: str
+) -> None:
+    """`SWARM_MCP_SHARE_BETWEEN_CLIENTS`: bob joins alice's identical request in flight; the upstream is
+    asked and paid once, bob's own usage counts the answer, the team's total counts it once."""
+    clients = tokens_file(tmp_path, f"alice {ALICE}", f"bob {BOB_HASH}{bobs_budget}")
+    env = {
+        "SWARM_MCP_TOKENS_FILE": str(clients),
+        "SWARM_MCP_SHARE_BETWEEN_CLIENTS": "true",
+        "SWARM_MCP_STATE_DB": str(tmp_path / "usage.sqlite3"),
+    }
+    spends = bool(bobs_budget)
+    fake.script("swarms", *([Reply()] if spends else []), Reply(delay_s=1))
+    question = {"prompt": "one shared question", "wait_s": 0}
+    with http_server(fake, tmp_path, **env) as (base, _):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice, mcp_client(f"{base}/mcp", token=BOB) as bob:
+            if spends:
+                answer_of(await bob.call_tool("ask_swarm", {"prompt": "bob spends his day"}))
+            handle = handle_of(await alice.call_tool("ask_swarm", question))
+            joined = await bob.call_tool("ask_swarm", {**question, "wait_s": 30})
+            answer_of(await alice.call_tool("get_result", {"job_id": handle["job_id"], "wait_s": 30}))
+            bobs, alices = await usage_of(bob), await usage_of(alice)
+    shared_tokens = 3 + 5  # "one shared question", then "swarms says: one shared question"
+    assert len(fake.seen("swarms")) == 1 + spends
+    if spends:
+        assert error_of(joined)["kind"] == "budget"
+        return
+    assert answer_of(joined)["cached"] is True
+    assert bobs["client"]["today"]["total_tokens"] == shared_tokens  # his own usage is true
+    assert alices["client"]["today"]["total_tokens"] == shared_tokens
+    assert bobs["today"]["providers"]["swarms"]["total_tokens"] == shared_tokens  # paid once

@@ -26,7 +26,7 @@ from tests.redis_server import RedisServer
 from tests.servers import http_server
 from tests.test_redis import deployment
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).with_name("swarm-inference-mcp")
 ASK_TOOLS = {"ask_fortytwo", "ask_swarm", "ask_both"}

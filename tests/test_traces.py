@@ -21,7 +21,7 @@ from tests.conftest import fake_env
 from tests.fake_upstream import FakeUpstream, eventually
 from tests.servers import SCRIPT
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TRACE_ID, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 PROMPT = "prompt-MARKER-5e1d swarm question"

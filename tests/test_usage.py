@@ -25,7 +25,7 @@ from tests.conftest import ERROR_META, error_of, fake_env
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.servers import SCRIPT, http_server, mcp_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def text_of(result: CallToolResult) -> str:

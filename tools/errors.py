@@ -316,7 +316,7 @@ def connection_failed(label: str, how: str, partial: str = "") -> UpstreamError:
     )
 
 
-# --- Sentences of the budgets (tools.ledger) -------------------------------------------------------
+# --- Sentences of the budgets (server.accounting.ledger) -------------------------------------------------------
 
 
 def client_budget_spent(label: str, client: str, limit: int, used: int) -> BudgetError:
@@ -338,7 +338,7 @@ def budget_uncountable(label: str, problem: str, what: str) -> ConfigError:
     return ConfigError(label, f"{problem}; calls are refused while {what} is set, since it cannot be counted.")
 
 
-# --- Sentences of the jobs (server.runner, server.following) ---------------------------------------
+# --- Sentences of the jobs (server.jobs.runner, server.jobs.following) ---------------------------------------
 
 
 def too_many_jobs(label: str, client: str, limit: int) -> RateLimitedError:

@@ -2,7 +2,7 @@
 
 Written against the OpenTelemetry API, which the MCP SDK already loads (its middleware makes the
 span of each tool call, continuing a `traceparent` sent in the request's `_meta`). Until
-`server.tracing` installs an SDK, every span here is a no-op and nothing is sent upstream. A span
+`server.telemetry` installs an SDK, every span here is a no-op and nothing is sent upstream. A span
 holds the provider, models, token counts, finish reasons, the job id and the error's kind: never
 a prompt, an answer, an error's text or a key.
 """

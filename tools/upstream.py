@@ -1,4 +1,5 @@
-"""The one place HTTP happens: auth, deadline, concurrency cap, retries, streaming.
+"""The one place a request is sent: deadline, concurrency cap, retries, streaming (where it goes, with
+which key, over which client: `tools.connection`).
 
 `Upstream.complete()` takes a provider name and a request body and returns a `Completion` or
 raises one `UpstreamError`. It never formats text for a person beyond the error sentences built
@@ -8,11 +9,8 @@ in `tools.errors`, and it knows nothing of MCP except the progress callback it m
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import logging
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,22 +18,20 @@ from typing import Any, cast
 
 import anyio
 import httpx2
-from pydantic import SecretStr
 
 from swarm_inference_mcp.tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
+from swarm_inference_mcp.tools.connection import Endpoint, SharedClient
 from swarm_inference_mcp.tools.errors import (
     UpstreamError,
     call_deadline,
     client_not_built,
     connection_failed,
     models_deadline,
-    no_api_key,
     queued_out,
     status_error,
     stream_broke,
 )
 from swarm_inference_mcp.tools.fair import FairLimiter
-from swarm_inference_mcp.tools.models import ProviderSpec
 from swarm_inference_mcp.tools.progress import ProgressFn, ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -44,40 +40,6 @@ MODELS_TTL_S = 300.0
 """How long a provider's model list is reused: model catalogues change on the scale of days."""
 MAX_ERROR_BODY = 64 * 1024
 """We read at most this much of an error answer: enough for any JSON error, not a whole HTML site."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One provider as configured: where it is (`base_url` has no trailing slash), the key, the
-    default model, the concurrency cap."""
-
-    spec: ProviderSpec
-    base_url: str
-    api_key: SecretStr | None
-    model: str
-    max_concurrency: int
-
-    # Parsed once: httpx parses a URL given as text again on every request.
-    @functools.cached_property
-    def url(self) -> httpx2.URL:
-        return httpx2.URL(self.base_url + "/chat/completions")
-
-    @functools.cached_property
-    def models_url(self) -> httpx2.URL:
-        return httpx2.URL(self.base_url + "/models")
-
-    def require_key(self) -> str:
-        """The API key, or the error that tells the user which variable to set."""
-        if self.api_key is None:
-            raise no_api_key(self.spec.label, self.spec.key_env)
-        return self.api_key.get_secret_value()
-
-    @functools.cached_property
-    def headers(self) -> httpx2.Headers:
-        """The auth header, built once (httpx normalises a dict on every request); raises `ConfigError`
-        without a key."""
-        key = self.require_key()
-        return httpx2.Headers({"Authorization": f"Bearer {key}"} if self.spec.auth == "bearer" else {"x-api-key": key})
 
 
 @dataclass(frozen=True)
@@ -133,65 +95,6 @@ class _CallState:
     """Its last attempt waited for a free place under the provider's concurrency cap."""
     headers: httpx2.Headers = field(default_factory=httpx2.Headers)
     """What each attempt sends: the provider's headers, with the call's own (a `traceparent`)."""
-
-
-def new_client(max_connections: int, connect_timeout: float) -> httpx2.AsyncClient:
-    """The server's one HTTP client, its pool sized so that the concurrency caps, not it, limit calls.
-
-    At most 20 idle connections are kept (httpx's default): the pool checks every idle connection
-    each time a request starts or ends, and on calls that take seconds reopening one saves nothing."""
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(connect=connect_timeout, read=None, write=None, pool=None),
-        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 20)),
-        follow_redirects=False,
-    )
-
-
-class SharedClient:
-    """The one `httpx2.AsyncClient` every upstream request shares, built in a thread of its own.
-
-    Building it loads the system's CA certificates: about 40 ms, most of a server's start-up beyond
-    its imports, and nothing needs them before the first upstream request. So the lifespan starts the
-    build and the server answers `initialize` and `tools/list` meanwhile (OpenSSL releases the GIL
-    while it loads); a request that comes sooner waits for the rest, and such requests then go on one
-    by one (released all at once, 200 of them opened their connections as one burst, which raised
-    the server's peak memory by up to 12 MiB). Started during the SDK's import instead, the build
-    slowed the import more than it saved. An async context manager: leaving it closes the client
-    (after waiting for it, if it is still being built).
-    """
-
-    def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
-        self.client: httpx2.AsyncClient | None = None
-        """Set once built and asked for (the first request to find it unset awaits `get`)."""
-        self._building: concurrent.futures.Future[httpx2.AsyncClient] = concurrent.futures.Future()
-        self._building.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel the build
-        self._early = asyncio.Lock()
-        threading.Thread(target=self._build, args=(make,), name="http-client", daemon=True).start()
-
-    def _build(self, make: Callable[[], httpx2.AsyncClient]) -> None:
-        try:
-            self._building.set_result(make())
-        except Exception as exc:  # noqa: BLE001 - said once here; every request then says it in its sentence
-            log.error("the HTTP client could not be set up (%s); every upstream request will fail", exc)
-            self._building.set_exception(exc)
-
-    async def get(self) -> httpx2.AsyncClient:
-        """The client, once built; raises what building it raised."""
-        if self.client is None:
-            async with self._early:  # requests that came before it was built go on one by one, not as a burst
-                if self.client is None:
-                    self.client = await asyncio.wrap_future(self._building)
-        return self.client
-
-    async def __aenter__(self) -> SharedClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            client = await asyncio.wrap_future(self._building)
-        except Exception:  # noqa: BLE001 - never built (said in the log): nothing to close
-            return
-        await client.aclose()
 
 
 class Upstream:

@@ -84,12 +84,16 @@ class Ledger:
             pending = self._record(row, None)
         await _written(pending)
 
+    async def shared(self, row: UsageRow) -> None:
+        """A client was served another client's answer: its own row, counted for it alone (`rows.change`)."""
+        await _written(self._record(row, None))
+
     async def settle(self, row: UsageRow, reserved: UsageRow) -> None:
         """The request has ended: its row now says how, and what it cost (whatever cancels the caller)."""
         await _written(self._record(row, reserved))
 
     def _record(self, row: UsageRow, previous: UsageRow | None) -> Awaitable[None] | None:
-        self._since_start[row.provider].add(change(row, previous))
+        self._since_start[row.provider].add(change(row, previous))  # a shared row adds nothing here
         if self.store.problem is not None and not isinstance(self.store, MemoryUsageStore):
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
         return self.store.record(row, previous)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from swarm_inference_mcp.server.accounting.rows import COLUMNS, StateError, Totals, UsageRow
+from swarm_inference_mcp.server.accounting.rows import COLUMNS, StateError, Totals, UsageRow, change
 from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ def stream_rows(entries: list[dict[str, str]]) -> Found:
     numbers |= {"reserved_tokens"}
 
     def value(name: str, text: str | None) -> Any:
+        if name == "shared":
+            return text == "True"
         if not text:
             return 0 if name == "latency_ms" else None
         return (float(text) if name == "at" else int(text)) if name in numbers else text
@@ -77,7 +79,7 @@ def grouped(found: Found, *, by_client: bool, whole_period: bool = False) -> lis
         {
             "day": day,
             who: name,
-            **vars(Totals.summed(rows)),
+            **vars(Totals.summed(rows, for_client=by_client)),
             "median_latency_ms": round(statistics.median(row.latency_ms for row in rows)),
         }
         for (day, name), rows in ordered
@@ -215,7 +217,7 @@ def budget_uses(settings: Settings, found: Found, today: datetime.date) -> list[
         limit = admitted.client.daily_tokens
         if limit is not None:
             mine = [row for row in found if row.periods[0] == day and row.client == admitted.client.name]
-            used = Totals.summed(mine).total_tokens
+            used = Totals.summed(mine, for_client=True).total_tokens
             uses.append(BudgetUse(f"client {admitted.client.name} (daily_tokens, today)", limit, used))
     return uses
 
@@ -225,5 +227,5 @@ def _by_period(found: Found, period: str) -> dict[tuple[str, str], Totals]:
     totals: dict[tuple[str, str], Totals] = {}
     for row in found:
         if row.periods[0].startswith(period):
-            totals.setdefault((period, row.provider), Totals()).add(Totals.of(row))
+            totals.setdefault((period, row.provider), Totals()).add(change(row))
     return totals

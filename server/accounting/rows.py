@@ -47,6 +47,9 @@ class UsageRow:
     """The same for both writes of one request, so that the second finds the first."""
     reserved_tokens: int | None = None
     """What the request was counted at while it was in flight: its prompt's size and its `max_tokens`."""
+    shared: bool = False
+    """This client joined another client's request (`SWARM_MCP_SHARE_BETWEEN_CLIENTS`): the tokens are
+    its own usage, not spent again, so they count for the client and not in the providers' totals."""
 
     @property
     def periods(self) -> tuple[str, str]:
@@ -90,18 +93,21 @@ class Totals:
         return cls(1, int(row.error), row.prompt_tokens or 0, row.completion_tokens or 0, row.tokens)
 
     @classmethod
-    def summed(cls, rows: Iterable[UsageRow]) -> Totals:
+    def summed(cls, rows: Iterable[UsageRow], *, for_client: bool = False) -> Totals:
         out = cls()
         for row in rows:
-            out.add(cls.of(row))
+            out.add(change(row, for_client=for_client))
         return out
 
 
 MEASURES = tuple(f.name for f in fields(Totals))
 
 
-def change(row: UsageRow, previous: UsageRow | None = None) -> Totals:
-    """What writing `row` adds to the totals: all of it, or, over its own earlier write, the difference."""
+def change(row: UsageRow, previous: UsageRow | None = None, *, for_client: bool = False) -> Totals:
+    """What writing `row` adds to the totals: all of it, or, over its own earlier write, the difference.
+    A shared row adds to its client's totals only (`for_client`): the providers were paid once."""
+    if row.shared and not for_client:
+        return Totals()
     now = Totals.of(row)
     if previous is None:
         return now
@@ -165,11 +171,10 @@ class MemoryUsageStore:
         self._clients: dict[tuple[str, str], Totals] = {}
 
     def record(self, row: UsageRow, previous: UsageRow | None = None) -> None:
-        added = change(row, previous)
         for period in row.periods:
-            self._totals.setdefault((period, row.provider), Totals()).add(added)
+            self._totals.setdefault((period, row.provider), Totals()).add(change(row, previous))
         if row.client is not None:
-            self._clients.setdefault((row.periods[0], row.client), Totals()).add(added)
+            self._clients.setdefault((row.periods[0], row.client), Totals()).add(change(row, previous, for_client=True))
 
     async def client_totals(self, day: str) -> dict[str, Totals]:
         return {client: totals for (at, client), totals in self._clients.items() if at == day}

@@ -106,6 +106,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     5: (
         "ALTER TABLE calls ADD COLUMN ref TEXT",
         "ALTER TABLE calls ADD COLUMN reserved_tokens INTEGER",
+        "ALTER TABLE calls ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",
         "CREATE UNIQUE INDEX calls_ref ON calls (ref) WHERE ref IS NOT NULL",
         "DROP TRIGGER add_to_totals",
         "DROP TRIGGER add_to_client_totals",

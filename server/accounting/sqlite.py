@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ class SqliteUsageStore:
         found = {client: Totals(*numbers) for client, *numbers in rows}
         for _, row, previous in self._unwritten:
             if row.client is not None and row.periods[0] == day:
-                found.setdefault(row.client, Totals()).add(change(row, previous))
+                found.setdefault(row.client, Totals()).add(change(row, previous, for_client=True))
         return found
 
     async def _read(self, query: str, params: list[str]) -> list[tuple[Any, ...]]:
@@ -256,9 +257,8 @@ def _write(db: sqlite3.Connection, row: UsageRow, previous: UsageRow | None) -> 
                 row.total_tokens, row.latency_ms, row.ref,
             ),
         )  # fmt: skip
-    added = change(row, previous)
-    measures = (added.calls, added.errors, added.prompt_tokens, added.completion_tokens, added.total_tokens)
+    measures = astuple(change(row, previous))
     db.execute(_TOTALS, (day, row.provider, *measures))
     db.execute(_TOTALS, (month, row.provider, *measures))
     if row.client is not None:
-        db.execute(_CLIENTS, (day, row.client, *measures))
+        db.execute(_CLIENTS, (day, row.client, *astuple(change(row, previous, for_client=True))))

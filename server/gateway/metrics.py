@@ -33,7 +33,7 @@ def _who(client: str | None) -> str:
 
 
 class PrometheusMetrics:
-    """An `Observer` (`tools.observe`) that counts into Prometheus series, and renders them when scraped."""
+    """An `Observer` (`server.observe`) that counts into Prometheus series, and renders them when scraped."""
 
     def __init__(self, *, redis: bool = False) -> None:
         """`redis`: whether instances share Redis (only then is there a `swarm_mcp_redis_up`)."""

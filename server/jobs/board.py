@@ -1,6 +1,6 @@
 """The jobs other server instances run: what `Handles` asks when it is one of several.
 
-The runner (`server.runner`) keeps its own jobs in memory and runs them in its own tasks; a
+The runner (`server.jobs.runner`) keeps its own jobs in memory and runs them in its own tasks; a
 `JobBoard` is its view of everyone else's. A board stores our own versioned `JobRecord`s, never
 a wire type, so two versions of the server sharing one Redis either agree or say they do not.
 Two boards:

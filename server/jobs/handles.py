@@ -1,7 +1,7 @@
 """What a client holds and reads of a job: the `get_result`/`cancel_job` arguments, the handle a slow call
 hands back (its structured form and its sentence), what `cancel_job` says, and `swarm://jobs` entries.
 
-How jobs run is `server.runner`; this module only words them.
+How jobs run is `server.jobs.runner`; this module only words them.
 """
 
 from __future__ import annotations

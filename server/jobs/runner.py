@@ -8,8 +8,8 @@ stops it).
 Who owns a job: until a handle is handed out, its callers do; when the last of them leaves (the
 client cancelled), the job is cancelled and its upstream requests aborted. Once a handle is out,
 the server does: the job ends only when it finishes, reaches its deadline, is cancelled with
-`cancel_job`, or the server stops. What is kept, and for how long, is `server.job_table`'s.
-Another instance's jobs are reached through `server.following`.
+`cancel_job`, or the server stops. What is kept, and for how long, is `server.jobs.table`'s.
+Another instance's jobs are reached through `server.jobs.following`.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ class _Request:
     """One upstream request in flight, and what its waiting callers need."""
 
     streams: bool
+    client: str | None
+    """Whose request it is: another client joining it is accounted as sharing it."""
     done: Done = field(default_factory=Done)
     listeners: Listeners = field(default_factory=Listeners)
     result: Completion | None = None
@@ -63,22 +65,36 @@ class Ask:
     key: str
 
     @classmethod
-    def of(cls, provider: str, body: dict[str, Any]) -> Ask:
-        return cls(provider, body, provider + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":")))
+    def of(cls, provider: str, body: dict[str, Any], scope: str | None = None) -> Ask:
+        exact = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return cls(provider, body, f"{provider}\n{exact}" if scope is None else f"{provider}\n{scope}\n{exact}")
 
 
 class RequestSharing:
     """Sends each distinct upstream request once at a time (see the module docstring), and counts it."""
 
     def __init__(
-        self, upstream: Upstream, ledger: Ledger, cache_ttl_s: float = 0.0, observer: Observer | None = None
+        self,
+        upstream: Upstream,
+        ledger: Ledger,
+        cache_ttl_s: float = 0.0,
+        observer: Observer | None = None,
+        *,
+        between_clients: bool = False,
     ) -> None:
         self.upstream = upstream
         self.ledger = ledger
         self.observer: Observer = observer if observer is not None else Unobserved()
         self._cache_ttl_s = cache_ttl_s
+        self._between_clients = between_clients
         self._running: dict[str, _Request] = {}
-        self._cache: dict[str, tuple[float, Completion]] = {}
+        self._cache: dict[str, tuple[float, Completion, str | None]] = {}
+
+    def ask(self, provider: str, body: dict[str, Any], client: Client | None) -> Ask:
+        """The one definition of the same question: the same provider and exact body, from the same client,
+        or from any client where the operator shares between them (`SWARM_MCP_SHARE_BETWEEN_CLIENTS`).
+        Jobs, this module and the board of several instances all key work by it."""
+        return Ask.of(provider, body, None if self._between_clients or client is None else client.name)
 
     async def complete(
         self,
@@ -95,14 +111,20 @@ class RequestSharing:
         provider, body, key = ask.provider, ask.body, ask.key
         endpoint = self.upstream.endpoints[provider]
         endpoint.require_key()
+        client = origin.client.name if origin.client is not None else None
         while True:
-            cached = self._cached(key)
-            if cached is not None:
-                return cached
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > time.monotonic():
+                if cached[2] != client:
+                    await self.ledger.check(provider, endpoint.spec.label, origin.client)
+                    await self._joined(provider, cached[1], origin)
+                return replace(cached[1], cached=True)
             request = self._running.get(key)
             if request is None:
                 return await self._send(key, provider, body, timeout_s, on_progress=on_progress, origin=origin)
             log.info("%s: joining an identical request already in flight", endpoint.spec.label)
+            if request.client != client:  # another client's: its own budget first
+                await self.ledger.check(provider, endpoint.spec.label, origin.client)
             listeners = request.listeners if request.streams else None
             await wait_with_progress(
                 request.done, on_progress, listeners, endpoint.spec.label, self.upstream.heartbeat_s
@@ -110,8 +132,26 @@ class RequestSharing:
             if request.error is not None:
                 raise request.error  # shared by every caller of the request; callers only read it
             if request.result is not None:
-                return request.result
+                if request.client == client:
+                    return request.result
+                await self._joined(provider, request.result, origin)
+                return replace(request.result, cached=True)
             # Its caller was cancelled before an answer came: this caller still wants one.
+
+    async def _joined(self, provider: str, completion: Completion, origin: Origin) -> None:
+        """Another client's answer served this one: a row of its own, marked shared (not spent again)."""
+        usage = completion.usage
+        now = time.time()
+        await self.ledger.shared(
+            UsageRow(
+                at=now, tool=origin.tool, provider=provider, model=completion.model, outcome="answer", status=None,
+                attempts=0, prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                total_tokens=usage.total_tokens if usage else None, latency_ms=0, job_id=origin.job_id,
+                client=origin.client.name if origin.client is not None else None, ref=secrets.token_hex(12),
+                shared=True,
+            )
+        )  # fmt: skip
 
     async def _send(
         self,
@@ -125,7 +165,7 @@ class RequestSharing:
     ) -> Completion:
         label = self.upstream.endpoints[provider].spec.label
         await self.ledger.check(provider, label, origin.client)  # spent already: refused before it queues
-        request = _Request(streams=on_progress is not None)
+        request = _Request(streams=on_progress is not None, client=origin.client.name if origin.client else None)
         if on_progress is not None:
             request.listeners.append(on_progress)
         self._running[key] = request
@@ -167,18 +207,11 @@ class RequestSharing:
                 self.observer.request_done(row, request.result.first_chunk_s if request.result else None)
             request.done.set()
         if self._cache_ttl_s > 0:
-            self._cache[key] = (time.monotonic() + self._cache_ttl_s, request.result)
+            now = time.monotonic()
+            for stale in [k for k, (expires, _, _) in self._cache.items() if expires <= now]:
+                del self._cache[stale]
+            self._cache[key] = (now + self._cache_ttl_s, request.result, request.client)
         return request.result
-
-    def _cached(self, key: str) -> Completion | None:
-        entry = self._cache.get(key)
-        if entry is None:
-            return None
-        expires, completion = entry
-        if time.monotonic() >= expires:
-            del self._cache[key]
-            return None
-        return replace(completion, cached=True)
 
 
 def _reservation(provider: str, body: dict[str, Any], origin: Origin, started: float) -> UsageRow:

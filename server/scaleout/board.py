@@ -4,7 +4,7 @@ What lives in Redis (keys under `swarm-mcp:`):
 
 - `job:<id>`: a job as JSON (`JobRecord`): who asked, what, when, and its outcome once finished.
   Kept until its deadline while it runs, then `SWARM_MCP_JOB_TTL` if its handle was handed out,
-  else `server.runner.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
+  else `server.jobs.runner.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
 - `work:<sha256 of tool and request>`: the id of the job doing that work. Claimed atomically (a Lua
   script): a second instance asked the same finds the claim and waits on that job instead of
   sending the request again. A claim whose instance is gone is taken over.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import astuple
 from typing import Any
 
 from swarm_inference_mcp.server.accounting.rows import COLUMNS, LIFETIME, MEASURES, Totals, UsageRow, change, rows_in
@@ -42,18 +43,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[9])
 if ARGV[2] ~= '' then
   for i, measure in ipairs(measures) do
-    redis.call('HINCRBY', KEYS[4], ARGV[2] .. ':' .. measure, ARGV[2 + i])
+    redis.call('HINCRBY', KEYS[4], ARGV[2] .. ':' .. measure, ARGV[10 + i])
   end
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
-if ARGV[11] == '1' then
-  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 12))
+if ARGV[16] == '1' then
+  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 17))
 end
 return 1
 """
 """KEYS: day, month and all-time totals, the client's day, the stream. ARGV: provider, client ('' for
-none), the five measures, day and month key lifetimes (s), the stream's oldest id, whether to append
-the row to the stream ('1'), then the row's fields and values."""
+none), the five measures of the totals, day and month key lifetimes (s), the stream's oldest id, the
+five measures of the client's day, whether to append the row to the stream ('1'), then the row's
+fields and values."""
 DAY_KEY_S = 40 * 86400
 
 
@@ -147,14 +149,14 @@ class RedisUsageStore:
 def _script_args(row: UsageRow, previous: UsageRow | None, oldest_ms: int) -> tuple[list[str], list[Any]]:
     day, month = row.periods
     keys = [_totals_key(day), _totals_key(month), _totals_key(LIFETIME), _clients_key(day), CALLS]
-    added = change(row, previous)
-    measures = [getattr(added, name) for name in MEASURES]
+    measures = astuple(change(row, previous))
+    client_measures = astuple(change(row, previous, for_client=True))
     fields: list[Any] = ["day", day]
     for name in COLUMNS:
         fields += [name, _text(getattr(row, name))]
     stream = "1" if row.settled else "0"
-    args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, stream, *fields]
-    return keys, args
+    args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *client_measures]
+    return keys, [*args, stream, *fields]
 
 
 def _text(value: Any) -> str:

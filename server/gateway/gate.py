@@ -1,0 +1,311 @@
+"""The gate of the HTTP transport, secure by default.
+
+In front of the SDK's app sits one small ASGI gate, checked in this order:
+
+1. `GET /healthz` answers `{"status": "ok"}` to anyone: load balancers carry no token, and it
+   says nothing about the configuration.
+2. Host and Origin must be allowed (DNS-rebinding protection), on every bind address: 421 or 403.
+3. With a token configured, every request must carry `Authorization: Bearer <token>`, compared in
+   constant time: 401 with `WWW-Authenticate` otherwise, and nothing reaches the tools.
+4. `GET /metrics` (Prometheus, `server.gateway.metrics`) is answered here, after the token, unless the
+   metrics have a bind of their own (`SWARM_MCP_METRICS_ADDR`, served by `serve_metrics`, no token).
+
+The body size limit is the SDK's (it refuses a declared or streamed oversize body without
+reading it whole). The client's token is never passed upstream: tools only ever use the server's
+own keys and base URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from swarm_inference_mcp.server.clients import Admitted, authenticate
+from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.drain import InFlight
+from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
+from swarm_inference_mcp.tools.client import Client
+
+if TYPE_CHECKING:
+    from swarm_inference_mcp.server.calls import AppState
+
+log = logging.getLogger(__name__)
+
+
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+class ConfigurationRefused(Exception):
+    """The HTTP transport will not start with this configuration."""
+
+
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host/Origin allow-lists: the loopback names on loopback, else the bind address, plus the configured ones."""
+    if settings.loopback:
+        hosts, origins = list(LOOPBACK_HOSTS), list(LOOPBACK_ORIGINS)
+    else:
+        bound = f"[{settings.host}]" if ":" in settings.host else settings.host
+        hosts, origins = [bound, f"{bound}:*"], []
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts + _split(settings.allowed_hosts),
+        allowed_origins=origins + _split(settings.allowed_origins),
+    )
+
+
+SDK_LOGGERS = ("mcp.server.streamable_http", "mcp.server.streamable_http_manager")
+_SESSION_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{8,}\b")
+
+
+class QuietLog(logging.Filter):
+    """Keeps the SDK's HTTP log to what an operator needs.
+
+    - A client that hangs up in the middle of its request is not our error: the SDK logs it with a
+      traceback at ERROR; it becomes one INFO line.
+    - Session ids are credentials of a sort (whoever has one can use the session), so they are
+      logged by their first eight characters only.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ClientDisconnect):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a client disconnected before its request was complete",
+                (),
+                None,
+                None,
+            )
+        else:
+            message = record.getMessage()
+            shortened = _SESSION_ID.sub(r"\1…", message)
+            if shortened != message:
+                record.msg, record.args = shortened, ()
+        return True
+
+
+class RefusalLog:
+    """Failed authentication at WARNING, never with the token presented, and bounded in volume: the
+    first refusal from an address is logged at once, the rest in that minute are counted and summed
+    up in one line when the minute is over (or the server stops), so a flood cannot fill the disk."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[float, int]] = {}
+        """Address -> (start of its window, refusals since the first)."""
+
+    def refused(self, address: str, now: float) -> None:
+        self.flush(now)
+        window = self._windows.get(address)
+        if window is None:
+            self._windows[address] = (now, 0)
+            log.warning(
+                "refused a request from %s: missing or wrong bearer token (more this minute are counted, not listed)",
+                address,
+            )
+        else:
+            self._windows[address] = (window[0], window[1] + 1)
+
+    def flush(self, now: float = math.inf) -> None:
+        for address, (start, more) in list(self._windows.items()):
+            if now - start < self.WINDOW_S:
+                continue
+            del self._windows[address]
+            if more:
+                log.warning("refused %d more requests from %s in a minute: missing or wrong token", more, address)
+
+
+@dataclass
+class _Session:
+    client: str
+    in_flight: int = 0
+    idle_since: float = 0.0
+
+
+class Sessions:
+    """The MCP sessions each client holds, as the gate saw them open and end, by the SDK's rule: a
+    session ends when it is deleted, when a request for it is answered 404 (the SDK forgot it), or
+    once no request of it (a POST being answered, an open GET stream) has been in flight for `idle_s`."""
+
+    def __init__(self, idle_s: float) -> None:
+        self._idle_s = idle_s
+        self._open: dict[str, _Session] = {}
+
+    def held(self, client: str, now: float) -> int:
+        return self.by_client(now).get(client, 0)
+
+    def by_client(self, now: float) -> dict[str, int]:
+        """How many open sessions each client holds."""
+        for session_id, session in list(self._open.items()):
+            if session.in_flight == 0 and now - session.idle_since >= self._idle_s:
+                del self._open[session_id]
+        return dict(Counter(session.client for session in self._open.values()))
+
+    def begin(self, session_id: str) -> None:
+        session = self._open.get(session_id)
+        if session is not None:
+            session.in_flight += 1
+
+    def end(self, session_id: str, method: str, status: int | None, now: float) -> None:
+        session = self._open.get(session_id)
+        if session is None:
+            return
+        session.in_flight -= 1
+        session.idle_since = now
+        if status == 404 or (method == "DELETE" and status is not None and status < 300):
+            del self._open[session_id]
+
+    def opened(self, session_id: str, client: str, now: float) -> None:
+        self._open[session_id] = _Session(client, in_flight=1, idle_since=now)
+
+
+class Gate:
+    """Health check, Host/Origin validation, client authentication and per-client session limits
+    in front of the MCP app.
+
+    An authenticated client is handed to the SDK as the request's `user` (its name as the token's
+    client id, never the token itself). The SDK binds each session to the user that opened it and
+    answers anyone else exactly as if the session did not exist (404), for use and DELETE alike;
+    the tools read the name from the request, for the ledger and the client's own budget.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        security: TransportSecuritySettings,
+        clients: list[Admitted],
+        *,
+        metrics: PrometheusMetrics | None = None,
+        state_of: Callable[[], AppState | None] = lambda: None,
+    ) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._state_of = state_of
+        self._metrics_here = metrics is not None and settings.metrics_bind is None
+        """/metrics is served beside /mcp, behind the token, unless the metrics have a bind of their own."""
+        self._security = TransportSecurityMiddleware(security)
+        self.clients = clients
+        """Replaced as a whole when the tokens file is re-read (SIGHUP)."""
+        self._authenticate = bool(clients)
+        self._max_sessions = settings.max_sessions_per_client
+        self._sessions = None if settings.stateless else Sessions(settings.session_idle)
+        """Who holds which session (None when stateless: there are none)."""
+        self.answering = InFlight()
+        """POSTs being answered: a shutdown waits for them, so that every last result is written."""
+        self.refusals = RefusalLog()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
+            await JSONResponse({"status": "ok"})(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = await self._security.validate_request(request, is_post=False)
+        if refusal is None and self._authenticate:
+            client = self._client(request)
+            if client is None:
+                self.refusals.refused(request.client.host if request.client else "an unknown address", time.monotonic())
+                refusal = Response(
+                    "Missing or invalid bearer token",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
+                )
+            else:
+                claims = {"daily_tokens": client.daily_tokens, "max_jobs": client.max_jobs}
+                scope["user"] = AuthenticatedUser(
+                    AccessToken(token="", client_id=client.name, scopes=[], claims=claims)
+                )
+                refusal = self._session_refusal(request, client)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if scope["path"] == "/metrics" and self._metrics_here and scope["method"] in ("GET", "HEAD"):
+            await Response(await self.scrape(), media_type=CONTENT_TYPE)(scope, receive, send)
+            return
+        if self._sessions is not None and self._authenticate:
+            await self._counted(scope, receive, send, request)
+        elif scope["method"] != "POST":  # a GET event stream stays open for the session's life
+            await self._app(scope, receive, send)
+        else:
+            with self.answering.track():
+                await self._app(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
+        """Serve a client's request, keeping `Sessions` up to date with what the SDK answered it."""
+        assert self._sessions is not None  # noqa: S101 - the caller checked
+        sessions = self._sessions
+        session_id = request.headers.get("mcp-session-id")
+        client: str = scope["user"].access_token.client_id
+        status: list[int] = []
+
+        async def watch(message: Message) -> None:
+            nonlocal session_id
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                opened = dict(message.get("headers", [])).get(b"mcp-session-id")
+                if session_id is None and opened is not None:
+                    session_id = opened.decode()
+                    sessions.opened(session_id, client, time.monotonic())
+            await send(message)
+
+        if session_id is not None:
+            sessions.begin(session_id)
+        try:
+            if scope["method"] == "POST":
+                with self.answering.track():
+                    await self._app(scope, receive, watch)
+            else:
+                await self._app(scope, receive, watch)
+        finally:
+            if session_id is not None:
+                sessions.end(session_id, scope["method"], status[0] if status else None, time.monotonic())
+
+    async def scrape(self) -> bytes:
+        """The metrics, in Prometheus' text format (empty without them)."""
+        if self._metrics is None:
+            return b""
+        sessions = {} if self._sessions is None else self._sessions.by_client(time.monotonic())
+        return await self._metrics.render(self._state_of(), sessions, [admitted.client for admitted in self.clients])
+
+    def _client(self, request: Request) -> Client | None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return authenticate(self.clients, presented.strip())
+
+    def _session_refusal(self, request: Request, client: Client) -> Response | None:
+        """429 for a new session past the client's limit; other clients are not affected."""
+        if self._sessions is None or request.method != "POST" or "mcp-session-id" in request.headers:
+            return None
+        limit = client.max_sessions or self._max_sessions
+        held = self._sessions.held(client.name, time.monotonic())
+        if held < limit:
+            return None
+        message = (
+            f"client {client.name} already holds {held} open sessions, its limit ({limit}); end one "
+            "(HTTP DELETE) or let an idle one expire (SWARM_MCP_SESSION_IDLE)"
+        )
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}
+        return JSONResponse(body, status_code=429)
