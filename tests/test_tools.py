@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,31 @@ async def test_error_statuses_become_one_clear_sentence(
     assert upstream_words in sentence
     if kind == "auth":
         assert ("FORTYTWO_API_KEY" if provider == "fortytwo" else "SWARMS_API_KEY") in sentence
+
+
+@pytest.mark.parametrize(
+    ("reply", "request_id"),
+    [
+        (
+            Reply(status=500, json=error_body("boom", "internal_error"), headers={"x-request-id": "req_7f3a"}),
+            "req_7f3a",
+        ),
+        (Reply(status=429, json={"id": "gen-123", "error": {"message": "slow down", "type": "rate"}}), "gen-123"),
+        (Reply(status=500, json=error_body("boom", "oops"), headers={"x-request-id": "<b>x</b>"}), None),
+        (Reply(status=401, json=error_body("no", "auth"), headers={"x-request-id": "KEY"}), None),
+    ],
+    ids=["header", "body id", "not an id", "the key echoed"],
+)
+async def test_a_failure_keeps_the_upstreams_request_id_for_its_support(
+    connect: Callable[..., Any], fake: FakeUpstream, reply: Reply, request_id: str | None
+) -> None:
+    if reply.headers.get("x-request-id") == "KEY":
+        reply.headers["x-request-id"] = fake.keys["swarms"]
+    fake.script("swarms", reply)
+    async with connect(SWARM_MCP_MAX_RETRIES="0") as client:
+        result = await client.call_tool("ask_swarm", {"prompt": "hi"})
+    assert error_of(result).get("request_id") == request_id
+    assert fake.keys["swarms"] not in json.dumps(result.model_dump())
 
 
 async def test_calls_made_while_the_http_client_is_still_being_built_all_get_their_answers(

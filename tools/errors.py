@@ -68,6 +68,7 @@ class UpstreamError(Exception):
         attempts: int | None = None,
         partial_text: str | None = None,
         personal: bool = False,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.provider = provider
@@ -80,12 +81,17 @@ class UpstreamError(Exception):
         self.personal = personal
         """It belongs to the client that asked (its own budget, its own limit): never handed to another
         client that shares the same request."""
+        self.request_id = request_id
+        """The upstream's id of the failed request (its `x-request-id` header, or its body's `id`), for
+        the provider's support."""
 
     def redact(self, secrets: tuple[str, ...]) -> UpstreamError:
         """Blank out every secret in the text that came from upstream (it may echo a key back)."""
         self.detail = redact(self.detail, secrets)
         if self.partial_text:
             self.partial_text = redact(self.partial_text, secrets)
+        if self.request_id and redact(self.request_id, secrets) != self.request_id:
+            self.request_id = None
         return self
 
     @property
@@ -110,6 +116,7 @@ class UpstreamError(Exception):
             "retry_after_s": self.retry_after_s,
             "attempts": self.attempts,
             "partial_text": self.partial_text,
+            "request_id": self.request_id,
         }
         return {key: value for key, value in fields.items() if value is not None}
 
@@ -547,6 +554,25 @@ def parse_retry_after(headers: Mapping[str, str], message: str | None, now: floa
     return None
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+"""What a request id looks like; anything else an upstream puts there is not echoed."""
+
+
+def upstream_request_id(headers: Mapping[str, str], body: bytes) -> str | None:
+    """The upstream's id of a request: its `x-request-id` header (as openai-python keeps it), or the
+    `id` of its JSON error body; None when neither is there or looks like an id."""
+    found = headers.get("x-request-id") or headers.get("request-id")
+    if not found:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            error = data.get("error")
+            found = data.get("id") or (error.get("id") if isinstance(error, dict) else None)
+    return found if isinstance(found, str) and _REQUEST_ID.match(found) else None
+
+
 def status_error(
     provider: str,
     status: int,
@@ -588,4 +614,5 @@ def status_error(
         upstream_type=utype,
         retryable=retryable,
         retry_after_s=retry_after,
+        request_id=upstream_request_id(headers, body),
     )

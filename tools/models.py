@@ -220,6 +220,9 @@ class ErrorInfo(Result):
     retry_after_s: float | None = Field(default=None, description="Seconds the upstream asked us to wait.")
     attempts: int | None = Field(default=None, description="Upstream requests made before giving up.")
     partial_text: str | None = Field(default=None, description="What a broken stream delivered before it failed.")
+    request_id: str | None = Field(
+        default=None, description="The provider's id of the failed request, for its support."
+    )
 
 
 class Answer(Result):
