@@ -150,6 +150,29 @@ async def test_a_job_started_on_one_instance_is_collected_and_cancelled_through_
             assert len(fake.seen("swarms")) == 2
 
 
+async def test_a_job_its_instance_forgot_is_still_collected_from_redis(
+    fake: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    """The instance that ran a job made room for newer ones (SWARM_MCP_MAX_JOBS), while Redis still keeps
+    the job for its TTL: a local miss looks there before it says the job is gone (before, the instance
+    told the client to ask, and pay, again)."""
+    with deployment(fake, tmp_path, redis_url, SWARM_MCP_MAX_JOBS="1") as proxy:
+        async with through(proxy) as client:
+            first = handle_of(await client.call_tool("ask_swarm", {"prompt": "first question", "wait_s": 0}))
+            owner = proxy.backend_of("ask_swarm")
+            await eventually(lambda: len(fake.seen("swarms")) == 1 and fake.seen("swarms")[0].finished is not None)
+            await steer(client, proxy, owner)
+            second = handle_of(await client.call_tool("ask_swarm", {"prompt": "second question", "wait_s": 0}))
+            assert proxy.backend_of("ask_swarm") == owner
+            await steer(client, proxy, owner)
+            answer_of(await client.call_tool("get_result", {"job_id": second["job_id"], "wait_s": 30}))
+            await steer(client, proxy, owner)
+            collected = await client.call_tool("get_result", {"job_id": first["job_id"], "wait_s": 30})
+            assert proxy.backend_of("get_result") == owner
+    assert answer_of(collected)["text"] == "swarms says: first question"
+    assert len(fake.seen("swarms")) == 2
+
+
 async def test_swarm_jobs_lists_the_client_s_jobs_of_every_instance(
     fake: FakeUpstream, tmp_path: Path, redis_url: str
 ) -> None:

@@ -35,6 +35,8 @@ from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS, connec
 
 log = logging.getLogger(__name__)
 
+WARN_EVERY_S = 60.0
+"""Rows that wait past their patience are said in the log at most this often, not once a row."""
 MAX_UNWRITTEN = 10_000
 """With no budget reading the totals, how many queued writes are remembered before asking which are committed."""
 _INSERT = f"INSERT INTO calls (day, {', '.join(COLUMNS)}) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"  # noqa: S608
@@ -64,6 +66,7 @@ class SqliteUsageStore:
         """The longest a write's caller waits for its commit (another process keeping the file locked)."""
         self._stalled = False
         """A wait ran out of patience and nothing was committed since: the next writes do not wait."""
+        self._warned_at = -WARN_EVERY_S
         self._db = db
         db.execute("PRAGMA busy_timeout = 0")  # reads on the loop never wait; a busy one goes to a thread
         self._reader: sqlite3.Connection | None = None
@@ -110,9 +113,17 @@ class SqliteUsageStore:
     async def _until(self, done: anyio.Event) -> None:
         with anyio.move_on_after(self._patience_s) as waited:
             await done.wait()
-        if waited.cancelled_caught:
-            self._stalled = True
-            log.warning("usage state file %s: a row waits for another process's lock; the call did not", self.path)
+        if not waited.cancelled_caught:
+            return
+        self._stalled = True
+        if time.monotonic() - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = time.monotonic()
+            log.warning(
+                "usage state file %s: rows wait longer than %g s to be committed (another process keeps it locked, "
+                "or the server is very busy); calls go on meanwhile and the rows follow",
+                self.path,
+                self._patience_s,
+            )
 
     def _write_all(self) -> None:
         """The writer thread: commit whatever is queued, in one transaction, until `close` says stop."""
