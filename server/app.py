@@ -26,21 +26,20 @@ from pydantic import BaseModel
 from swarm_inference_mcp.server import __version__
 from swarm_inference_mcp.server.accounting.ledger import Ledger
 from swarm_inference_mcp.server.calls import AppState, both_work, list_models, provider_work
-from swarm_inference_mcp.server.clients import client_of_request
+from swarm_inference_mcp.server.clients import Client, client_name, client_of_request
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight, Untracked
 from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
 from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.jobs.sharing import RequestSharing
-from swarm_inference_mcp.server.jobs.work import Work
-from swarm_inference_mcp.server.observe import Observer, Unobserved
+from swarm_inference_mcp.server.jobs.table import Work
+from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.server.state import shared_state, store_location
 from swarm_inference_mcp.server.stdio import BoundedLines
 from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks, current_task_call
 from swarm_inference_mcp.server.tool import Reply, tool
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
 from swarm_inference_mcp.tools.progress import ProgressFn
 from swarm_inference_mcp.tools.providers.both import BothArgs
@@ -85,7 +84,6 @@ def create_server(
     (stdio) they are not tracked. `observer` hears what the metrics count (nobody, over stdio).
     """
     calls: InFlight | Untracked = in_flight if in_flight is not None else Untracked()
-    heard: Observer = observer if observer is not None else Unobserved()
 
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
@@ -114,12 +112,12 @@ def create_server(
                 heartbeat_s=settings.heartbeat,
                 board=board,
                 instance=instance,
-                observer=heard,
+                observer=observer,
             )
             sharing = RequestSharing(
-                upstream, ledger, settings.cache_ttl, heard, between_clients=settings.share_between_clients
+                upstream, ledger, settings.cache_ttl, observer, between_clients=settings.share_between_clients
             )
-            state = AppState(settings, sharing, calls, jobs, heard)
+            state = AppState(settings, sharing, calls, jobs, observer)
             async with jobs.serving():
                 running.append(state)
                 try:

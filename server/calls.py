@@ -9,15 +9,15 @@ from typing import Any
 
 import anyio
 
+from swarm_inference_mcp.server.clients import Client, client_name
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight, Untracked
 from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
 from swarm_inference_mcp.server.jobs.runner import JobRunner
 from swarm_inference_mcp.server.jobs.sharing import Ask, Origin, RequestSharing
-from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.completion import Completion
 from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.models import Answer, ChatArgs, ProviderSpec
@@ -33,7 +33,8 @@ class AppState:
     requests: RequestSharing
     in_flight: InFlight | Untracked
     jobs: JobRunner
-    observer: Observer
+    observer: Observer | None
+    """What the metrics count, over HTTP; None over stdio, where nothing is served."""
 
     def wait_s(self, requested: float | None) -> float:
         """How long a call waits for its answer before it hands back a job handle."""

@@ -21,9 +21,23 @@ from typing import Any
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.requests import Request
 
-from swarm_inference_mcp.tools.client import Client
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who asks, and the limits the tokens file gives it (None: the server's own). Over stdio there is none."""
+
+    name: str
+    daily_tokens: int | None = None
+    max_sessions: int | None = None
+    max_jobs: int | None = None
+
+
+def client_name(client: Client | None) -> str | None:
+    """The client's name, or None over stdio (and with no tokens at all)."""
+    return client.name if client is not None else None
+
 
 ANONYMOUS = "anonymous"
 """The name of the one client `SWARM_MCP_TOKEN` stands for."""

@@ -1,5 +1,5 @@
-"""What the server tells its monitoring as it works: the `Observer` interface, and `Unobserved`, which
-hears nothing (stdio, where nothing is served). The Prometheus one is `server.gateway.metrics`.
+"""What the server tells its monitoring as it works: the `Observer` interface (over stdio, where nothing
+is served, there is none). The Prometheus one is `server.gateway.metrics`.
 
 An observer is told of events only, never of text: a tool call's outcome, an upstream request's
 usage row, a refusal by a limit. What can be read at any time (jobs, sessions, budgets) it reads
@@ -23,14 +23,3 @@ class Observer(Protocol):
 
     def refused(self, limit: str, client: str | None) -> None:
         """A client was refused by one of its limits (`max_jobs_per_client`, `max_sessions_per_client`)."""
-
-
-class Unobserved:
-    def request_done(self, row: UsageRow, first_chunk_s: float | None) -> None:
-        pass
-
-    def call_done(self, tool: str, outcome: str, client: str | None) -> None:
-        pass
-
-    def refused(self, limit: str, client: str | None) -> None:
-        pass

@@ -39,14 +39,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, Field
 
 from swarm_inference_mcp.server.calls import AppState
-from swarm_inference_mcp.server.clients import client_of_request
+from swarm_inference_mcp.server.clients import client_name, client_of_request
 from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.outcome import Outcome
 from swarm_inference_mcp.server.jobs.runner import JobRunner
-from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.results import task_2025, task_2026, task_payload, task_status
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.client import client_name
 from swarm_inference_mcp.tools.errors import UpstreamError, task_already_ended
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"

@@ -15,14 +15,13 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarm_inference_mcp.server.calls import AppState
-from swarm_inference_mcp.server.clients import client_of_request
+from swarm_inference_mcp.server.clients import Client, client_name, client_of_request
 from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.handles import CancelReport
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome
 from swarm_inference_mcp.server.results import outcome_label, render, render_cancel
 from swarm_inference_mcp.server.schemas import output_schema
 from swarm_inference_mcp.server.tasks import current_task_call
-from swarm_inference_mcp.tools.client import Client, client_name
 from swarm_inference_mcp.tools.errors import UpstreamError, argument_error, shutting_down
 from swarm_inference_mcp.tools.progress import ProgressFn
 
@@ -76,9 +75,10 @@ def tool(
         state = ctx.request_context.lifespan_context
         client = client_of_request(ctx.request_context.request)
         reply = await reply_to(raw, ctx, state, client)
-        state.observer.call_done(
-            name, outcome_label(reply, tasked=current_task_call() is not None), client_name(client)
-        )
+        if state.observer is not None:
+            state.observer.call_done(
+                name, outcome_label(reply, tasked=current_task_call() is not None), client_name(client)
+            )
         return render_cancel(reply) if isinstance(reply, CancelReport) else render(reply, state.jobs.ttl_s)
 
     async def reply_to(

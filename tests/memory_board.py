@@ -19,7 +19,7 @@ import anyio
 from swarm_inference_mcp.server.accounting.rows import StateError
 from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
 from swarm_inference_mcp.server.jobs.outcome import Outcome
-from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.tools.progress import ProgressFn
 
 

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 from mcp import Client
 
-from swarm_inference_mcp.tools.fair import FairLimiter
+from swarm_inference_mcp.tools.connection import FairLimiter
 from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import http_server, mcp_client

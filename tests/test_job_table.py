@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, Trace
-from swarm_inference_mcp.server.jobs.table import Job, JobTable
-from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.jobs.table import Job, JobTable, Work
 from swarm_inference_mcp.tools.models import Answer
 
 

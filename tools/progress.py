@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from swarm_inference_mcp.tools.done import Done
-
 ProgressFn = Callable[[float, str], Awaitable[None]]
 """Sends one progress notification: (progress, message). The only thing below the tool
 functions that reaches back to the MCP client."""
@@ -35,7 +33,7 @@ class Listeners(list[ProgressFn]):
 
 
 async def wait_with_progress(
-    done: Done,
+    done: anyio.Event,
     on_progress: ProgressFn | None,
     listeners: Listeners | None,
     label: str,
@@ -47,18 +45,25 @@ async def wait_with_progress(
     informed: through `listeners` (the list a streamed job broadcasts to), or, when the job is not
     streamed (None), with heartbeats, so that its client does not give up while the swarm works."""
     if on_progress is None:
-        return await done.wait(timeout_s)
+        return await _waited(done, timeout_s)
     if listeners is not None:
         listeners.append(on_progress)
         try:
-            return await done.wait(timeout_s)
+            return await _waited(done, timeout_s)
         finally:
             listeners.remove(on_progress)
     async with anyio.create_task_group() as tg:
         tg.start_soon(ProgressReporter(on_progress, label, heartbeat_s).run_heartbeats)
-        finished = await done.wait(timeout_s)
+        finished = await _waited(done, timeout_s)
         tg.cancel_scope.cancel()
     return finished
+
+
+async def _waited(done: anyio.Event, timeout_s: float) -> bool:
+    """Until `done` is set (True), or until `timeout_s` has passed (False)."""
+    with anyio.move_on_after(timeout_s):
+        await done.wait()
+    return done.is_set()
 
 
 class ProgressReporter:

@@ -31,6 +31,8 @@ class RequestSpan:
     """What the upstream request carries: the W3C `traceparent` of this span, when it is recorded."""
 
     def answered(self, completion: Completion) -> None:
+        if not self.span.is_recording():  # no tracer provider installed: nothing to describe
+            return
         attributes: dict[str, str | int | list[str]] = {}
         if completion.model:
             attributes["gen_ai.response.model"] = completion.model

@@ -20,7 +20,7 @@ import anyio
 import httpx2
 
 from swarm_inference_mcp.tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
-from swarm_inference_mcp.tools.connection import Endpoint, SharedClient
+from swarm_inference_mcp.tools.connection import Endpoint, FairLimiter, SharedClient
 from swarm_inference_mcp.tools.errors import (
     UpstreamError,
     call_deadline,
@@ -31,7 +31,6 @@ from swarm_inference_mcp.tools.errors import (
     status_error,
     stream_broke,
 )
-from swarm_inference_mcp.tools.fair import FairLimiter
 from swarm_inference_mcp.tools.progress import ProgressFn, ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class _CallState:
     leaving: Leaving | None = None
     started: float = field(default_factory=time.monotonic)
     client: str | None = None
-    """Who asked: the provider's places are shared fairly between clients (`tools.fair`)."""
+    """Who asked: the provider's places are shared fairly between clients (`tools.connection.FairLimiter`)."""
     queued: bool = False
     """Its last attempt waited for a free place under the provider's concurrency cap."""
     headers: httpx2.Headers = field(default_factory=httpx2.Headers)

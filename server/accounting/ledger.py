@@ -33,7 +33,7 @@ from swarm_inference_mcp.server.accounting.rows import (
     change,
     periods_of,
 )
-from swarm_inference_mcp.tools.client import Client
+from swarm_inference_mcp.server.clients import Client
 from swarm_inference_mcp.tools.errors import budget_spent, budget_uncountable, client_budget_spent
 from swarm_inference_mcp.tools.models import ProviderUsage, SessionUsage
 

@@ -33,11 +33,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from swarm_inference_mcp.server.clients import Admitted, authenticate
+from swarm_inference_mcp.server.clients import Admitted, Client, authenticate
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
-from swarm_inference_mcp.tools.client import Client
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.calls import AppState

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from swarm_inference_mcp.server.accounting.rows import StateError, UsageRow
-from swarm_inference_mcp.tools.client import Client
+from swarm_inference_mcp.server.clients import Client
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.calls import AppState

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from swarm_inference_mcp.server.jobs.outcome import Outcome, outcome_from_json, outcome_to_json
-from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.tools.progress import ProgressFn
 
 RECORD_VERSION = 1

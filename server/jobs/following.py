@@ -4,7 +4,7 @@
 Every job claims its work on the board first. When another live instance already runs identical
 work, the job waits for that job's outcome instead of sending the request again, and does the work
 itself only if that job ends without one (cancelled, or its instance lost). With the `LocalBoard`
-(one process) nothing here is reached but `run_or_follow`'s first line.
+(one process) nothing here is reached: the runner runs the work itself.
 """
 
 from __future__ import annotations
@@ -43,11 +43,9 @@ class Following:
         self._heartbeat_s = heartbeat_s
 
     async def run_or_follow(self, job: Job) -> Outcome:
-        """The work's outcome: done here, or, when another instance already does identical work, theirs."""
+        """The work's outcome: done here, or, when another instance already does identical work, theirs
+        (only with a shared board: the runner runs a job's work itself otherwise)."""
         progress = job.listeners if job.streams else None
-        if not self.board.shared:
-            job.announced.set()
-            return await job.work.run(progress, job.id)
         for _ in range(FOLLOW_TRIES):
             try:
                 holder = await self.board.claim(job.id, job.work, job.started_wall)

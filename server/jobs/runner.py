@@ -30,9 +30,8 @@ from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, LocalBoar
 from swarm_inference_mcp.server.jobs.following import Following
 from swarm_inference_mcp.server.jobs.handles import CancelReport, listed
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, status_of
-from swarm_inference_mcp.server.jobs.table import Job, JobTable
-from swarm_inference_mcp.server.jobs.work import Work
-from swarm_inference_mcp.server.observe import Observer, Unobserved
+from swarm_inference_mcp.server.jobs.table import Job, JobTable, Work
+from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
 from swarm_inference_mcp.tools.progress import ProgressFn, wait_with_progress
 
@@ -66,7 +65,7 @@ class JobRunner:
         observer: Observer | None = None,
     ) -> None:
         self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
-        self._observer: Observer = observer if observer is not None else Unobserved()
+        self._observer = observer
         self.following = Following(board if board is not None else LocalBoard(), heartbeat_s)
         self._board = self.following.board
         self._heartbeat_s = heartbeat_s
@@ -112,7 +111,8 @@ class JobRunner:
     def _refuse_past(self, work: Work, job_limit: int) -> None:
         """A new job of a client that already runs `job_limit` of them is refused, before anything is queued."""
         if work.client is not None and self.table.running_of(work.client) >= job_limit:
-            self._observer.refused("max_jobs_per_client", work.client)
+            if self._observer is not None:
+                self._observer.refused("max_jobs_per_client", work.client)
             raise too_many_jobs(work.labels, work.client, job_limit)
 
     def adopt(self, work: Work, outcome: Outcome) -> JobRecord:
@@ -227,8 +227,13 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         job.running = True
         try:
-            if not job.cancelling:
+            if job.cancelling:
+                pass
+            elif self._board.shared:  # another instance may run the same work already
                 job.outcome = await self.following.run_or_follow(job)
+            else:
+                job.announced.set()
+                job.outcome = await job.work.run(job.listeners if job.streams else None, job.id)
         except asyncio.CancelledError:  # `_stop`: the job ends here, with a cancelled outcome
             if job.task is not None:
                 job.task.uncancel()

@@ -18,12 +18,13 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import anyio
+
 from swarm_inference_mcp.server.accounting.ledger import Ledger
 from swarm_inference_mcp.server.accounting.rows import SENT, UsageRow
-from swarm_inference_mcp.server.observe import Observer, Unobserved
-from swarm_inference_mcp.tools.client import Client
+from swarm_inference_mcp.server.clients import Client
+from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools.completion import Completion
-from swarm_inference_mcp.tools.done import Done
 from swarm_inference_mcp.tools.errors import UpstreamError
 from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
 from swarm_inference_mcp.tools.spans import request_span
@@ -39,7 +40,7 @@ class _Request:
     streams: bool
     client: str | None
     """Whose request it is: another client joining it is accounted as sharing it."""
-    done: Done = field(default_factory=Done)
+    done: anyio.Event = field(default_factory=anyio.Event)
     listeners: Listeners = field(default_factory=Listeners)
     result: Completion | None = None
     error: UpstreamError | None = None
@@ -84,7 +85,7 @@ class RequestSharing:
     ) -> None:
         self.upstream = upstream
         self.ledger = ledger
-        self.observer: Observer = observer if observer is not None else Unobserved()
+        self.observer = observer
         self._cache_ttl_s = cache_ttl_s
         self._between_clients = between_clients
         self._running: dict[str, _Request] = {}
@@ -204,7 +205,8 @@ class RequestSharing:
             if reserved is not None:
                 row = _row(reserved, started, request)
                 await self.ledger.settle(row, reserved)
-                self.observer.request_done(row, request.result.first_chunk_s if request.result else None)
+                if self.observer is not None:
+                    self.observer.request_done(row, request.result.first_chunk_s if request.result else None)
             request.done.set()
         if self._cache_ttl_s > 0:
             now = time.monotonic()

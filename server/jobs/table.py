@@ -1,4 +1,5 @@
-"""The jobs one server process knows: keeping, finding, expiring and evicting them. No I/O, no awaiting.
+"""What a job is (`Work`: what a call asks; `Job`: its run here) and the jobs one server process knows:
+keeping, finding, expiring and evicting them. No I/O, no awaiting.
 
 The table's invariants, which every method keeps:
 
@@ -19,12 +20,46 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, status_of
-from swarm_inference_mcp.server.jobs.work import Work
-from swarm_inference_mcp.tools.done import Done
-from swarm_inference_mcp.tools.progress import Listeners
+from swarm_inference_mcp.tools.progress import Listeners, ProgressFn
+
+
+@dataclass(frozen=True)
+class Work:
+    """One tool call's upstream work."""
+
+    tool: str
+    providers: tuple[str, ...]
+    labels: str
+    """How people name the providers: "Fortytwo", "Fortytwo and Swarms"."""
+    request: str
+    """The exact request bodies, as text: identical work asks identically."""
+    timeout_s: float
+    client: str | None
+    """The HTTP client that asked (None over stdio)."""
+    run: Callable[[ProgressFn | None, str], Awaitable[Outcome]]
+    """Does the work (given a progress callback and the job's id); never raises."""
+
+    @property
+    def key(self) -> str:
+        """Identical work of one client has an identical key. (Two clients asking the same are two
+        jobs, each its own, that share one upstream request.)"""
+        return f"{self.client}\n{self.tool}\n{self.request}"
+
+    @classmethod
+    def refused(cls, tool: str, client: str | None) -> Work:
+        """The work of a call refused before it asked anything (bad arguments, a limit): nothing to run."""
+
+        async def nothing(_progress: ProgressFn | None, _job_id: str) -> Outcome:
+            raise AssertionError("a refused call's work never runs")
+
+        return cls(tool, (), tool, "refused", 0.0, client, nothing)
+
 
 FORGOTTEN_IDS = 10_000
 """How many forgotten job ids are remembered, to say why an id is unknown (expired or evicted)."""
@@ -40,8 +75,8 @@ class Job:
     """Its callers asked for progress, so its upstream requests are streamed."""
     started: float = field(default_factory=time.monotonic)  # the event loop's clock, on asyncio
     started_wall: float = field(default_factory=time.time)
-    done: Done = field(default_factory=Done)
-    announced: Done = field(default_factory=Done)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    announced: anyio.Event = field(default_factory=anyio.Event)
     """Set once other instances can find it on the board (at once with no board): only then is it handed out."""
     task: asyncio.Task[None] | None = None
     running: bool = False

@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
 from swarm_inference_mcp.server.jobs.outcome import Outcome
-from swarm_inference_mcp.server.jobs.work import Work
+from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.scaleout.link import PREFIX, RETRY_AFTER_S, TIMEOUT_S, RedisDown, RedisLink
 from swarm_inference_mcp.tools.progress import ProgressFn
 
