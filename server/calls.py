@@ -19,7 +19,7 @@ from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.completion import Completion
-from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.models import Answer, ChatArgs, ProviderSpec
 from swarm_inference_mcp.tools.progress import ProgressFn
 from swarm_inference_mcp.tools.providers.both import BothArgs
@@ -54,7 +54,7 @@ async def _answer(
     on_progress: ProgressFn | None,
     origin: Origin,
 ) -> Answered:
-    """Ask one provider: its answer, and how it came about. Raises `UpstreamError`."""
+    """Ask one provider: its answer, and how it came about. Raises `CallError`."""
     started = time.perf_counter()
     completion = await state.requests.complete(ask, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
     trace = Trace(_elapsed_ms(started), completion.attempts, completion.model, completion.id)
@@ -89,7 +89,7 @@ def provider_work(state: AppState, spec: ProviderSpec, args: ChatArgs, client: C
         try:
             origin = Origin(spec.tool_name, job_id, client)
             return await _answer(state, spec, ask, timeout_s, on_progress=on_progress, origin=origin)
-        except UpstreamError as err:
+        except CallError as err:
             return Failed.of(err)
 
     return Work(spec.tool_name, (spec.name,), spec.label, ask.key, timeout_s, client_name(client), run)
@@ -131,7 +131,7 @@ async def _ask_both(
             sides[spec.name] = await _answer(
                 state, spec, asks[spec.name], timeout_s, on_progress=progress, origin=origin
             )
-        except UpstreamError as err:
+        except CallError as err:
             sides[spec.name] = SideFailed(spec.name, Failure.of(err))
 
     async with anyio.create_task_group() as tg:
@@ -170,7 +170,7 @@ async def list_models(state: AppState) -> dict[str, Any]:
         else:
             try:
                 entry.update(models=await upstream.list_models(spec.name, timeout_s=30.0), error=None)
-            except UpstreamError as err:
+            except CallError as err:
                 entry.update(models=None, error=err.sentence)
         listing[spec.name] = entry
 

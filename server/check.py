@@ -12,7 +12,7 @@ from typing import TextIO
 from pydantic import SecretStr
 
 from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
-from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 
 CHECK_TIMEOUT_S = 15.0
@@ -53,7 +53,7 @@ async def run_check(settings: Settings, out: TextIO) -> int:
             configured += 1
             try:
                 models = await upstream.list_models(name, timeout_s=CHECK_TIMEOUT_S)
-            except UpstreamError as err:
+            except CallError as err:
                 failed = True
                 out.write(f"  {name}: FAILED at {endpoint.base_url}: {err.sentence}\n")
                 continue

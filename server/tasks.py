@@ -46,7 +46,8 @@ from swarm_inference_mcp.server.jobs.runner import JobRunner
 from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.results import task_2025, task_2026, task_payload, task_status
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.errors import UpstreamError, task_already_ended
+from swarm_inference_mcp.tools.errors.sentences import task_already_ended
+from swarm_inference_mcp.tools.errors.tree import CallError
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 TASK_TOOLS = frozenset({*(spec.tool_name for spec in PROVIDERS), "ask_both"})
@@ -246,5 +247,5 @@ async def _refusing(awaitable: Awaitable[T]) -> T:
     """Await a runner call; an unknown, expired or foreign id (any refusal) is `-32602` in our sentence."""
     try:
         return await awaitable
-    except UpstreamError as err:
+    except CallError as err:
         raise MCPError(INVALID_PARAMS, err.sentence) from None

@@ -22,7 +22,8 @@ from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome
 from swarm_inference_mcp.server.results import outcome_label, render, render_cancel
 from swarm_inference_mcp.server.schemas import output_schema
 from swarm_inference_mcp.server.tasks import current_task_call
-from swarm_inference_mcp.tools.errors import UpstreamError, argument_error, shutting_down
+from swarm_inference_mcp.tools.errors.sentences import argument_error, shutting_down
+from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.progress import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ Reply = Outcome | JobRecord | CancelReport
 Handler = Callable[[AppState, BaseModel, ProgressFn | None, Client | None], Awaitable[Reply]]
 
 
-def refused(err: UpstreamError) -> Failed:
+def refused(err: CallError) -> Failed:
     """A call refused before any work started; a task view waiting on it is told what happened."""
     refused = Failed.of(err)
     task = current_task_call()
@@ -95,7 +96,7 @@ def tool(
         with state.in_flight.track():
             try:
                 return await handler(state, args, _progress_sender(ctx, ctx.request_context.meta), client)
-            except UpstreamError as err:  # a refusal before any work started (an unknown job id)
+            except CallError as err:  # a refusal before any work started (an unknown job id)
                 return refused(err)
         # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).
         return refused(shutting_down(name, started=True))

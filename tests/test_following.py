@@ -15,7 +15,8 @@ from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
 from swarm_inference_mcp.server.jobs.runner import JobRunner
 from swarm_inference_mcp.server.jobs.table import Work
-from swarm_inference_mcp.tools.errors import ConfigError, UnknownJobError, client_budget_spent
+from swarm_inference_mcp.tools.errors.sentences import client_budget_spent
+from swarm_inference_mcp.tools.errors.tree import ConfigError, UnknownJobError
 from swarm_inference_mcp.tools.models import Answer, ChoiceOut, Usage
 from tests.memory_board import MemoryBoard, Space
 

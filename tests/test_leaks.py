@@ -12,7 +12,7 @@ import anyio
 import pytest
 from mcp_types import TextContent
 
-from swarm_inference_mcp.tools.errors import upstream_words
+from swarm_inference_mcp.tools.errors.reading import upstream_words
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
 pytestmark = pytest.mark.anyio

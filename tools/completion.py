@@ -10,12 +10,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm_inference_mcp.tools.errors import (
+from swarm_inference_mcp.tools.errors.reading import upstream_reason
+from swarm_inference_mcp.tools.errors.sentences import (
     bad_answer,
     choice_without_text,
     error_instead_of_choices,
     stream_error,
-    upstream_reason,
 )
 from swarm_inference_mcp.tools.models import ChoiceOut, Usage
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import httpx2
 from pydantic import SecretStr
 
-from swarm_inference_mcp.tools.errors import no_api_key
+from swarm_inference_mcp.tools.errors.sentences import no_api_key
 from swarm_inference_mcp.tools.models import ProviderSpec
 
 log = logging.getLogger(__name__)

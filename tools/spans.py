@@ -18,7 +18,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from swarm_inference_mcp.tools.completion import Completion
-from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.errors.tree import CallError
 
 _tracer = trace.get_tracer("swarm_inference_mcp")
 """A proxy: it follows whichever tracer provider is installed, now or later."""
@@ -47,7 +47,7 @@ class RequestSpan:
         attributes["swarm_mcp.attempts"] = completion.attempts
         self.span.set_attributes(attributes)
 
-    def failed(self, error: UpstreamError) -> None:
+    def failed(self, error: CallError) -> None:
         self.span.set_attribute("error.type", error.kind)
         if error.status is not None:
             self.span.set_attribute("http.response.status_code", error.status)
@@ -57,7 +57,7 @@ class RequestSpan:
 @contextmanager
 def request_span(provider: str, model: str | None, job_id: str | None) -> Iterator[RequestSpan]:
     """The span of one upstream request, a child of the current one (the tool call's, in the job's task);
-    an `UpstreamError` raised inside marks it failed."""
+    an `CallError` raised inside marks it failed."""
     attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": provider, "gen_ai.provider.name": provider}
     if model:
         attributes["gen_ai.request.model"] = model
@@ -72,6 +72,6 @@ def request_span(provider: str, model: str | None, job_id: str | None) -> Iterat
             inject(request.headers)
         try:
             yield request
-        except UpstreamError as err:
+        except CallError as err:
             request.failed(err)
             raise

@@ -2,7 +2,7 @@
 which key, over which client: `tools.connection`).
 
 `Upstream.complete()` takes a provider name and a request body and returns a `Completion` or
-raises one `UpstreamError`. It never formats text for a person beyond the error sentences built
+raises one `CallError`. It never formats text for a person beyond the error sentences built
 in `tools.errors`, and it knows nothing of MCP except the progress callback it may be handed.
 """
 
@@ -21,8 +21,7 @@ import httpx2
 
 from swarm_inference_mcp.tools.completion import Completion, StreamAccumulator, model_ids, parse_completion
 from swarm_inference_mcp.tools.connection import Endpoint, FairLimiter, SharedClient
-from swarm_inference_mcp.tools.errors import (
-    UpstreamError,
+from swarm_inference_mcp.tools.errors.sentences import (
     call_deadline,
     client_not_built,
     connection_failed,
@@ -31,6 +30,7 @@ from swarm_inference_mcp.tools.errors import (
     status_error,
     stream_broke,
 )
+from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.progress import ProgressFn, ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,12 @@ class RetryPolicy:
     """A request that waited in the queue for a free place is not sent with less of its deadline left:
     it would be cut off (and perhaps billed) before a swarm could answer."""
 
-    def should_retry(self, err: UpstreamError, attempt: int) -> bool:
+    def should_retry(self, err: CallError, attempt: int) -> bool:
         if attempt > self.max_retries:
             return False
         return err.retryable or (self.retry_server_errors and err.kind == "upstream" and err.status == 500)
 
-    def wait_s(self, err: UpstreamError, attempt: int) -> float:
+    def wait_s(self, err: CallError, attempt: int) -> float:
         if err.retry_after_s is not None:
             return err.retry_after_s
         backoff: float = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
@@ -184,7 +184,7 @@ class Upstream:
         reporter = ProgressReporter(on_progress, label, self.heartbeat_s) if on_progress else None
         sent_headers = httpx2.Headers({**endpoint.headers, **headers}) if headers else endpoint.headers
         state = _CallState(leaving=leaving, client=client, headers=sent_headers)
-        failure: UpstreamError | None = None
+        failure: CallError | None = None
         deadline = time.monotonic() + timeout_s  # the asyncio loop's clock
         # asyncio's own timeout, not an anyio cancel scope: it is on every call's path.
         limit = asyncio.timeout_at(deadline)
@@ -194,7 +194,7 @@ class Upstream:
                     if reporter is None:
                         return await self._attempts(endpoint, body, None, state, deadline)
                     return await self._with_heartbeats(endpoint, body, reporter, state, deadline)
-                except UpstreamError as err:
+                except CallError as err:
                     failure = err
         except TimeoutError:
             if not limit.expired():
@@ -209,12 +209,12 @@ class Upstream:
         self, endpoint: Endpoint, body: dict[str, Any], reporter: ProgressReporter, state: _CallState, deadline: float
     ) -> Completion:
         """`_attempts` with the reporter's heartbeats running beside it (streamed calls only)."""
-        failure: UpstreamError
+        failure: CallError
         async with anyio.create_task_group() as tg:
             tg.start_soon(reporter.run_heartbeats)
             try:
                 return await self._attempts(endpoint, body, reporter, state, deadline)
-            except UpstreamError as err:
+            except CallError as err:
                 failure = err  # raised below, outside the task group, so it is not wrapped in a group
             finally:
                 tg.cancel_scope.cancel()
@@ -251,7 +251,7 @@ class Upstream:
                     limiter.release()
                 completion.attempts = state.attempts
                 return completion
-            except UpstreamError as err:
+            except CallError as err:
                 err.attempts = state.attempts
                 if not self._retry.should_retry(err, state.attempts):
                     raise
@@ -320,7 +320,7 @@ class Upstream:
         completion.first_chunk_s = first_chunk_s
         return completion
 
-    async def _status_error(self, endpoint: Endpoint, response: httpx2.Response) -> UpstreamError:
+    async def _status_error(self, endpoint: Endpoint, response: httpx2.Response) -> CallError:
         body = b""
         try:
             async for piece in response.aiter_bytes():
@@ -339,7 +339,7 @@ class Upstream:
         )
 
 
-def _transport_error(label: str, exc: httpx2.TransportError, *, received: bool, partial: str = "") -> UpstreamError:
+def _transport_error(label: str, exc: httpx2.TransportError, *, received: bool, partial: str = "") -> CallError:
     """A connection-level failure, by what httpx2 says happened."""
     if isinstance(exc, httpx2.ConnectTimeout | httpx2.ConnectError):
         return connection_failed(label, "refused")

@@ -34,7 +34,7 @@ from swarm_inference_mcp.server.accounting.rows import (
     periods_of,
 )
 from swarm_inference_mcp.server.clients import Client
-from swarm_inference_mcp.tools.errors import budget_spent, budget_uncountable, client_budget_spent
+from swarm_inference_mcp.tools.errors.sentences import budget_spent, budget_uncountable, client_budget_spent
 from swarm_inference_mcp.tools.models import ProviderUsage, SessionUsage
 
 Window = Literal["lifetime", "day", "month"]

@@ -18,7 +18,7 @@ from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, UnknownRe
 from swarm_inference_mcp.server.jobs.handles import CancelReport
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, SideFailed, Sides
 from swarm_inference_mcp.server.jobs.table import Job
-from swarm_inference_mcp.tools.errors import (
+from swarm_inference_mcp.tools.errors.sentences import (
     follow_deadline,
     foreign_record,
     instance_lost,
@@ -72,7 +72,7 @@ class Following:
         return await job.work.run(progress, job.id)
 
     async def find(self, job_id: str, tool: str, client: str | None) -> JobRecord:
-        """Another instance's job of this client's; raises the `UpstreamError` that says why there is none."""
+        """Another instance's job of this client's; raises the `CallError` that says why there is none."""
         if not self.board.shared:
             raise unknown_job(tool, job_id, "restarted")
         try:

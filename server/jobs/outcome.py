@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from swarm_inference_mcp.tools.errors import UpstreamError, all_failed
+from swarm_inference_mcp.tools.errors.tree import CallError, all_failed
 from swarm_inference_mcp.tools.models import Answer, ErrorInfo, Usage
 
 
@@ -43,7 +43,7 @@ class Failure:
         return str(self.info["kind"])
 
     @classmethod
-    def of(cls, err: UpstreamError) -> Failure:
+    def of(cls, err: CallError) -> Failure:
         return cls(err.sentence, err.to_dict(), err.personal)
 
 
@@ -88,7 +88,7 @@ class Failed:
         return self.failure.kind
 
     @classmethod
-    def of(cls, err: UpstreamError) -> Failed:
+    def of(cls, err: CallError) -> Failed:
         return cls(Failure.of(err))
 
     @classmethod

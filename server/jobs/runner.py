@@ -32,7 +32,7 @@ from swarm_inference_mcp.server.jobs.handles import CancelReport, listed
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, status_of
 from swarm_inference_mcp.server.jobs.table import Job, JobTable, Work
 from swarm_inference_mcp.server.observe import Observer
-from swarm_inference_mcp.tools.errors import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
+from swarm_inference_mcp.tools.errors.sentences import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
 from swarm_inference_mcp.tools.progress import ProgressFn, wait_with_progress
 
 log = logging.getLogger(__name__)

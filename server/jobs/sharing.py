@@ -25,7 +25,7 @@ from swarm_inference_mcp.server.accounting.rows import SENT, UsageRow
 from swarm_inference_mcp.server.clients import Client
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools.completion import Completion
-from swarm_inference_mcp.tools.errors import UpstreamError
+from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
 from swarm_inference_mcp.tools.spans import request_span
 from swarm_inference_mcp.tools.upstream import Upstream
@@ -43,7 +43,7 @@ class _Request:
     done: anyio.Event = field(default_factory=anyio.Event)
     listeners: Listeners = field(default_factory=Listeners)
     result: Completion | None = None
-    error: UpstreamError | None = None
+    error: CallError | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class RequestSharing:
     ) -> Completion:
         """The answer to `ask`: from the cache, from an identical request in flight, or from a new one.
 
-        Raises `UpstreamError`.
+        Raises `CallError`.
         """
         provider, body, key = ask.provider, ask.body, ask.key
         endpoint = self.upstream.endpoints[provider]
@@ -196,7 +196,7 @@ class RequestSharing:
                     headers=traced.headers,
                 )
                 traced.answered(request.result)
-        except UpstreamError as err:
+        except CallError as err:
             request.error = err
             raise
         finally:

@@ -1,205 +1,41 @@
-"""Every way a call to a provider can fail, and the one place their sentences are written.
-
-```
-UpstreamError                     kind          retryable
-├── ArgumentError                 invalid_arguments no (caught before anything is sent)
-├── ConfigError                   config        no   (no API key set)
-├── BudgetError                   budget        no   (the token budget is spent)
-├── StatusError                                      (the upstream answered an error status)
-│   ├── BadRequestError           bad_request   no   400, 422
-│   ├── AuthError                 auth          no   401, 403
-│   ├── PaymentError              payment       no   402
-│   ├── NotFoundError             not_found     no   404
-│   ├── RateLimitedError          rate_limited  yes  429
-│   └── ServerError               upstream      502/503/504 yes; 500 and others no
-├── DeadlineError                 timeout       no   (the call's deadline passed)
-├── NetworkError                  network       only when the request never left
-├── BadResponseError              bad_response  no   (not JSON, no choices, null content, broken stream)
-├── CallCancelledError            cancelled     no   (cancel_job, or the server shut down under the call)
-├── UnknownJobError               unknown_job   no   (get_result/cancel_job with an id it does not know)
-└── InstanceLostError             instance_lost yes  (the instance sharing Redis that ran the job stopped)
-```
-
-`ask_both` fails only when every provider does; that failure is of kind `all_failed` and lists each.
-
-`status_error()` is the only mapping from an HTTP status to a class. `UpstreamError.sentence` is
-the only text a person sees; it never includes a request body, a traceback or an API key (every
-error leaving `Upstream` has been through `UpstreamError.redact` with all configured keys).
-"""
+"""Every sentence a person reads when a call fails, each written once, here: one function per failure,
+which returns the error (`tools.errors.tree`) carrying it."""
 
 from __future__ import annotations
 
-import email.utils
-import json
-import re
-import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-_MAX_UPSTREAM_TEXT = 300
+from swarm_inference_mcp.tools.errors.reading import (
+    parse_retry_after,
+    upstream_reason,
+    upstream_request_id,
+    upstream_words,
+)
+from swarm_inference_mcp.tools.errors.tree import (
+    ArgumentError,
+    AuthError,
+    BadRequestError,
+    BadResponseError,
+    BudgetError,
+    CallCancelledError,
+    CallError,
+    ConfigError,
+    DeadlineError,
+    InstanceLostError,
+    NetworkError,
+    NotFoundError,
+    PaymentError,
+    RateLimitedError,
+    ServerError,
+    StatusError,
+    UnknownJobError,
+)
+
 JOB_LIMIT_RETRY_S = 30.0
 """What a client at its job limit is told to wait: swarm jobs take tens of seconds to minutes."""
-_MIN_CUT_FRAGMENT = 4
-"""The shortest start of a key removed at a cut: shorter ones match ordinary words too often to mean a key."""
-_RETRY_AFTER_IN_TEXT = re.compile(r"retry after (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
-
-
-class UpstreamError(Exception):
-    """A provider call that did not produce an answer.
-
-    `provider` is the display name ("Fortytwo"); `attempts` is filled in by the retry loop.
-    `partial_text` holds what a stream delivered before it failed, if anything.
-    """
-
-    kind: ClassVar[str] = "upstream"
-    retryable_default: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        provider: str,
-        detail: str,
-        *,
-        status: int | None = None,
-        retryable: bool | None = None,
-        retry_after_s: float | None = None,
-        attempts: int | None = None,
-        partial_text: str | None = None,
-        personal: bool = False,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.provider = provider
-        self.detail = detail
-        self.status = status
-        self.retryable = self.retryable_default if retryable is None else retryable
-        self.retry_after_s = retry_after_s
-        self.attempts = attempts
-        self.partial_text = partial_text
-        self.personal = personal
-        """It belongs to the client that asked (its own budget, its own limit): never handed to another
-        client that shares the same request."""
-        self.request_id = request_id
-        """The upstream's id of the failed request (its `x-request-id` header, or its body's `id`), for
-        the provider's support."""
-
-    def redact(self, secrets: tuple[str, ...]) -> UpstreamError:
-        """Blank out every secret in the text that came from upstream (it may echo a key back)."""
-        self.detail = redact(self.detail, secrets)
-        if self.partial_text:
-            self.partial_text = redact(self.partial_text, secrets)
-        if self.request_id and redact(self.request_id, secrets) != self.request_id:
-            self.request_id = None
-        return self
-
-    @property
-    def sentence(self) -> str:
-        """One sentence a person can act on, plus the partial answer when a stream broke."""
-        text = f"{self.provider}: {self.detail}"
-        if self.partial_text:
-            text += f"\n\n[partial answer, incomplete]\n{self.partial_text}"
-        return text
-
-    def __str__(self) -> str:
-        return self.sentence
-
-    def to_dict(self) -> dict[str, Any]:
-        """The structured form a program reads (`tools.models.ErrorInfo`); what does not apply is left out."""
-        fields = {
-            "kind": self.kind,
-            "message": f"{self.provider}: {self.detail}",
-            "provider": self.provider,
-            "status": self.status,
-            "retryable": self.retryable,
-            "retry_after_s": self.retry_after_s,
-            "attempts": self.attempts,
-            "partial_text": self.partial_text,
-            "request_id": self.request_id,
-        }
-        return {key: value for key, value in fields.items() if value is not None}
-
-
-def all_failed(sentences: list[str], infos: list[dict[str, Any]]) -> dict[str, Any]:
-    """`ask_both` when every provider failed: one summary a program reads, with each failure (its
-    sentence, and its `to_dict` form) in it."""
-    return {
-        "kind": "all_failed",
-        "message": "Every provider failed: " + " ".join(sentences),
-        "retryable": any(info.get("retryable") for info in infos),
-        "errors": infos,
-    }
-
-
-class ArgumentError(UpstreamError):
-    kind = "invalid_arguments"
-
-
-class ConfigError(UpstreamError):
-    kind = "config"
-
-
-class BudgetError(UpstreamError):
-    kind = "budget"
-
-
-class StatusError(UpstreamError):
-    """The upstream answered with an error status; `upstream_type` is its own error type, if any."""
-
-    def __init__(self, provider: str, detail: str, *, upstream_type: str | None = None, **kw: Any) -> None:
-        super().__init__(provider, detail, **kw)
-        self.upstream_type = upstream_type
-
-
-class BadRequestError(StatusError):
-    kind = "bad_request"
-
-
-class AuthError(StatusError):
-    kind = "auth"
-
-
-class PaymentError(StatusError):
-    kind = "payment"
-
-
-class NotFoundError(StatusError):
-    kind = "not_found"
-
-
-class RateLimitedError(StatusError):
-    kind = "rate_limited"
-    retryable_default = True
-
-
-class ServerError(StatusError):
-    kind = "upstream"
-
-
-class DeadlineError(UpstreamError):
-    kind = "timeout"
-
-
-class NetworkError(UpstreamError):
-    kind = "network"
-
-
-class BadResponseError(UpstreamError):
-    kind = "bad_response"
-
-
-class CallCancelledError(UpstreamError):
-    kind = "cancelled"
-
-
-class UnknownJobError(UpstreamError):
-    kind = "unknown_job"
-
-
-class InstanceLostError(UpstreamError):
-    kind = "instance_lost"
-    retryable_default = True
 
 
 def instance_lost(labels: str, job_id: str, lease_s: float) -> InstanceLostError:
@@ -303,7 +139,7 @@ def stream_broke(label: str, chunks: int, partial: str) -> NetworkError:
     )
 
 
-def connection_failed(label: str, how: str, partial: str = "") -> UpstreamError:
+def connection_failed(label: str, how: str, partial: str = "") -> CallError:
     """A connection-level failure; `how`: refused (never left: retryable), undecodable, broke (while the
     answer arrived) or closed (before it did). Only a refused one may be retried: the others may have run."""
     if how == "refused":
@@ -367,9 +203,9 @@ def cancelled_job(labels: str, *, by_user: bool) -> CallCancelledError:
     )
 
 
-def job_bug(tool: str) -> UpstreamError:
+def job_bug(tool: str) -> CallError:
     """A job that raised what no job should (a bug, logged with its traceback)."""
-    return UpstreamError(tool, "failed unexpectedly; see the server's log.")
+    return CallError(tool, "failed unexpectedly; see the server's log.")
 
 
 def task_already_ended(task_id: str, status: str) -> UnknownJobError:
@@ -474,103 +310,6 @@ def shutting_down(tool: str, *, started: bool) -> CallCancelledError:
     else:
         detail = "the server is shutting down and takes no new calls. Call again once it is back."
     return CallCancelledError(tool, detail, retryable=True)
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret in `text` with `***` (an upstream may echo a key back in its message)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def upstream_words(text: str, secrets: tuple[str, ...]) -> str:
-    """An upstream's own message as a sentence may quote it: every secret removed first, whitespace
-    folded, clipped to `_MAX_UPSTREAM_TEXT`, and the start of a secret left at the cut removed too (a
-    key that straddles the cut is no longer whole, so no replacement could find it afterwards)."""
-    text = " ".join(redact(text, secrets).split())
-    if len(text) <= _MAX_UPSTREAM_TEXT:
-        return text
-    return _drop_cut_secret(text[: _MAX_UPSTREAM_TEXT - 1], secrets) + "…"
-
-
-def _drop_cut_secret(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` without a trailing start of any secret of `_MIN_CUT_FRAGMENT` characters or more."""
-    for secret in secrets:
-        for length in range(min(len(secret) - 1, len(text)), _MIN_CUT_FRAGMENT - 1, -1):
-            if text.endswith(secret[:length]):
-                text = text[:-length]
-                break
-    return text
-
-
-def upstream_reason(body: bytes) -> tuple[str | None, str | None]:
-    """The upstream's own (type, message) from an error body, or (None, None) if it gave none.
-
-    Both vendors use `{"error": {"message", "type"}}`; FastAPI validation errors come as
-    `{"detail": "..."}` or `{"detail": [{"loc", "msg", "type"}, ...]}`. HTML pages and other
-    non-JSON bodies yield nothing: we never echo a raw body.
-    """
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
-    error = data.get("error")
-    if isinstance(error, dict):
-        etype, message = error.get("type"), error.get("message")
-        return (etype if isinstance(etype, str) else None, message if isinstance(message, str) else None)
-    if isinstance(error, str):
-        return None, error
-    detail = data.get("detail")
-    if isinstance(detail, str):
-        return None, detail
-    if isinstance(detail, list) and detail:
-        parts = []
-        for item in detail[:3]:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-        return "validation_error", "; ".join(parts) or None
-    message = data.get("message")
-    return None, message if isinstance(message, str) else None
-
-
-def parse_retry_after(headers: Mapping[str, str], message: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait, from `Retry-After` (seconds or HTTP date) or Fortytwo's "Retry after 10s" text."""
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
-    if message:
-        match = _RETRY_AFTER_IN_TEXT.search(message)
-        if match:
-            return float(match.group(1))
-    return None
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-"""What a request id looks like; anything else an upstream puts there is not echoed."""
-
-
-def upstream_request_id(headers: Mapping[str, str], body: bytes) -> str | None:
-    """The upstream's id of a request: its `x-request-id` header (as openai-python keeps it), or the
-    `id` of its JSON error body; None when neither is there or looks like an id."""
-    found = headers.get("x-request-id") or headers.get("request-id")
-    if not found:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            error = data.get("error")
-            found = data.get("id") or (error.get("id") if isinstance(error, dict) else None)
-    return found if isinstance(found, str) and _REQUEST_ID.match(found) else None
 
 
 def status_error(
