@@ -22,7 +22,7 @@ from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(params=STORES)
