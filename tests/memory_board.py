@@ -1,6 +1,7 @@
 """A `JobBoard` that keeps its records in one process's memory: several boards on one `Space` are
 several instances sharing it, as `RedisBoard`s share one Redis. For unit tests of the job table's
-neighbours (the shared path, the runner); the Redis board itself is tested against a real Redis.
+neighbours (the shared path, the runner); `tests/test_boards.py` holds it and the Redis board (on a
+real Redis) to one contract.
 
 Records go through `JobRecord.to_json` and back, as through Redis, so what is shared is what would be
 stored.

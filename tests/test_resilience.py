@@ -16,10 +16,12 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
 from mcp_types import CallToolResult, TextContent, TextResourceContents
 
 from tests.conftest import error_of, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, cancel_when, error_body, eventually
+from tests.test_usage import usage_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -234,6 +236,11 @@ async def test_default_deadline_comes_from_the_setting(connect: Callable[..., An
     assert "1 s deadline" in text_of(result)
 
 
+async def fortytwo_errors(client: Client) -> int:
+    errors: int = (await usage_of(client))["today"]["providers"].get("fortytwo", {}).get("errors", 0)
+    return errors
+
+
 async def test_cancelling_a_call_aborts_the_upstream_request(connect: Callable[..., Any], fake: FakeUpstream) -> None:
     fake.script("fortytwo", Reply(hang=True))
     async with connect() as client:
@@ -244,7 +251,11 @@ async def test_cancelling_a_call_aborts_the_upstream_request(connect: Callable[.
         await eventually(lambda: request.disconnected is not None)
         assert request.disconnected is not None
         assert request.disconnected - cancelled_at < 1.0
-        await anyio.sleep(0.3)
+        # Its usage row is settled only once the request's retry loop has ended for good: then one
+        # request, cancelled, is all there will ever be.
+        with anyio.fail_after(5):
+            while await fortytwo_errors(client) != 1:  # noqa: ASYNC110 - the server's state, read over MCP
+                await anyio.sleep(0.02)
         assert len(fake.seen("fortytwo")) == 1  # nothing was retried
         after = await client.call_tool("ask_fortytwo", {"prompt": "still serving?"})
     assert not after.is_error
