@@ -22,7 +22,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextResourceContents
+from mcp_types import CallToolResult
 
 from swarm_inference_mcp.server.scaleout.link import TIMEOUT_S
 from tests.conftest import error_of, fake_env
@@ -31,6 +31,7 @@ from tests.redis_server import PASSWORD, FreezingProxy, RedisServer
 from tests.servers import SCRIPT, free_port, http_server, mcp_client, run_script, wait_until_up
 from tests.test_jobs import answer_of, handle_of, jobs_listing, text_of
 from tests.test_streaming import Progress
+from tests.test_usage import usage_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -112,13 +113,6 @@ async def answered_again(client: Client, prompt: str) -> Any:
         while (result := await client.call_tool("ask_swarm", {"prompt": prompt})).is_error:  # noqa: ASYNC110
             await anyio.sleep(0.2)  # the state is in another process: there is nothing to wait on
     return result
-
-
-async def usage_of(client: Client) -> dict[str, Any]:
-    (contents,) = (await client.read_resource("swarm://usage")).contents
-    assert isinstance(contents, TextResourceContents)
-    usage: dict[str, Any] = json.loads(contents.text)
-    return usage
 
 
 async def test_a_job_started_on_one_instance_is_collected_and_cancelled_through_the_other(

@@ -4,14 +4,12 @@ or several sharing Redis)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
-from mcp_types import TextResourceContents
 
 from tests.conftest import error_of
 from tests.fake_upstream import FakeUpstream, Reply
@@ -20,6 +18,7 @@ from tests.servers import http_server, mcp_client
 from tests.test_gateway import ALICE, BOB, BOB_HASH, tokens_file
 from tests.test_jobs import answer_of, handle_of
 from tests.test_redis import deployment, through
+from tests.test_usage import usage_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -103,13 +102,6 @@ async def test_two_instances_on_redis_stop_at_the_shared_budget_plus_what_was_in
     assert ends.count("budget") == 30 - sent
     in_flight = 2 * 2  # two instances, two places each
     assert served_tokens(fake, "swarms") <= 1000 + in_flight * per_call
-
-
-async def usage_of(client: Client) -> dict[str, Any]:
-    (contents,) = (await client.read_resource("swarm://usage")).contents
-    assert isinstance(contents, TextResourceContents)
-    usage: dict[str, Any] = json.loads(contents.text)
-    return usage
 
 
 async def test_another_clients_identical_question_is_never_served_free_by_default(
