@@ -34,6 +34,9 @@ def describe(settings: Settings) -> list[str]:
             from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415 - only with Redis
 
             shown = describe_url(value.get_secret_value())  # the host, never the password
+        elif name == "state_db":  # where usage is kept, as the server will use it
+            path = settings.state_path()
+            shown = "off (usage kept in memory)" if path is None else str(path)
         else:
             shown = mask(value) if name in SECRET_FIELDS else value
         lines.append(f"  {field.alias} = {shown}")

@@ -331,9 +331,37 @@ def test_check_all_good(fake: FakeUpstream) -> None:
     assert "fortytwo: OK, reachable and authorised" in done.stdout
     assert "swarms: OK, reachable and authorised" in done.stdout
     assert f"FORTYTWO_API_KEY = …{fake.keys['fortytwo'][-4:]}" in done.stdout
+    assert "SWARM_MCP_STATE_DB = None" not in done.stdout  # the file it will use, never None
     for key in fake.keys.values():
         assert key not in done.stdout + done.stderr
     assert not fake.seen(path_suffix="/chat/completions")
+
+
+@pytest.mark.parametrize("state_db", [None, "off"], ids=["default", "off"])
+def test_check_names_where_usage_is_kept(fake: FakeUpstream, tmp_path: Path, state_db: str | None) -> None:
+    env = fake_env(fake, XDG_STATE_HOME=str(tmp_path / "state"))
+    if state_db is not None:
+        env["SWARM_MCP_STATE_DB"] = state_db
+    done = run_check(env)
+    expected = tmp_path / "state" / "swarm-inference-mcp" / "usage.sqlite3" if state_db is None else None
+    shown = str(expected) if expected is not None else "off (usage kept in memory)"
+    assert f"SWARM_MCP_STATE_DB = {shown}\n" in done.stdout
+
+
+def test_usage_on_a_missing_state_file_says_so(tmp_path: Path) -> None:
+    """Before, it said "No calls recorded." for a path that may simply be mistyped."""
+    missing = tmp_path / "typo.sqlite3"
+    done = subprocess.run(
+        [SCRIPT, "usage"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "SWARM_MCP_STATE_DB": str(missing)},
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"the usage state file {missing} does not exist yet" in done.stdout + done.stderr
+    assert not missing.exists()  # reading usage never creates the file
 
 
 def test_check_bad_key_names_provider_and_reason(fake: FakeUpstream) -> None:

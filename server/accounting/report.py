@@ -190,7 +190,9 @@ def _found(settings: Settings, days: int) -> tuple[Found, str]:
         raise StateError(
             "SWARM_MCP_STATE_DB is off: usage is kept in each server's memory only, so there is nothing to show"
         )
-    return (file_rows(path, days) if path.exists() else []), str(path)
+    if not path.exists():
+        raise StateError(f"the usage state file {path} does not exist yet: no server has recorded a call there")
+    return file_rows(path, days), str(path)
 
 
 def budget_uses(settings: Settings, found: Found, today: datetime.date) -> list[BudgetUse]:
