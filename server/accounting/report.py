@@ -50,8 +50,8 @@ def file_rows(path: Path, days: int) -> Found:
 
 def stream_rows(entries: list[dict[str, str]]) -> Found:
     """The same rows from the stream instances sharing Redis append to."""
-    numbers = {"at", "status", "attempts", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms"}
-    numbers |= {"reserved_tokens"}
+    numbers = {"at", "status", "attempts", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms",
+               "reserved_tokens"}  # fmt: skip
 
     def value(name: str, text: str | None) -> Any:
         if name == "shared":

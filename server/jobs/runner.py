@@ -227,11 +227,9 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         job.running = True
         try:
-            if job.cancelling:
-                pass
-            elif self._board.shared:  # another instance may run the same work already
+            if self._board.shared and not job.cancelling:  # another instance may run the same work already
                 job.outcome = await self.following.run_or_follow(job)
-            else:
+            elif not job.cancelling:
                 job.announced.set()
                 job.outcome = await job.work.run(job.listeners if job.streams else None, job.id)
         except asyncio.CancelledError:  # `_stop`: the job ends here, with a cancelled outcome

@@ -118,7 +118,7 @@ class RequestSharing:
             if cached is not None and cached[0] > time.monotonic():
                 if cached[2] != client:
                     await self.ledger.check(provider, endpoint.spec.label, origin.client)
-                    await self._joined(provider, cached[1], origin)
+                    await self._joined(ask, cached[1], origin)
                 return replace(cached[1], cached=True)
             request = self._running.get(key)
             if request is None:
@@ -135,24 +135,17 @@ class RequestSharing:
             if request.result is not None:
                 if request.client == client:
                     return request.result
-                await self._joined(provider, request.result, origin)
+                await self._joined(ask, request.result, origin)
                 return replace(request.result, cached=True)
             # Its caller was cancelled before an answer came: this caller still wants one.
 
-    async def _joined(self, provider: str, completion: Completion, origin: Origin) -> None:
+    async def _joined(self, ask: Ask, completion: Completion, origin: Origin) -> None:
         """Another client's answer served this one: a row of its own, marked shared (not spent again)."""
-        usage = completion.usage
-        now = time.time()
-        await self.ledger.shared(
-            UsageRow(
-                at=now, tool=origin.tool, provider=provider, model=completion.model, outcome="answer", status=None,
-                attempts=0, prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                total_tokens=usage.total_tokens if usage else None, latency_ms=0, job_id=origin.job_id,
-                client=origin.client.name if origin.client is not None else None, ref=secrets.token_hex(12),
-                shared=True,
-            )
-        )  # fmt: skip
+        row = _reservation(ask.provider, ask.body, origin, time.time())
+        shared = replace(
+            row, outcome="answer", attempts=0, reserved_tokens=None, shared=True, model=completion.model or row.model
+        )
+        await self.ledger.shared(_with_usage(shared, completion))
 
     async def _send(
         self,
@@ -244,15 +237,23 @@ def _reservation(provider: str, body: dict[str, Any], origin: Origin, started: f
 def _row(reserved: UsageRow, started: float, request: _Request) -> UsageRow:
     """The request's row once it ended: its outcome and usage, never its text."""
     result, error = request.result, request.error
-    usage = result.usage if result is not None else None
-    return replace(
+    ended = replace(
         reserved,
         model=result.model if result is not None and result.model else reserved.model,
         outcome="answer" if result is not None else error.kind if error is not None else "cancelled",
         status=error.status if error is not None else None,
         attempts=result.attempts if result is not None else error.attempts if error is not None else None,
+        latency_ms=round((time.time() - started) * 1000),
+    )
+    return _with_usage(ended, result)
+
+
+def _with_usage(row: UsageRow, completion: Completion | None) -> UsageRow:
+    """The row with the token counts the provider reported (none when it reported nothing)."""
+    usage = completion.usage if completion is not None else None
+    return replace(
+        row,
         prompt_tokens=usage.prompt_tokens if usage else None,
         completion_tokens=usage.completion_tokens if usage else None,
         total_tokens=usage.total_tokens if usage else None,
-        latency_ms=round((time.time() - started) * 1000),
     )
