@@ -1,8 +1,7 @@
 """`create_server(settings)`: the MCP face of the providers.
 
 The lifespan owns the one HTTP client (and with it every connection pool and concurrency cap), the
-usage store and the job handles. Each tool's arguments are one pydantic model, validated by us
-(`parse_arguments`, for one readable sentence per refusal) and handed whole to `server.calls`.
+usage store and the job handles. Every tool call takes one path, `server.calls.serve`.
 """
 
 from __future__ import annotations
@@ -13,39 +12,35 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.server.mcpserver.tools import Tool
 from mcp.server.stdio import stdio_server
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel
 
 from swarm_inference_mcp.server import __version__
+from swarm_inference_mcp.server.accounting import view
 from swarm_inference_mcp.server.accounting.ledger import Ledger
-from swarm_inference_mcp.server.calls import AppState, both_work, list_models, provider_work
-from swarm_inference_mcp.server.clients import Client, client_name, client_of_request
+from swarm_inference_mcp.server.calls import AppState, client_of_request, list_models, tool
+from swarm_inference_mcp.server.clients import Client, client_name
 from swarm_inference_mcp.server.config import Settings
-from swarm_inference_mcp.server.drain import InFlight, Untracked
-from swarm_inference_mcp.server.jobs.board import JobRecord
-from swarm_inference_mcp.server.jobs.handles import CancelOutcome, GetResultArgs, JobArgs, RunningJob
+from swarm_inference_mcp.server.drain import InFlight
+from swarm_inference_mcp.server.jobs.handles import CancelOutcome, RunningJob
 from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.jobs.sharing import RequestSharing
-from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.server.state import shared_state, store_location
-from swarm_inference_mcp.server.stdio import BoundedLines
-from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks, current_task_call
-from swarm_inference_mcp.server.tool import Reply, tool
+from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.models import Answer, BothAnswers, ChatArgs, Conversation, ProviderSpec
-from swarm_inference_mcp.tools.progress import ProgressFn
-from swarm_inference_mcp.tools.providers.both import BothArgs
+from swarm_inference_mcp.tools.models import Answer, BothAnswers
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 
 log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16
+"""How much of stdin is read at once."""
 
 INSTRUCTIONS = (
     "Tools to get a second opinion from swarm inference services. ask_fortytwo asks the Fortytwo "
@@ -83,8 +78,6 @@ def create_server(
     `in_flight` tracks the tool calls, for the HTTP transport to drain them on shutdown; without one
     (stdio) they are not tracked. `observer` hears what the metrics count (nobody, over stdio).
     """
-    calls: InFlight | Untracked = in_flight if in_flight is not None else Untracked()
-
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
     def current() -> AppState:
@@ -117,7 +110,7 @@ def create_server(
             sharing = RequestSharing(
                 upstream, ledger, settings.cache_ttl, observer, between_clients=settings.share_between_clients
             )
-            state = AppState(settings, sharing, calls, jobs, observer)
+            state = AppState(settings, sharing, in_flight, jobs, observer)
             async with jobs.serving():
                 running.append(state)
                 try:
@@ -127,36 +120,29 @@ def create_server(
                     with anyio.CancelScope(shield=True):
                         await jobs.aclose()
 
-    tools = [_provider_tool(spec) for spec in PROVIDERS]
+    tools = [
+        tool(name=spec.tool_name, title=spec.title, description=spec.description, outputs=(Answer, RunningJob))
+        for spec in PROVIDERS
+    ]
     tools += [
         tool(
             name="ask_both",
             title="Ask Fortytwo and Swarms at once",
             description=BOTH_DESCRIPTION,
-            args_model=BothArgs,
             outputs=(BothAnswers, RunningJob),
-            handler=lambda state, args, progress, client: _ask(
-                state, both_work(state, cast("BothArgs", args), client), args, progress, client
-            ),
         ),
         tool(
             name="get_result",
             title="Collect a job's outcome",
             description=GET_RESULT_DESCRIPTION,
-            args_model=GetResultArgs,
             outputs=(Answer, BothAnswers, RunningJob),
-            handler=lambda state, args, progress, client: _get_result(
-                state, cast("GetResultArgs", args), progress, client
-            ),
             annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
         ),
         tool(
             name="cancel_job",
             title="Cancel a running job",
             description=CANCEL_DESCRIPTION,
-            args_model=JobArgs,
             outputs=(CancelOutcome,),
-            handler=lambda state, args, _, client: _cancel(state, cast("JobArgs", args), client),
             annotations=ToolAnnotations(
                 read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
             ),
@@ -198,13 +184,13 @@ def create_server(
     async def usage_resource() -> str:
         ledger = current().requests.ledger
         usage = {
-            **ledger.snapshot().model_dump(mode="json"),
-            **await ledger.shared_usage(),
+            **view.snapshot(ledger).model_dump(mode="json"),
+            **await view.shared_usage(ledger),
             **store_location(settings),
         }
         client = _reader.get()
         if client is not None:
-            usage["client"] = await ledger.client_usage(client)
+            usage["client"] = await view.client_usage(ledger, client)
         return json.dumps(usage, indent=2)
 
     @server.resource(
@@ -238,7 +224,7 @@ _reader: ContextVar[Client | None] = ContextVar("reader", default=None)
 
 class SwarmServer(MCPServer[AppState]):
     """The SDK gives static resources no Context; this passes on who reads them. Over stdio it reads
-    stdin in bounded lines (`server.stdio`). `running` holds the lifespan's state while it runs (what
+    stdin in bounded lines (`BoundedLines`). `running` holds the lifespan's state while it runs (what
     the metrics read when they are scraped)."""
 
     max_line_bytes: int = 16 * 1024 * 1024
@@ -264,43 +250,40 @@ def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:
     )
 
 
-def _provider_tool(spec: ProviderSpec) -> Tool:
-    return tool(
-        name=spec.tool_name,
-        title=spec.title,
-        description=spec.description,
-        args_model=spec.args_model,
-        outputs=(Answer, RunningJob),
-        handler=lambda state, args, progress, client: _ask(
-            state, provider_work(state, spec, cast("ChatArgs", args), client), args, progress, client
-        ),
-    )
+class BoundedLines:
+    """stdin for the stdio transport, one bounded line at a time.
 
+    The SDK reads stdin a line at a time with no bound, so a peer that writes gigabytes without a
+    newline would grow the server's memory with it. This hands the SDK the same lines, except that a
+    line longer than `max_bytes` is dropped as it arrives (nothing of it is kept), said in one WARNING,
+    and the server goes on serving. (The SDK answers no line that is not JSON-RPC, so no parse error
+    goes back: the request had no id it could be sent to.)
+    """
 
-async def _ask(
-    state: AppState, work: Work, args: BaseModel, progress: ProgressFn | None, client: Client | None
-) -> Reply:
-    """Run `work` as a job; a call that the host runs as a task waits only the hand-over time, streams (so
-    that the task's status says what the swarm is doing), and leaves its job for the task view. A client
-    of the gateway holds at most its limit of running jobs."""
-    limit = None if client is None else client.max_jobs or state.settings.max_jobs_per_client
-    task = current_task_call()
-    if task is None:
-        return await state.jobs.call(work, state.wait_s(cast("Conversation", args).wait_s), progress, job_limit=limit)
-    reply = await state.jobs.call(work, task.handover_s, progress, stream=True, job_limit=limit)
-    task.work = work
-    if isinstance(reply, JobRecord):
-        task.job = reply
-    else:
-        task.outcome = reply
-    return reply
+    def __init__(self, source: BinaryIO, max_bytes: int) -> None:
+        self._source = anyio.wrap_file(source)
+        self._max = max_bytes
 
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
 
-async def _get_result(
-    state: AppState, args: GetResultArgs, progress: ProgressFn | None, client: Client | None
-) -> Reply:
-    return await state.jobs.get_result(args.job_id, state.wait_s(args.wait_s), progress, client_name(client))
-
-
-async def _cancel(state: AppState, args: JobArgs, client: Client | None) -> Reply:
-    return await state.jobs.cancel(args.job_id, client_name(client))
+    async def _lines(self) -> AsyncIterator[str]:
+        line = bytearray()
+        dropping = False
+        while chunk := await self._source.read1(_CHUNK):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                if dropping or len(line) + end - start > self._max:
+                    log.warning("dropped a line of stdin longer than %d bytes (SWARM_MCP_MAX_LINE_BYTES)", self._max)
+                else:
+                    line += chunk[start:end]
+                    yield line.decode("utf-8", errors="replace")
+                line, dropping, start = bytearray(), False, end + 1
+            if dropping:
+                continue
+            if len(line) + len(chunk) - start > self._max:
+                line, dropping = bytearray(), True  # drop it as it comes; the newline ends it
+            else:
+                line += chunk[start:]
+        if line and not dropping:
+            yield line.decode("utf-8", errors="replace")

@@ -16,10 +16,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from starlette.requests import Request
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +129,6 @@ def new_token(name: str) -> tuple[str, str]:
         raise TokensFileError(f"{name[:64]!r} is not a client name (letters, digits, '.', '_', '-'; at most 64)")
     token = secrets.token_urlsafe(32)
     return token, f"{name} sha256:{hashlib.sha256(token.encode()).hexdigest()}"
-
-
-def client_of_request(request: Any) -> Client | None:
-    """The client the gate (`server.gateway.serve`) authenticated for this request, or None (stdio, or no tokens)."""
-    user = request.scope.get("user") if isinstance(request, Request) else None
-    if not isinstance(user, AuthenticatedUser):
-        return None
-    claims = user.access_token.claims or {}
-    return Client(user.access_token.client_id, claims.get("daily_tokens"), max_jobs=claims.get("max_jobs"))
 
 
 def warn_if_readable(path: Path, what: str) -> None:

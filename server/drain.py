@@ -3,13 +3,13 @@
 One `InFlight` tracks the server's tool calls (each in a cancel scope of its own); the HTTP gate
 keeps another for the HTTP requests it is answering. Used only from the event loop's thread. Over
 stdio nothing drains the calls (the server stops when its client goes, and the lifespan cancels
-the jobs), so there `Untracked` stands in and a call pays for no scope.
+the jobs), so there is none and a call pays for no scope.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 
 import anyio
 
@@ -46,15 +46,3 @@ class InFlight:
     def cancel_all(self) -> None:
         for scope in list(self._scopes):
             scope.cancel()
-
-
-class Untracked:
-    """`InFlight` where no shutdown drains the calls: never draining, tracking nothing."""
-
-    draining = False
-
-    def track(self) -> AbstractContextManager[object]:
-        return _UNTRACKED
-
-
-_UNTRACKED = nullcontext()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from swarm_inference_mcp.server.accounting.rows import UsageRow
+from swarm_inference_mcp.server.accounting.ledger import UsageRow
 
 
 class Observer(Protocol):

@@ -102,13 +102,17 @@ def _wire(result: CallToolResult) -> dict[str, Any]:
     return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def render(reply: Outcome | JobRecord, forget_after_s: float) -> CallToolResult:
-    """A call's outcome, or the handle of its job still running."""
+def render(reply: Outcome | JobRecord | CancelReport, forget_after_s: float) -> CallToolResult:
+    """A call's outcome, the handle of its job still running, or what a cancel did."""
+    if isinstance(reply, CancelReport):
+        return _structured(*cancel_words(reply))
     if isinstance(reply, JobRecord):
         text, running = running_job(reply, forget_after_s)
         return _structured(text, running)
     if isinstance(reply, Answered):
-        return _structured(answer_text(reply.answer), reply.answer, {reply.provider: reply.trace.to_dict()})
+        return _structured(
+            answer_text(reply.answer), reply.answer, {reply.provider: reply.trace.model_dump(exclude_none=True)}
+        )
     if isinstance(reply, Sides):
         return _sides(reply)
     return _failure(reply)
@@ -122,11 +126,6 @@ def outcome_label(reply: Outcome | JobRecord | CancelReport, *, tasked: bool) ->
     if isinstance(reply, Failed):
         return reply.kind
     return "answer"
-
-
-def render_cancel(report: CancelReport) -> CallToolResult:
-    text, outcome = cancel_words(report)
-    return _structured(text, outcome)
 
 
 def answer_text(answer: Answer) -> str:
@@ -157,7 +156,9 @@ def _sides(outcome: Sides) -> CallToolResult:
         else ProviderOutcome(provider=side.provider, error=side.info)
         for side in outcome.sides
     ]
-    traces = {side.provider: side.trace.to_dict() for side in outcome.sides if isinstance(side, Answered)}
+    traces = {
+        side.provider: side.trace.model_dump(exclude_none=True) for side in outcome.sides if isinstance(side, Answered)
+    }
     return _structured(sides_text(outcome.sides), BothAnswers(results=results), traces)
 
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.rows import MemoryUsageStore, StateError, UsageStore
+from swarm_inference_mcp.server.accounting.ledger import MemoryUsageStore, StateError, UsageStore
 from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
 from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from swarm_inference_mcp.server.config import Settings

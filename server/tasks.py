@@ -16,18 +16,16 @@ becomes a task and answers the task methods; `server.results` renders the shapes
   task at once; `tasks/get`, `tasks/result`, `tasks/list` and `tasks/cancel` answer in its shapes
   (the method handlers are `Tasks`', which answer by the request's protocol version).
 
-How a call hands its job to the view: the view puts a `TaskCall` in `_task_call` for the length of
-the call, and the tool (`server.app`) waits the hand-over time instead of `wait_s` and leaves its
-job (or its immediate outcome) there.
+A call the host runs as a task takes the one path every call takes (`server.calls.serve`), given the
+hand-over time instead of `wait_s`; what it returns is a job still running (the task) or what the
+call produced at once.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
@@ -38,16 +36,18 @@ from mcp_types.jsonrpc import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, Field
 
-from swarm_inference_mcp.server.calls import AppState
-from swarm_inference_mcp.server.clients import client_name, client_of_request
+from swarm_inference_mcp.server.calls import AppState, client_of_request, progress_of, serve
+from swarm_inference_mcp.server.clients import client_name
 from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.outcome import Outcome
 from swarm_inference_mcp.server.jobs.runner import JobRunner
 from swarm_inference_mcp.server.jobs.table import Work
-from swarm_inference_mcp.server.results import task_2025, task_2026, task_payload, task_status
+from swarm_inference_mcp.server.results import render, task_2025, task_2026, task_payload, task_status
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.errors.sentences import task_already_ended
 from swarm_inference_mcp.tools.errors.tree import CallError
+
+T = TypeVar("T")
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 TASK_TOOLS = frozenset({*(spec.tool_name for spec in PROVIDERS), "ask_both"})
@@ -56,28 +56,6 @@ LIST_PAGE = 100
 """Tasks per page of `tasks/list`."""
 LEGACY_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 """What `initialize` advertises under `capabilities.tasks` (2025-11-25)."""
-
-
-@dataclass
-class TaskCall:
-    """A `tools/call` the host will run as a task, while it is being served."""
-
-    handover_s: float
-    job: JobRecord | None = None
-    """The job the call handed over, once it did."""
-    work: Work | None = None
-    outcome: Outcome | None = None
-    """What the call produced at once instead (an answer kept from an identical call, a refusal)."""
-
-
-T = TypeVar("T")
-
-_task_call: ContextVar[TaskCall | None] = ContextVar("task call", default=None)
-
-
-def current_task_call() -> TaskCall | None:
-    """The task view waiting on this tool call, if the host runs it as a task."""
-    return _task_call.get()
 
 
 class TaskIdParams(RequestParams):
@@ -106,15 +84,12 @@ class Tasks(Extension):
         if params.name not in TASK_TOOLS or not _declares_extension(ctx):
             return await call_next(ctx)
         state: AppState = ctx.lifespan_context
-        call = TaskCall(state.settings.task_handover)
-        token = _task_call.set(call)
-        try:
-            result = await call_next(ctx)
-        finally:
-            _task_call.reset(token)
-        if call.job is None:
-            return result  # answered within the hand-over time, or refused: the result itself
-        return _view_2026(state, call.job, created=True)
+        client = client_of_request(ctx.request)
+        handover_s = state.settings.task_handover
+        reply = await serve(state, params.name, params.arguments or {}, client, progress_of(ctx), handover_s=handover_s)
+        if isinstance(reply, JobRecord):
+            return _view_2026(state, reply, created=True)
+        return render(reply, state.jobs.ttl_s)  # answered within the hand-over time, or refused
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         state, client = _caller(ctx)
@@ -189,19 +164,13 @@ class LegacyTasks:
 
     async def _task_call(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, tool: str) -> HandlerResult:
         state: AppState = ctx.lifespan_context
-        client = client_name(client_of_request(ctx.request))
-        call = TaskCall(0.0)
-        token = _task_call.set(call)
-        try:
-            result = await call_next(ctx)
-        finally:
-            _task_call.reset(token)
-        job = call.job
-        if job is None and call.outcome is not None:
-            job = state.jobs.adopt(call.work or Work.refused(tool, client), call.outcome)
-        if job is None:
-            return result  # nothing ran and nothing was refused in our words: the SDK's own answer
-        return {"task": _view_2025(state, job)}
+        client = client_of_request(ctx.request)
+        arguments = (ctx.params or {}).get("arguments")
+        raw = arguments if isinstance(arguments, dict) else {}
+        reply = await serve(state, tool, raw, client, progress_of(ctx), handover_s=0.0, hand_out=True)
+        if not isinstance(reply, JobRecord):  # refused before any work started
+            reply = state.jobs.adopt(Work.refused(tool, client_name(client)), cast("Outcome", reply))
+        return {"task": _view_2025(state, reply)}
 
 
 def _modern(ctx: ServerRequestContext[Any, Any]) -> bool:

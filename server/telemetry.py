@@ -3,7 +3,7 @@
 `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp`)
 turns them on: the SDK and its OTLP/HTTP exporter (the `otel` extra) are imported then and only
 then, and installed as the process's tracer provider, which the SDK's own span of each tool call
-and ours of each upstream request (`tools.spans`) report to. The exporter reads the other
+and ours of each upstream request (`tools.connection.request_span`) report to. The exporter reads the other
 standard variables itself (headers, timeout, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
 Spans are flushed when the server stops.
 """

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
 from swarm_inference_mcp.server.jobs.outcome import Outcome
 from swarm_inference_mcp.server.jobs.table import Work

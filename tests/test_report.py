@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from swarm_inference_mcp.server.accounting.ledger import UsageRow
 from swarm_inference_mcp.server.accounting.page import COLOURS
-from swarm_inference_mcp.server.accounting.rows import UsageRow
 from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from tests.servers import free_port, run_script
 from tests.test_gateway import ALICE, tokens_file

@@ -18,7 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent, TextResourceContents
 
-from swarm_inference_mcp.server.accounting.rows import UsageRow
+from swarm_inference_mcp.server.accounting.ledger import UsageRow
 from swarm_inference_mcp.server.accounting.schema import _MIGRATIONS, SCHEMA_VERSION
 from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from tests.conftest import ERROR_META, error_of, fake_env

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from swarm_inference_mcp.server.accounting.rows import SENT, MemoryUsageStore, Totals, UsageRow, UsageStore
+from swarm_inference_mcp.server.accounting.ledger import SENT, MemoryUsageStore, Totals, UsageRow, UsageStore
 from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from tests.redis_server import RedisServer
 

@@ -1,41 +1,203 @@
-"""What the server spends, and the token budgets that stop it.
+"""What the server spends: what one upstream request costs, the totals of many, and the token budgets
+that stop it. The only place any of these is computed.
 
-One `Ledger` per server. Each upstream request is written to it twice (`server.accounting.rows`):
-`reserve` as it leaves the provider's queue, after the budgets are checked with every request in
-flight counted at its reservation, and `settle` when it ends. Before a retry the budgets are checked
-again (`check`). So a budget is overshot by at most what is in flight at once: the requests already
-sent when it was reached, each by what it costs beyond its reservation.
+**Rows.** A request's row is written twice: when the request leaves (`outcome` "sent", its
+`reserved_tokens` what it may cost), and again when it ends (its outcome and the usage the provider
+reported). Until then the reservation counts against every budget, so requests in flight are counted
+before they are paid for; a request whose process was killed stays "sent", counted at its
+reservation. Totals are kept per period and provider, and per day and client, by adding each
+write's change (`change`), whatever the store: memory, the state file or Redis. Periods are local
+calendar days (`2026-11-22`) and months (`2026-11`, the day's first seven characters). A row never
+holds prompt or answer text, nor a key.
+
+**The ledger.** One `Ledger` per server. `reserve` writes a request's row as it leaves the provider's
+queue, after the budgets are checked with every request in flight counted at its reservation, and
+`settle` when it ends. Before a retry the budgets are checked again (`check`). So a budget is
+overshot by at most what is in flight at once: the requests already sent when it was reached, each
+by what it costs beyond its reservation.
 
 It keeps this process's totals since it started (for the lifetime budgets, `SWARM_MCP_TOKEN_BUDGET`
 and `<PROVIDER>_TOKEN_BUDGET`) and hands every write to the `UsageStore`, which the daily and monthly
 budgets read: those count every server process sharing the state file (or Redis), across restarts.
 A budget that cannot be counted (the store is unusable) is no budget: while a daily or monthly
-budget is set and the store has a problem, every call is refused.
+budget is set and the store has a problem, every call is refused. What the usage resource and the
+metrics show of it is `server.accounting.view`'s.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import operator
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import astuple, dataclass, fields
+from typing import Literal, Protocol
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.rows import (
-    LIFETIME,
-    MemoryUsageStore,
-    StateError,
-    Totals,
-    UsageRow,
-    UsageStore,
-    change,
-    periods_of,
-)
 from swarm_inference_mcp.server.clients import Client
 from swarm_inference_mcp.tools.errors.sentences import budget_spent, budget_uncountable, client_budget_spent
-from swarm_inference_mcp.tools.models import ProviderUsage, SessionUsage
+
+SENT = "sent"
+"""The outcome of a row whose request left and has not ended yet (or never will: its process died)."""
+LIFETIME = "all"
+"""The period that never ends, kept by stores whose totals count every process (`counts_lifetime`)."""
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One upstream request, as recorded."""
+
+    at: float
+    tool: str | None
+    provider: str
+    model: str | None
+    outcome: str
+    """`answer`, `sent` (not ended), or the error kind."""
+    status: int | None
+    attempts: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    latency_ms: int
+    job_id: str | None
+    client: str | None = None
+    ref: str | None = None
+    """The same for both writes of one request, so that the second finds the first."""
+    reserved_tokens: int | None = None
+    """What the request was counted at while it was in flight: its prompt's size and its `max_tokens`."""
+    shared: bool = False
+    """This client joined another client's request (`SWARM_MCP_SHARE_BETWEEN_CLIENTS`): the tokens are
+    its own usage, not spent again, so they count for the client and not in the providers' totals."""
+
+    @property
+    def periods(self) -> tuple[str, str]:
+        return periods_of(self.at)
+
+
+COLUMNS = tuple(f.name for f in fields(UsageRow))
+"""The row's fields, in order: the state file's columns and the Redis stream's fields."""
+
+
+@dataclass
+class Totals:
+    calls: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, change: Totals) -> None:
+        self.calls += change.calls
+        self.errors += change.errors
+        self.prompt_tokens += change.prompt_tokens
+        self.completion_tokens += change.completion_tokens
+        self.total_tokens += change.total_tokens
+
+    @classmethod
+    def of(cls, row: UsageRow) -> Totals:
+        """What one row counts: a call; an error once it ended other than with an answer; against a budget,
+        the tokens the provider reported, or while the request is in flight (`sent`) its reservation."""
+        if row.outcome == SENT:
+            return cls(1, 0, row.prompt_tokens or 0, row.completion_tokens or 0, row.reserved_tokens or 0)
+        return cls(
+            1, int(row.outcome != "answer"), row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens or 0
+        )
+
+    @classmethod
+    def summed(cls, rows: Iterable[UsageRow], *, for_client: bool = False) -> Totals:
+        out = cls()
+        for row in rows:
+            out.add(change(row, for_client=for_client))
+        return out
+
+
+MEASURES = tuple(f.name for f in fields(Totals))
+
+
+def change(row: UsageRow, previous: UsageRow | None = None, *, for_client: bool = False) -> Totals:
+    """What writing `row` adds to the totals: all of it, or, over its own earlier write, the difference.
+    A shared row adds to its client's totals only (`for_client`): the providers were paid once."""
+    if row.shared and not for_client:
+        return Totals()
+    now = Totals.of(row)
+    if previous is None:
+        return now
+    return Totals(*map(operator.sub, astuple(now), astuple(Totals.of(previous))))
+
+
+def rows_in(rows: Iterable[UsageRow]) -> int:
+    """How many requests some writes are of (a request's two writes are one row)."""
+    return len({row.ref if row.ref is not None else id(row) for row in rows})
+
+
+def periods_of(at: float) -> tuple[str, str]:
+    """The local day and month of a moment: `("2026-11-22", "2026-11")`."""
+    return _periods_of_minute(int(at // 60))
+
+
+@functools.lru_cache(maxsize=4)  # every row asks; a local day starts on a whole minute in every time zone
+def _periods_of_minute(minute: int) -> tuple[str, str]:
+    day = time.strftime("%Y-%m-%d", time.localtime(minute * 60))
+    return day, day[:7]
+
+
+class StateError(Exception):
+    """The usage cannot be read or written; the message is one sentence naming where and the problem."""
+
+
+class UsageStore(Protocol):
+    problem: str | None
+    """Why the store no longer records (a sentence), or None while it works."""
+    counts_lifetime: bool
+    """Whether the store keeps all-time totals (period `all`) of every process sharing it: then the
+    lifetime budgets count those instead of this process's since it started."""
+
+    @property
+    def backlog(self) -> int:
+        """Writes made here that the store does not hold yet (waiting for a lock; kept while Redis is down)."""
+
+    def record(self, row: UsageRow, previous: UsageRow | None = None) -> Awaitable[None] | None:
+        """Write a row (over its `previous` write, if any). When an awaitable is returned, the write counts
+        for every process once it is done. Never raises: a failure sets `problem`."""
+
+    async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
+        """Totals by (period, provider) for the given periods (days or months). Raises `StateError`."""
+
+    async def client_totals(self, day: str) -> dict[str, Totals]:
+        """Totals by HTTP client for one day. Raises `StateError`."""
+
+    def close(self) -> None: ...
+
+
+class MemoryUsageStore:
+    """This process's usage only: what `SWARM_MCP_STATE_DB=off`, or a state file that cannot be used, leaves."""
+
+    counts_lifetime = False
+    backlog = 0
+
+    def __init__(self, problem: str | None = None) -> None:
+        self.problem = problem
+        self._totals: dict[tuple[str, str], Totals] = {}
+        self._clients: dict[tuple[str, str], Totals] = {}
+
+    def record(self, row: UsageRow, previous: UsageRow | None = None) -> None:
+        for period in row.periods:
+            self._totals.setdefault((period, row.provider), Totals()).add(change(row, previous))
+        if row.client is not None:
+            self._clients.setdefault((row.periods[0], row.client), Totals()).add(change(row, previous, for_client=True))
+
+    async def client_totals(self, day: str) -> dict[str, Totals]:
+        return {client: totals for (at, client), totals in self._clients.items() if at == day}
+
+    async def totals(self, periods: Iterable[str]) -> dict[tuple[str, str], Totals]:
+        wanted = set(periods)
+        return {key: totals for key, totals in self._totals.items() if key[0] in wanted}
+
+    def close(self) -> None:
+        pass
+
 
 Window = Literal["lifetime", "day", "month"]
 
@@ -68,9 +230,9 @@ def remaining(limit: int, used: int) -> int:
 
 class Ledger:
     def __init__(self, providers: Iterable[str], budgets: list[Budget], store: UsageStore) -> None:
-        self._since_start = {name: Totals() for name in providers}
+        self.since_start = {name: Totals() for name in providers}
         """Plain counters: a pydantic model would validate each write, on every request."""
-        self._budgets = budgets
+        self.budgets = budgets
         self.store = store
         self._sending = anyio.Lock()
         """A budget check and the reservation it allows are one step in this process."""
@@ -93,7 +255,7 @@ class Ledger:
         await _written(self._record(row, reserved))
 
     def _record(self, row: UsageRow, previous: UsageRow | None) -> Awaitable[None] | None:
-        self._since_start[row.provider].add(change(row, previous))  # a shared row adds nothing here
+        self.since_start[row.provider].add(change(row, previous))  # a shared row adds nothing here
         if self.store.problem is not None and not isinstance(self.store, MemoryUsageStore):
             self.store = MemoryUsageStore(self.store.problem)  # keep counting, in memory now
         return self.store.record(row, previous)
@@ -103,102 +265,29 @@ class Ledger:
         own, is spent. Raises `BudgetError`, or `ConfigError` when a shared budget is set but cannot be
         counted."""
         shared = []
-        for budget in self._budgets:
+        for budget in self.budgets:
             if not budget.covers(provider):
                 continue
-            if self._counted_by_store(budget):
+            if self.counted_by_store(budget):
                 shared.append(budget)
             else:
-                self._refuse_if_spent(budget, self._lifetime_used(budget), label)
+                self._refuse_if_spent(budget, self.lifetime_used(budget), label)
         if client is not None and client.daily_tokens is not None:
             await self._check_client(client, label)
         if not shared:
             return
         totals = await self._read_shared(label)
-        periods = self._periods()
+        periods = self.periods()
         for budget in shared:
             self._refuse_if_spent(budget, budget.used(totals, periods[budget.window]), label)
 
-    def _counted_by_store(self, budget: Budget) -> bool:
+    def counted_by_store(self, budget: Budget) -> bool:
         """Daily and monthly budgets count the store; lifetime ones too when it keeps all-time totals (Redis)."""
         return budget.shared or self.store.counts_lifetime
 
-    def _periods(self) -> dict[Window, str]:
+    def periods(self) -> dict[Window, str]:
         day, month = periods_of(time.time())
         return {"day": day, "month": month, "lifetime": LIFETIME}
-
-    def snapshot(self) -> SessionUsage:
-        """This process's totals since it started, with its lifetime budgets."""
-        lifetime = {b.provider: b.limit for b in self._budgets if b.window == "lifetime"}
-        providers = {}
-        for name, usage in self._since_start.items():
-            own = lifetime.get(name)
-            left = None if own is None else remaining(own, usage.total_tokens)
-            providers[name] = ProviderUsage(**asdict(usage), token_budget=own, budget_remaining=left)
-        total = sum(usage.total_tokens for usage in self._since_start.values())
-        budget = lifetime.get(None)
-        return SessionUsage(
-            providers=providers,
-            total_tokens=total,
-            token_budget=budget,
-            budget_remaining=None if budget is None else remaining(budget, total),
-        )
-
-    async def shared_usage(self) -> dict[str, Any]:
-        """Today's and this month's totals from the store (every process sharing it), and the budgets left."""
-        periods = self._periods()
-        sections: list[tuple[str, Window]] = [("today", "day"), ("this_month", "month")]
-        if self.store.counts_lifetime:
-            sections.append(("all_time", "lifetime"))
-        try:
-            totals = await self.store.totals(periods[window] for _, window in sections)
-        except StateError as err:
-            return {"problem": str(err)}
-        out: dict[str, Any] = {}
-        for key, window in sections:
-            period = periods[window]
-            providers = {p: vars(t) for (at, p), t in sorted(totals.items()) if at == period}
-            budgets = [
-                {
-                    "variable": b.variable,
-                    "limit": b.limit,
-                    "used": (used := b.used(totals, period)),
-                    "remaining": remaining(b.limit, used),
-                }
-                for b in self._budgets
-                if b.window == window and self._counted_by_store(b)
-            ]
-            out[key] = {
-                "period": period,
-                "providers": providers,
-                "total_tokens": sum(t.total_tokens for (at, _), t in totals.items() if at == period),
-                "budgets": budgets,
-            }
-        if self.store.problem is not None:
-            out["problem"] = self.store.problem
-        return out
-
-    async def readings(self) -> list[tuple[Budget, int]]:
-        """Each budget with the tokens used of it now, as a budget check counts them. Raises `StateError`."""
-        periods = self._periods()
-        counted = {periods[b.window] for b in self._budgets if self._counted_by_store(b)}
-        totals = await self.store.totals(counted) if counted else {}
-        return [
-            (b, b.used(totals, periods[b.window]) if self._counted_by_store(b) else self._lifetime_used(b))
-            for b in self._budgets
-        ]
-
-    async def client_usage(self, client: Client) -> dict[str, Any]:
-        """One HTTP client's own spend today (every process sharing the state file), and its budget."""
-        day = periods_of(time.time())[0]
-        totals = (await self.store.client_totals(day)).get(client.name, Totals())
-        limit = client.daily_tokens
-        return {
-            "name": client.name,
-            "today": vars(totals),
-            "daily_tokens": limit,
-            "remaining": None if limit is None else remaining(limit, totals.total_tokens),
-        }
 
     async def _check_client(self, client: Client, label: str) -> None:
         if self.store.problem is not None:
@@ -214,16 +303,16 @@ class Ledger:
         problem = self.store.problem
         if problem is None:
             try:
-                return await self.store.totals(set(self._periods().values()))
+                return await self.store.totals(set(self.periods().values()))
             except StateError as err:
                 problem = str(err)
         what = "a token budget" if self.store.counts_lifetime else "a daily or monthly token budget"
         raise budget_uncountable(label, problem, what)
 
-    def _lifetime_used(self, budget: Budget) -> int:
+    def lifetime_used(self, budget: Budget) -> int:
         if budget.provider is None:
-            return sum(usage.total_tokens for usage in self._since_start.values())
-        return self._since_start[budget.provider].total_tokens
+            return sum(usage.total_tokens for usage in self.since_start.values())
+        return self.since_start[budget.provider].total_tokens
 
     def _refuse_if_spent(self, budget: Budget, used: int, label: str) -> None:
         if used < budget.limit:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from swarm_inference_mcp.server.accounting.rows import COLUMNS, StateError, Totals, UsageRow, change
+from swarm_inference_mcp.server.accounting.ledger import COLUMNS, StateError, Totals, UsageRow, change
 from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:

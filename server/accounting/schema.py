@@ -1,7 +1,7 @@
 """The usage state file: where it is opened, and its schema, upgraded in place (never an edit of a shipped step).
 
 One SQLite file per user, shared by every server process of that user (WAL mode, short transactions).
-`calls` holds one row per upstream request (`server.accounting.rows.COLUMNS`); `totals` (per period
+`calls` holds one row per upstream request (`server.accounting.ledger.COLUMNS`); `totals` (per period
 and provider) and `client_totals` (per day and client) are kept in the same transaction as the row,
 with the change Python computed (`rows.change`), so a budget check is a key lookup whatever the size.
 Before schema 5 triggers kept them; `writers` records, per process, the last write it committed.
@@ -16,7 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.accounting.ledger import StateError
 
 SCHEMA_VERSION = 5
 STALE_WRITER_S = 7 * 86400

@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.rows import COLUMNS, StateError, Totals, UsageRow, change, rows_in
+from swarm_inference_mcp.server.accounting.ledger import COLUMNS, StateError, Totals, UsageRow, change, rows_in
 from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS, connect, reason
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def _commit(db: sqlite3.Connection, writer_id: str, batch: list[Write]) -> None:
 def _write(db: sqlite3.Connection, row: UsageRow, previous: UsageRow | None) -> None:
     day, month = row.periods
     if previous is None:
-        db.execute(_INSERT, (day, *(getattr(row, name) for name in COLUMNS)))
+        db.execute(_INSERT, (day, *astuple(row)))
     else:
         db.execute(
             _SETTLE,

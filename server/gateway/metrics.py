@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from swarm_inference_mcp.server.accounting.rows import StateError, UsageRow
+from swarm_inference_mcp.server.accounting import view
+from swarm_inference_mcp.server.accounting.ledger import StateError, UsageRow
 from swarm_inference_mcp.server.clients import Client
 
 if TYPE_CHECKING:
@@ -149,12 +150,12 @@ class PrometheusMetrics:
         limits: dict[tuple[str, ...], float] = {}
         remaining: dict[tuple[str, ...], float] = {}
         try:
-            for budget, used in await ledger.readings():
+            for budget, used in await view.readings(ledger):
                 key = (budget.variable, budget.window, budget.provider or "all", "")
                 limits[key], remaining[key] = budget.limit, max(0, budget.limit - used)
             for client in clients:
                 if client.daily_tokens is not None:
-                    usage = await ledger.client_usage(client)
+                    usage = await view.client_usage(ledger, client)
                     key = ("daily_tokens", "day", "all", client.name)
                     limits[key], remaining[key] = client.daily_tokens, usage["remaining"]
         except StateError as err:

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 
-from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, UnknownRecordError
 from swarm_inference_mcp.server.jobs.handles import CancelReport
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, SideFailed, Sides

@@ -10,21 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from swarm_inference_mcp.tools.errors.tree import CallError, all_failed
 from swarm_inference_mcp.tools.models import Answer, ErrorInfo, Usage
 
 
-@dataclass(frozen=True)
-class Trace:
-    """How one provider's answer came about: never acted on, so it travels beside the answer."""
+class Trace(BaseModel):
+    """How one provider's answer came about: never acted on, so it travels beside the answer (as
+    `model_dump(exclude_none=True)`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     latency_ms: int
     attempts: int | None = None
     model: str | None = None
     id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in vars(self).items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _encode(outcome: Outcome | SideFailed) -> dict[str, Any]:
         return {
             "answered": outcome.provider,
             "answer": outcome.answer.model_dump(mode="json", exclude_none=True),
-            "trace": outcome.trace.to_dict(),
+            "trace": outcome.trace.model_dump(exclude_none=True),
         }
     if isinstance(outcome, SideFailed):
         side = {"side_failed": outcome.provider, "sentence": outcome.failure.sentence, "info": outcome.failure.info}

@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, LocalBoard, UnknownRecordError
 from swarm_inference_mcp.server.jobs.following import Following
 from swarm_inference_mcp.server.jobs.handles import CancelReport, listed
@@ -65,16 +65,14 @@ class JobRunner:
         observer: Observer | None = None,
     ) -> None:
         self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
+        self.ttl_s = ttl_s
+        """How long a finished job whose handle was handed out is kept."""
         self._observer = observer
         self.following = Following(board if board is not None else LocalBoard(), heartbeat_s)
         self._board = self.following.board
         self._heartbeat_s = heartbeat_s
         self._instance = instance if instance is not None else new_instance_id()
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def ttl_s(self) -> float:
-        return self.table.ttl_s
 
     async def call(
         self,
@@ -84,14 +82,16 @@ class JobRunner:
         *,
         stream: bool = False,
         job_limit: int | None = None,
+        hand_out: bool = False,
     ) -> Reply:
         """The outcome of `work` if it is there within `wait_s`, else the job still running. `stream`: run a
         new job streamed even without a caller's progress, so that its status says what it is doing.
-        `job_limit`: most running jobs of its client; a new one past it is refused (`RateLimitedError`)."""
+        `job_limit`: most running jobs of its client; a new one past it is refused (`RateLimitedError`).
+        `hand_out`: an answer kept from identical work comes as a finished job of its own."""
         self.table.expire(time.monotonic())
         answered = self.table.answered(work.key)
         if answered is not None and answered.outcome is not None:
-            return answered.outcome
+            return self.adopt(work, answered.outcome) if hand_out else answered.outcome
         job = self.table.running(work.key)
         if job is None and job_limit is not None:
             self._refuse_past(work, job_limit)
@@ -211,9 +211,13 @@ class JobRunner:
         job.waiters += 1
         listeners = job.listeners if job.streams else None
         try:
-            await wait_with_progress(
-                job.done, on_progress, listeners, job.work.labels, self._heartbeat_s, timeout_s=wait_s
-            )
+            if on_progress is None:
+                with anyio.move_on_after(wait_s):
+                    await job.done.wait()
+            else:
+                await wait_with_progress(
+                    job.done, on_progress, listeners, job.work.labels, self._heartbeat_s, timeout_s=wait_s
+                )
             if job.outcome is not None:
                 return job.outcome
             job.handed_out = True

@@ -1,4 +1,8 @@
-"""Never pay twice for one upstream request: each distinct request body runs once at a time.
+"""A job's answer, and never paying twice for one upstream request: each distinct request body runs
+once at a time.
+
+`answer` is what a job runs (`server.jobs.runner`): one provider's answer, or `ask_both`'s side by
+side, in our own words (`server.jobs.outcome`).
 
 A request is keyed by provider and the exact body. The first caller runs it, in its own task (the
 server's job handles give each tool call a server-owned task already, so a second hop would only
@@ -20,14 +24,15 @@ from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.ledger import Ledger
-from swarm_inference_mcp.server.accounting.rows import SENT, UsageRow
+from swarm_inference_mcp.server.accounting.ledger import SENT, Ledger, UsageRow
 from swarm_inference_mcp.server.clients import Client
+from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools.completion import Completion
+from swarm_inference_mcp.tools.connection import request_span
 from swarm_inference_mcp.tools.errors.tree import CallError
+from swarm_inference_mcp.tools.models import Answer
 from swarm_inference_mcp.tools.progress import Listeners, ProgressFn, wait_with_progress
-from swarm_inference_mcp.tools.spans import request_span
 from swarm_inference_mcp.tools.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,67 @@ class RequestSharing:
         or from any client where the operator shares between them (`SWARM_MCP_SHARE_BETWEEN_CLIENTS`).
         Jobs, this module and the board of several instances all key work by it."""
         return Ask.of(provider, body, None if self._between_clients or client is None else client.name)
+
+    async def answer(
+        self,
+        on_progress: ProgressFn | None,
+        job_id: str,
+        *,
+        tool: str,
+        asks: tuple[Ask, ...],
+        timeout_s: float,
+        client: Client | None,
+    ) -> Outcome:
+        """A job's outcome: one provider's answer or failure, or, asking several (`ask_both`), each one's side
+        by side, failed only when every one failed. Never raises."""
+        origin = Origin(tool, job_id, client)
+        if len(asks) == 1:
+            try:
+                return await self._answered(asks[0], timeout_s, on_progress, origin)
+            except CallError as err:
+                return Failed.of(err)
+        sides: dict[str, Answered | SideFailed] = {}
+        progress = _Monotonic(on_progress) if on_progress else None
+
+        async def side(ask: Ask) -> None:
+            try:
+                sides[ask.provider] = await self._answered(ask, timeout_s, progress, origin)
+            except CallError as err:
+                sides[ask.provider] = SideFailed(ask.provider, Failure.of(err))
+
+        async with anyio.create_task_group() as tg:
+            for ask in asks:
+                tg.start_soon(side, ask)
+        ordered = tuple(sides[ask.provider] for ask in asks)  # in the order asked: Fortytwo first
+        failed = tuple(side for side in ordered if isinstance(side, SideFailed))
+        return Failed.every_side(failed) if len(failed) == len(ordered) else Sides(ordered)
+
+    async def _answered(self, ask: Ask, timeout_s: float, on_progress: ProgressFn | None, origin: Origin) -> Answered:
+        """One provider's answer, and how it came about. Raises `CallError`.
+
+        A finish reason other than `stop` is worth a field (`stop` is what nearly every answer would
+        carry, and every client would check it on every call)."""
+        started = time.perf_counter()
+        completion = await self.complete(ask, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
+        choices = completion.choices
+        answer = Answer(
+            text=completion.text,
+            finish_reason=None if completion.finish_reason == "stop" else completion.finish_reason,
+            usage=completion.usage,
+            choices=[
+                c.model_copy(update={"finish_reason": None if c.finish_reason == "stop" else c.finish_reason})
+                for c in choices
+            ]
+            if len(choices) > 1
+            else None,
+            cached=True if completion.cached else None,
+        )
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return Answered(
+            ask.provider,
+            answer,
+            Trace(latency_ms=latency_ms, attempts=completion.attempts, model=completion.model, id=completion.id),
+        )
 
     async def complete(
         self,
@@ -207,6 +273,18 @@ class RequestSharing:
                 del self._cache[stale]
             self._cache[key] = (now + self._cache_ttl_s, request.result, request.client)
         return request.result
+
+
+class _Monotonic:
+    """Merges several providers' progress into one rising sequence, as MCP requires."""
+
+    def __init__(self, send: ProgressFn) -> None:
+        self._send = send
+        self._count = 0
+
+    async def __call__(self, progress: float, message: str) -> None:
+        self._count += 1
+        await self._send(float(self._count), message)
 
 
 def _reservation(provider: str, body: dict[str, Any], origin: Origin, started: float) -> UsageRow:

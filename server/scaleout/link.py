@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from swarm_inference_mcp.server.accounting.rows import StateError
+from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.scaleout.url import RedisUrlError, parse_redis_url
 
 log = logging.getLogger(__name__)

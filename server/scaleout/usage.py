@@ -1,6 +1,6 @@
 """Usage kept in Redis, for several instances that share one budget (`SWARM_MCP_REDIS_URL`).
 
-Per write of a row (`server.accounting.rows`: as a request leaves, and when it ends), one script
+Per write of a row (`server.accounting.ledger`: as a request leaves, and when it ends), one script
 (`_RECORD`, a single round trip, atomic like every Redis script) adds the change Python computed to
 the totals of its day, its month and all time (hashes `swarm-mcp:totals:<period>`, fields
 `<provider>:<measure>`) and to its HTTP client's day (`swarm-mcp:clients:<day>`); a row that ended is
@@ -20,7 +20,16 @@ from collections.abc import Iterable
 from dataclasses import astuple
 from typing import Any
 
-from swarm_inference_mcp.server.accounting.rows import COLUMNS, LIFETIME, MEASURES, Totals, UsageRow, change, rows_in
+from swarm_inference_mcp.server.accounting.ledger import (
+    COLUMNS,
+    LIFETIME,
+    MEASURES,
+    SENT,
+    Totals,
+    UsageRow,
+    change,
+    rows_in,
+)
 from swarm_inference_mcp.server.scaleout.link import PREFIX, RedisDown, RedisLink
 
 log = logging.getLogger(__name__)
@@ -154,7 +163,7 @@ def _script_args(row: UsageRow, previous: UsageRow | None, oldest_ms: int) -> tu
     fields: list[Any] = ["day", day]
     for name in COLUMNS:
         fields += [name, _text(getattr(row, name))]
-    stream = "1" if row.settled else "0"
+    stream = "0" if row.outcome == SENT else "1"
     args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *client_measures]
     return keys, [*args, stream, *fields]
 
