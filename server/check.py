@@ -11,7 +11,7 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
-from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
+from swarm_inference_mcp.server.config import SECRET_FIELDS, VARIABLES, Settings
 from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 
@@ -28,8 +28,8 @@ def mask(secret: SecretStr | None) -> str:
 
 def describe(settings: Settings) -> list[str]:
     lines = []
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
+    for variable in VARIABLES:
+        name, value = variable.name, variable.value(settings)
         if name == "redis_url" and value is not None:
             from swarm_inference_mcp.server.scaleout.url import describe_url  # noqa: PLC0415 - only with Redis
 
@@ -39,7 +39,7 @@ def describe(settings: Settings) -> list[str]:
             shown = "off (usage kept in memory)" if path is None else str(path)
         else:
             shown = mask(value) if name in SECRET_FIELDS else value
-        lines.append(f"  {field.alias} = {shown}")
+        lines.append(f"  {variable.env} = {shown}")
     return lines
 
 
@@ -58,11 +58,11 @@ async def run_check(settings: Settings, out: TextIO) -> int:
                 models = await upstream.list_models(name, timeout_s=CHECK_TIMEOUT_S)
             except CallError as err:
                 failed = True
-                out.write(f"  {name}: FAILED at {endpoint.base_url}: {err.sentence}\n")
+                out.write(f"  {name}: FAILED at {endpoint.settings.base_url}: {err.sentence}\n")
                 continue
             listed = "listed" if endpoint.model in models else "not in its list"
             out.write(
-                f"  {name}: OK, reachable and authorised at {endpoint.base_url} "
+                f"  {name}: OK, reachable and authorised at {endpoint.settings.base_url} "
                 f"({len(models)} models; default model {endpoint.model} {listed})\n"
             )
     if settings.redis_url is not None:

@@ -19,7 +19,7 @@ import anyio
 from pydantic import ValidationError
 
 from swarm_inference_mcp.server import __version__
-from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings, load_settings
+from swarm_inference_mcp.server.config import VARIABLES, Settings, load_settings
 
 log = logging.getLogger("swarm_inference_mcp")
 
@@ -61,15 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--html", metavar="FILE", help="usage: write a self-contained page with charts of spend and budgets to FILE"
     )
-    for name, field in Settings.model_fields.items():
-        if name in SECRET_FIELDS:
+    for variable in VARIABLES:
+        if variable.flag is None:
             continue
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} [env {field.alias}; default {field.default}]"
-        if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        name, annotation = variable.name, variable.field.annotation
+        help_text = f"{variable.description} [env {variable.env}; default {variable.default}]"
+        if annotation is bool:
+            parser.add_argument(
+                variable.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(flag, dest=name, type=_flag_type(field.annotation), default=None, help=help_text)
+            parser.add_argument(variable.flag, dest=name, type=_flag_type(annotation), default=None, help=help_text)
     return parser
 
 
@@ -174,11 +176,19 @@ def _config_problem(exc: ValidationError | OSError) -> str:
         return f"cannot read a file it names ({exc.strerror})"
     problems = []
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "settings"
-        field = Settings.model_fields.get(name)
-        where = field.alias if field and field.alias else name
+        where = _variable_at(error["loc"])
         problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
+
+
+def _variable_at(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of a validation error's location (a field's name or alias, or a
+    provider's and its field's)."""
+    path = tuple(str(step) for step in loc)
+    for variable in VARIABLES:
+        if path[: len(variable.path)] == variable.path or path[:1] == (variable.env,):
+            return variable.env
+    return path[0] if path else "settings"
 
 
 def _usage(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,10 @@
 """The one settings object: read once from the environment, overridden by CLI flags, passed in.
 
-Provider settings keep the vendors' own prefixes (`FORTYTWO_`, `SWARMS_`); the server's own
-settings all start with `SWARM_MCP_`. Every setting except a secret is also a CLI flag, named after
-the field (`--max-retries`, `--fortytwo-base-url`); secrets are never flags, since flags show in `ps`.
+`Settings` is a pydantic-settings model. The server's own settings all start with `SWARM_MCP_`;
+each provider's are one nested `ProviderSettings` under the vendor's own prefix (`FORTYTWO_API_KEY`
+is `settings.fortytwo.api_key`), whose defaults are the provider's (`tools.PROVIDERS`). `VARIABLES`
+lists every setting as people give it: its environment variable, and its CLI flag, named after it
+(`--max-retries`, `--fortytwo-base-url`); secrets are never flags, since flags show in `ps`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from swarm_inference_mcp.server.accounting.ledger import Budget
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.connection import Endpoint, SharedClient, new_client
-from swarm_inference_mcp.tools.models import ProviderSpec
+from swarm_inference_mcp.tools.connection import Endpoint, ProviderSettings, SharedClient, new_client
 
 SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url"})
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -29,161 +33,76 @@ REDIS_EXTRA_MISSING = (
 )
 
 
-class ProviderSettings(BaseModel):
-    """One provider's settings: `<NAME>_API_KEY`, `<NAME>_BASE_URL` and the rest (see `provider_fields`)."""
+class Settings(BaseSettings):
+    """Every knob of the server: `SWARM_MCP_<FIELD>`, and a provider's, `<NAME>_<FIELD>` (the aliases
+    of the nested settings; an alias takes no prefix)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    api_key: SecretStr | None
-    base_url: str
-    model: str
-    max_concurrency: int
-    token_budget: int | None
-    daily_token_budget: int | None
-    monthly_token_budget: int | None
-
-
-def provider_fields(spec: ProviderSpec) -> dict[str, Any]:
-    """The settings fields of one provider, named `<name>_<setting>`, whose aliases (the environment
-    variables) keep the vendor's own prefix: `FORTYTWO_API_KEY`, `SWARMS_DAILY_TOKEN_BUDGET`."""
-    label = spec.label
-    every_process = "all server processes sharing the state file together; unset for no limit."
-
-    def field(
-        setting: str, kind: Any, default: Any, description: str, *, ge: int | None = None, le: int | None = None
-    ) -> tuple[str, Any]:
-        alias = f"{spec.name.upper()}_{setting.upper()}"
-        return f"{spec.name}_{setting}", (kind, Field(default, alias=alias, description=description, ge=ge, le=le))
-
-    return dict(
-        [
-            field("api_key", SecretStr | None, None, f"{label} API key."),
-            field(
-                "base_url", str, spec.default_base_url, f"{label} API base; requests go to {{base}}/chat/completions."
-            ),
-            field("model", str, spec.default_model, f"Default model of {spec.tool_name}."),
-            field(
-                "max_concurrency",
-                int,
-                spec.default_max_concurrency,
-                f"Most simultaneous requests to {label}; further calls wait their turn.",
-                ge=1,
-                le=1000,
-            ),
-            field(
-                "token_budget",
-                int | None,
-                None,
-                f"Tokens this server may spend on {label} in its lifetime; unset for no limit.",
-                ge=1,
-            ),
-            field(
-                "daily_token_budget",
-                int | None,
-                None,
-                f"Tokens spent on {label} per calendar day (local time), {every_process}",
-                ge=1,
-            ),
-            field(
-                "monthly_token_budget",
-                int | None,
-                None,
-                f"Tokens spent on {label} per calendar month (local time), counted like the daily budget; "
-                "unset for no limit.",
-                ge=1,
-            ),
-        ]
+    model_config = SettingsConfigDict(
+        env_prefix="SWARM_MCP_",
+        frozen=True,
+        populate_by_name=True,
+        extra="forbid",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_ignore_empty=True,
     )
 
-
-class ServerSettings(BaseModel):
-    """Every knob of the server but the providers' own (`Settings` adds those, from `tools.PROVIDERS`).
-    Field aliases are the environment variable names."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+    fortytwo: ProviderSettings = Field(alias="FORTYTWO")
+    swarms: ProviderSettings = Field(alias="SWARMS")
 
     timeout: float = Field(
-        600.0,
-        gt=0,
-        alias="SWARM_MCP_TIMEOUT",
-        description="Default deadline of one call in seconds, retries included (swarms take minutes).",
+        600.0, gt=0, description="Default deadline of one call in seconds, retries included (swarms take minutes)."
     )
     max_timeout: float = Field(
-        1800.0,
-        gt=0,
-        alias="SWARM_MCP_MAX_TIMEOUT",
-        description="Largest deadline a call may ask for with timeout_s; larger values are lowered to it.",
+        1800.0, gt=0, description="Largest deadline a call may ask for with timeout_s; larger values are lowered to it."
     )
-    connect_timeout: float = Field(
-        10.0, gt=0, alias="SWARM_MCP_CONNECT_TIMEOUT", description="Seconds to open a connection upstream."
-    )
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a connection upstream.")
     max_retries: int = Field(
-        2,
-        ge=0,
-        le=10,
-        alias="SWARM_MCP_MAX_RETRIES",
-        description="Retries after a 429, 502/503/504 or refused connection; 0 turns retries off.",
+        2, ge=0, le=10, description="Retries after a 429, 502/503/504 or refused connection; 0 turns retries off."
     )
-    retry_server_errors: bool = Field(
-        False,
-        alias="SWARM_MCP_RETRY_SERVER_ERRORS",
-        description="Also retry HTTP 500, which may bill a job twice.",
-    )
+    retry_server_errors: bool = Field(False, description="Also retry HTTP 500, which may bill a job twice.")
     send_floor: float = Field(
         5.0,
         ge=0,
-        alias="SWARM_MCP_SEND_FLOOR",
         description="A request that waited in the queue is not sent with fewer seconds of its deadline left; "
         "it fails as a timeout, unsent and unpaid.",
     )
     heartbeat: float = Field(
         15.0,
         gt=0,
-        alias="SWARM_MCP_HEARTBEAT",
         description="Seconds of silence before a heartbeat progress notification (when the client asked for progress).",
     )
     wait: float = Field(
         45.0,
         ge=0,
-        alias="SWARM_MCP_WAIT",
         description="Seconds a call waits for its answer before it hands back a job handle (get_result collects it); "
         "under the 60 s most hosts allow a tool call.",
     )
     task_handover: float = Field(
         5.0,
         ge=0,
-        alias="SWARM_MCP_TASK_HANDOVER",
         description="Seconds a call from a host that runs long calls as tasks (the 2026-07-28 Tasks extension) "
         "waits for its answer before it becomes a task the host polls; a faster answer comes back directly.",
     )
     task_poll: float = Field(
-        5.0,
-        gt=0,
-        alias="SWARM_MCP_TASK_POLL",
-        description="Seconds a host is asked to wait between two polls of a running task.",
+        5.0, gt=0, description="Seconds a host is asked to wait between two polls of a running task."
     )
     job_ttl: float = Field(
         3600.0,
         gt=0,
-        alias="SWARM_MCP_JOB_TTL",
         description="Seconds a finished job's outcome is kept for get_result after a handle was handed out.",
     )
     max_jobs: int = Field(
         1000,
         ge=1,
-        alias="SWARM_MCP_MAX_JOBS",
         description="Most finished job outcomes kept per client (over stdio: in all); that client's oldest is "
         "forgotten first, never another client's.",
     )
     cache_ttl: float = Field(
-        0.0,
-        ge=0,
-        alias="SWARM_MCP_CACHE_TTL",
-        description="Seconds a finished answer serves exact repeats of its request; 0 turns the cache off.",
+        0.0, ge=0, description="Seconds a finished answer serves exact repeats of its request; 0 turns the cache off."
     )
     share_between_clients: bool = Field(
         False,
-        alias="SWARM_MCP_SHARE_BETWEEN_CLIENTS",
         description="Let a gateway client join another client's identical request in flight (or its cached "
         "answer) instead of paying again; it is told the answer was shared, its budget is checked, and its "
         "usage row is marked shared.",
@@ -191,113 +110,84 @@ class ServerSettings(BaseModel):
     token_budget: int | None = Field(
         None,
         ge=1,
-        alias="SWARM_MCP_TOKEN_BUDGET",
         description="Total tokens this server may spend in its lifetime; further calls are refused once spent.",
     )
     daily_token_budget: int | None = Field(
         None,
         ge=1,
-        alias="SWARM_MCP_DAILY_TOKEN_BUDGET",
         description="Tokens spent on all providers together per calendar day (local time), all server "
         "processes sharing the state file together; unset for no limit.",
     )
     monthly_token_budget: int | None = Field(
         None,
         ge=1,
-        alias="SWARM_MCP_MONTHLY_TOKEN_BUDGET",
         description="Tokens spent on all providers together per calendar month (local time), counted "
         "like the daily budget; unset for no limit.",
     )
     state_db: str | None = Field(
         None,
-        alias="SWARM_MCP_STATE_DB",
         description="The usage state file shared by every server process of this user (SQLite), or off to keep "
         "usage in memory; default usage.sqlite3 in the user's state directory.",
     )
     redis_url: SecretStr | None = Field(
         None,
-        alias="SWARM_MCP_REDIS_URL",
         description="Redis through which several instances share jobs, identical in-flight calls, usage and "
         "budgets (redis://host:6379/0, rediss:// for TLS); unset: each process keeps its own, usage in the state file.",
     )
     redis_password_file: str | None = Field(
-        None,
-        alias="SWARM_MCP_REDIS_PASSWORD_FILE",
-        description="File holding the Redis password (instead of putting it in SWARM_MCP_REDIS_URL).",
+        None, description="File holding the Redis password (instead of putting it in SWARM_MCP_REDIS_URL)."
     )
     redis_lease: float = Field(
         10.0,
         ge=1,
         le=600,
-        alias="SWARM_MCP_REDIS_LEASE",
         description="Seconds an instance sharing Redis may go unheard before its running jobs are reported lost.",
     )
     transport: Literal["stdio", "streamable-http"] = Field(
-        "stdio", alias="SWARM_MCP_TRANSPORT", description="stdio, or streamable-http for a shared server."
+        "stdio", description="stdio, or streamable-http for a shared server."
     )
-    host: str = Field(
-        "127.0.0.1", alias="SWARM_MCP_HOST", description="Address the HTTP transport binds; loopback by default."
-    )
-    port: int = Field(8000, ge=0, le=65535, alias="SWARM_MCP_PORT", description="Port of the HTTP transport.")
-    path: str = Field("/mcp", alias="SWARM_MCP_PATH", description="URL path of the MCP endpoint.")
+    host: str = Field("127.0.0.1", description="Address the HTTP transport binds; loopback by default.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP transport.")
+    path: str = Field("/mcp", description="URL path of the MCP endpoint.")
     stateless: bool = Field(
-        False,
-        alias="SWARM_MCP_STATELESS",
-        description="Keep no session state between HTTP requests, so instances can sit behind any load balancer.",
+        False, description="Keep no session state between HTTP requests, so instances can sit behind any load balancer."
     )
     token: SecretStr | None = Field(
-        None,
-        alias="SWARM_MCP_TOKEN",
-        description="Bearer token HTTP clients must present; required on a non-loopback address.",
+        None, description="Bearer token HTTP clients must present; required on a non-loopback address."
     )
-    token_file: str | None = Field(
-        None, alias="SWARM_MCP_TOKEN_FILE", description="File holding the bearer token (instead of SWARM_MCP_TOKEN)."
-    )
+    token_file: str | None = Field(None, description="File holding the bearer token (instead of SWARM_MCP_TOKEN).")
     tokens_file: str | None = Field(
         None,
-        alias="SWARM_MCP_TOKENS_FILE",
         description="File of HTTP clients, one a line: NAME TOKEN [daily_tokens=N] [max_sessions=N] (TOKEN may be "
         "sha256:HEX); re-read on SIGHUP.",
     )
     max_jobs_per_client: int = Field(
         100,
         ge=1,
-        alias="SWARM_MCP_MAX_JOBS_PER_CLIENT",
         description="Most running jobs one HTTP client may hold (max_jobs= in the tokens file overrides it); past "
         "it a new call is refused as rate_limited, and nothing is queued or sent.",
     )
     max_sessions_per_client: int = Field(
         50,
         ge=1,
-        alias="SWARM_MCP_MAX_SESSIONS_PER_CLIENT",
         description="Most MCP sessions one HTTP client may hold open (max_sessions= in the tokens file overrides it).",
     )
     session_idle: float = Field(
-        600.0,
-        gt=0,
-        alias="SWARM_MCP_SESSION_IDLE",
-        description="Seconds without a request after which an HTTP session is closed.",
+        600.0, gt=0, description="Seconds without a request after which an HTTP session is closed."
     )
     request_timeout: float = Field(
-        15.0,
-        gt=0,
-        alias="SWARM_MCP_REQUEST_TIMEOUT",
-        description="Seconds an HTTP connection has to send a whole request before it is closed.",
+        15.0, gt=0, description="Seconds an HTTP connection has to send a whole request before it is closed."
     )
     allowed_hosts: str | None = Field(
         None,
-        alias="SWARM_MCP_ALLOWED_HOSTS",
         description="Comma-separated Host values the HTTP transport accepts (host:* for any port), "
         "besides the bind address.",
     )
     allowed_origins: str | None = Field(
-        None,
-        alias="SWARM_MCP_ALLOWED_ORIGINS",
-        description="Comma-separated Origin values accepted from browsers (scheme://host:* for any port).",
+        None, description="Comma-separated Origin values accepted from browsers (scheme://host:* for any port)."
     )
     metrics_addr: str | None = Field(
         None,
-        alias="SWARM_MCP_METRICS_ADDR",
         pattern=r"^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$",
         description="HOST:PORT on which the Prometheus metrics are served, at /metrics, with no token (bind it "
         "where only the monitoring reaches); unset, they are served beside /mcp and need a client's token.",
@@ -305,24 +195,19 @@ class ServerSettings(BaseModel):
     max_line_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,
-        alias="SWARM_MCP_MAX_LINE_BYTES",
-        description="Longest line read from stdin (one JSON-RPC message); a longer one is dropped and answered "
-        "with a parse error.",
+        description="Longest line read from stdin (one JSON-RPC message); a longer one is dropped, said in the "
+        "log, and serving goes on.",
     )
     max_body_bytes: int = Field(
-        4 * 1024 * 1024,
-        ge=1024,
-        alias="SWARM_MCP_MAX_BODY_BYTES",
-        description="Largest HTTP request body accepted; a larger one is refused unread.",
+        4 * 1024 * 1024, ge=1024, description="Largest HTTP request body accepted; a larger one is refused unread."
     )
     shutdown_grace: float = Field(
         10.0,
         ge=0,
-        alias="SWARM_MCP_SHUTDOWN_GRACE",
         description="Seconds in-flight HTTP calls get to finish on SIGTERM/SIGINT before they are cancelled.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", alias="SWARM_MCP_LOG_LEVEL", description="Level of the log written to stderr."
+        "INFO", description="Level of the log written to stderr."
     )
 
     @field_validator("redis_url")
@@ -339,6 +224,29 @@ class ServerSettings(BaseModel):
         except ImportError:
             raise ValueError(REDIS_EXTRA_MISSING) from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_defaults(cls, data: Any) -> Any:
+        """Each provider's own defaults under what was given for it."""
+        if isinstance(data, dict):
+            for spec in PROVIDERS:
+                given: dict[str, Any] = data.get(spec.name) or data.get(spec.name.upper()) or {}
+                data = {**data, spec.name: {**ProviderSettings.defaults(spec), **given}}
+                data.pop(spec.name.upper(), None)
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what `load_settings` passes: it reads the environment it is given (see there)."""
+        return (init_settings,)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -370,15 +278,9 @@ class ServerSettings(BaseModel):
         host, _, port = self.metrics_addr.rpartition(":")
         return host.strip("[]"), int(port)
 
-    def deadline_s(self, requested: float | None) -> float:
-        """The deadline of one call: what it asked for, or the default, never above the maximum."""
-        return min(requested if requested is not None else self.timeout, self.max_timeout)
-
     def provider(self, name: str) -> ProviderSettings:
-        """One provider's settings, from its `<name>_*` fields."""
-        return ProviderSettings.model_validate(
-            {setting: getattr(self, f"{name}_{setting}") for setting in ProviderSettings.model_fields}
-        )
+        """One provider's settings, by its name in `tools.PROVIDERS`."""
+        return cast("ProviderSettings", getattr(self, name))
 
     def budgets(self) -> list[Budget]:
         """Every token budget that is set: lifetime, daily and monthly, for all providers and for each."""
@@ -386,10 +288,10 @@ class ServerSettings(BaseModel):
         for window in ("lifetime", "day", "month"):
             infix = {"lifetime": "", "day": "daily_", "month": "monthly_"}[window]
             for provider, prefix in [(None, ""), *((spec.name, f"{spec.name}_") for spec in PROVIDERS)]:
-                name = f"{prefix}{infix}token_budget"
-                limit = getattr(self, name)
+                name = f"{infix}token_budget"
+                limit = getattr(self if provider is None else self.provider(provider), name)
                 if limit is not None:
-                    found.append(Budget(window, provider, limit, type(self).model_fields[name].alias or name))
+                    found.append(Budget(window, provider, limit, BY_NAME[prefix + name].env))
         return found
 
     def state_path(self) -> Path | None:
@@ -402,17 +304,7 @@ class ServerSettings(BaseModel):
 
     def endpoints(self) -> dict[str, Endpoint]:
         """One `Endpoint` per provider, from its settings."""
-        endpoints = {}
-        for spec in PROVIDERS:
-            own = self.provider(spec.name)
-            endpoints[spec.name] = Endpoint(
-                spec=spec,
-                base_url=own.base_url,
-                api_key=own.api_key,
-                model=own.model,
-                max_concurrency=own.max_concurrency,
-            )
-        return endpoints
+        return {spec.name: Endpoint(spec, self.provider(spec.name)) for spec in PROVIDERS}
 
     def shared_client(self) -> SharedClient:
         """Start building the one HTTP client these settings describe (in a thread: see `SharedClient`):
@@ -421,26 +313,60 @@ class ServerSettings(BaseModel):
         return SharedClient(functools.partial(new_client, connections, self.connect_timeout))
 
 
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
+@dataclass(frozen=True)
+class Variable:
+    """One setting as people give it."""
+
+    name: str
+    """Its name in flags and `SECRET_FIELDS`: the field's, after its provider's (`fortytwo_base_url`)."""
+    env: str
+    path: tuple[str, ...]
+    """Where it is in `Settings`: `("timeout",)`, `("fortytwo", "base_url")`."""
+    field: FieldInfo
+    default: Any
+    description: str
+
+    @property
+    def flag(self) -> str | None:
+        """Its CLI flag; None for a secret."""
+        return None if self.name in SECRET_FIELDS else "--" + self.name.replace("_", "-")
+
+    def value(self, settings: Settings) -> Any:
+        found: Any = settings
+        for step in self.path:
+            found = getattr(found, step)
+        return found
 
 
-if TYPE_CHECKING:
-    Settings = ServerSettings
-else:
-    Settings = create_model(
-        "Settings",
-        __base__=ServerSettings,
-        __doc__="Every knob of the server, the providers' own included. Field aliases are the environment variables.",
-        __validators__={
-            "_base_urls": field_validator(*(f"{spec.name}_base_url" for spec in PROVIDERS))(
-                classmethod(lambda cls, value: _http_url(value))
+def _variables() -> tuple[Variable, ...]:
+    own = [
+        Variable(
+            name, field.alias or f"SWARM_MCP_{name.upper()}", (name,), field, field.default, field.description or ""
+        )
+        for name, field in Settings.model_fields.items()
+        if name not in {spec.name for spec in PROVIDERS}
+    ]
+    for spec in PROVIDERS:
+        defaults = ProviderSettings.defaults(spec)
+        for setting, field in ProviderSettings.model_fields.items():
+            description = (field.description or "").format(label=spec.label, tool=spec.tool_name)
+            default = defaults.get(setting, field.default)
+            own.append(
+                Variable(
+                    f"{spec.name}_{setting}",
+                    f"{spec.name.upper()}_{setting.upper()}",
+                    (spec.name, setting),
+                    field,
+                    default,
+                    description,
+                )
             )
-        },
-        **{name: field for spec in PROVIDERS for name, field in provider_fields(spec).items()},
-    )
+    return tuple(own)
+
+
+VARIABLES = _variables()
+"""Every setting, the server's own first, then each provider's."""
+BY_NAME = {variable.name: variable for variable in VARIABLES}
 
 
 _UNFILLED = re.compile(r"\$\{user_config\.[^}]*\}")
@@ -449,21 +375,26 @@ only the settings it has a value for)."""
 
 
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Build the settings from the environment, then CLI overrides (by field name); empty values count as
-    unset, and so does a bundle's unfilled `${user_config.…}` placeholder (never sent upstream as a key).
+    """Build the settings from `environ` (pydantic-settings reads the variables, a provider's into its
+    nested settings), then CLI overrides (by `Variable.name`). Empty values count as unset, and so does
+    a bundle's unfilled `${user_config.…}` placeholder (never sent upstream as a key).
 
     The token file (`SWARM_MCP_TOKEN_FILE` or `--token-file`) is read here, once.
     """
-    data: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
-        alias = field.alias or name
-        value = environ.get(alias, "").strip()
-        if value and not _UNFILLED.fullmatch(value):
-            data[name] = value
+    given = {name: value.strip() for name, value in environ.items()}
+    source = EnvSettingsSource(Settings)
+    source.env_vars = {name.lower(): value for name, value in given.items() if value and not _UNFILLED.fullmatch(value)}
+    data: dict[str, Any] = dict(source())
     for name, value in (overrides or {}).items():
-        if value is not None:
+        if value is None:
+            continue
+        variable = BY_NAME[name]
+        if len(variable.path) == 1:
             data[name] = value
+        else:
+            provider, setting = variable.path
+            data[provider] = {**data.get(provider, {}), setting: value}
     token_file = data.get("token_file")
     if token_file and "token" not in data:
         data["token"] = Path(token_file).read_text(encoding="utf-8").strip() or None
-    return Settings.model_validate(data)
+    return Settings(**data)

@@ -13,15 +13,15 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from swarm_inference_mcp.server import __version__
-from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
+from swarm_inference_mcp.server.config import SECRET_FIELDS, VARIABLES
 
 ROOT = Path(__file__).parent.parent
 SERVER_JSON = json.loads((ROOT / "server.json").read_text())
 MANIFEST = json.loads((ROOT / "bundle" / "manifest.json").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCHEMA = json.loads((ROOT / "tests" / "specs" / "registry-server.schema.json").read_text())
-SECRET_ALIASES = {Settings.model_fields[name].alias for name in SECRET_FIELDS}
-ALIASES = {field.alias for field in Settings.model_fields.values()}
+SECRET_ALIASES = {variable.env for variable in VARIABLES if variable.name in SECRET_FIELDS}
+ALIASES = {variable.env for variable in VARIABLES}
 
 
 def test_server_json_validates_against_the_registry_schema() -> None:

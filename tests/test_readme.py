@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from swarm_inference_mcp.server.config import SECRET_FIELDS, Settings
+from swarm_inference_mcp.server.config import VARIABLES
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -31,10 +31,10 @@ def test_readme_opens_with_install_and_test_commands_and_ci_runs_the_test_comman
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    for name, field in Settings.model_fields.items():
-        assert f"`{field.alias}`" in CONFIGURATION, field.alias
-        if name not in SECRET_FIELDS:
-            assert f"`--{name.replace('_', '-')}`" in CONFIGURATION, name
+    for variable in VARIABLES:
+        assert f"`{variable.env}`" in CONFIGURATION, variable.env
+        if variable.flag is not None:
+            assert f"`{variable.flag}`" in CONFIGURATION, variable.name
 
 
 def test_the_readme_settings_are_settings_with_the_defaults_it_gives() -> None:
@@ -42,25 +42,17 @@ def test_the_readme_settings_are_settings_with_the_defaults_it_gives() -> None:
     section = README.split("## Settings people change")[1].split("\n## ")[0]
     rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \|", section, re.MULTILINE)
     assert len(rows) >= 5
-    by_alias = {field.alias: field for field in Settings.model_fields.values()}
-    defaults = {alias: provider_default(alias) for alias in ("FORTYTWO_MODEL", "SWARMS_MODEL")}
+    by_alias = {variable.env: variable for variable in VARIABLES}
     for names, default in rows:
         aliases = re.findall(r"`([A-Z0-9_]+)`", names)
         shown = re.findall(r"`([^`]+)`", default) or [default.strip()] * len(aliases)
         for alias, value in zip(aliases, shown, strict=True):
             assert alias in by_alias, alias
-            expected = defaults.get(alias, by_alias[alias].default)
+            expected = by_alias[alias].default
             if expected is None:
                 assert value == "unset", alias
             else:
                 assert value == f"{expected:g}" if isinstance(expected, float) else value == str(expected), alias
-
-
-def provider_default(alias: str) -> str:
-    from swarm_inference_mcp.tools import PROVIDERS  # noqa: PLC0415
-
-    (spec,) = [spec for spec in PROVIDERS if alias.startswith(spec.key_env.removesuffix("API_KEY"))]
-    return spec.default_model
 
 
 def test_claude_desktop_example_is_a_complete_server_entry() -> None:

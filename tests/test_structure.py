@@ -98,23 +98,29 @@ def test_only_results_builds_a_tool_result() -> None:
 
 
 def test_the_providers_settings_keep_their_variables_and_flags() -> None:
-    from swarm_inference_mcp.server.config import Settings  # noqa: PLC0415 - the rest of this file reads only files
+    """Each provider setting is read from `<NAME>_<SETTING>` and from `--<name>-<setting>` (keys from the
+    environment only) into that provider's nested settings, and nowhere else."""
+    from swarm_inference_mcp.server.config import load_settings  # noqa: PLC0415 - the rest of this file reads only files
 
-    expected = {
-        f"{name}_{setting}": f"{name.upper()}_{setting.upper()}"
-        for name in ("fortytwo", "swarms")
-        for setting in (
-            "api_key",
-            "base_url",
-            "model",
-            "max_concurrency",
-            "token_budget",
-            "daily_token_budget",
-            "monthly_token_budget",
-        )
+    values = {
+        "api_key": "k-0123456789abcdef",
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "m-1",
+        "max_concurrency": "3",
+        "token_budget": "11",
+        "daily_token_budget": "12",
+        "monthly_token_budget": "13",
     }
-    found = {name: field.alias for name, field in Settings.model_fields.items() if name in expected}
-    assert found == expected
+    for name, other in (("fortytwo", "swarms"), ("swarms", "fortytwo")):
+        from_env = load_settings({f"{name.upper()}_{setting.upper()}": value for setting, value in values.items()})
+        flags = {f"{name}_{setting}": value for setting, value in values.items() if setting != "api_key"}
+        from_flags = load_settings({}, flags)
+        for setting, value in values.items():
+            got = getattr(from_env.provider(name), setting)
+            assert str(got.get_secret_value() if setting == "api_key" else got) == value, (name, setting)
+            if setting != "api_key":
+                assert str(getattr(from_flags.provider(name), setting)) == value, (name, setting)
+            assert getattr(from_env.provider(other), setting) != getattr(from_env.provider(name), setting)
 
 
 def test_every_link_in_the_docs_resolves() -> None:

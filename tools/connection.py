@@ -28,12 +28,13 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx2
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from swarm_inference_mcp.tools.completion import Completion
 from swarm_inference_mcp.tools.errors.sentences import no_api_key
@@ -43,25 +44,79 @@ from swarm_inference_mcp.tools.models import ProviderSpec
 log = logging.getLogger(__name__)
 
 
+_EVERY_PROCESS = "all server processes sharing the state file together; unset for no limit."
+
+
+class ProviderSettings(BaseModel):
+    """One provider's settings (`server.config` reads them from `<NAME>_API_KEY`, `<NAME>_BASE_URL` and
+    the rest); a description's `{label}` and `{tool}` are the provider's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = Field(None, description="{label} API key.")
+    base_url: str = Field(description="{label} API base; requests go to {{base}}/chat/completions.")
+    model: str = Field(description="Default model of {tool}.")
+    max_concurrency: int = Field(
+        ge=1, le=1000, description="Most simultaneous requests to {label}; further calls wait their turn."
+    )
+    token_budget: int | None = Field(
+        None, ge=1, description="Tokens this server may spend on {label} in its lifetime; unset for no limit."
+    )
+    daily_token_budget: int | None = Field(
+        None, ge=1, description=f"Tokens spent on {{label}} per calendar day (local time), {_EVERY_PROCESS}"
+    )
+    monthly_token_budget: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens spent on {label} per calendar month (local time), counted like the daily budget; "
+        "unset for no limit.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def defaults(cls, spec: ProviderSpec) -> dict[str, Any]:
+        """The provider's own defaults, where the fields have none."""
+        return {
+            "base_url": spec.default_base_url,
+            "model": spec.default_model,
+            "max_concurrency": spec.default_max_concurrency,
+        }
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """One provider as configured: where it is (`base_url` has no trailing slash), the key, the
-    default model, the concurrency cap."""
+    """One provider as configured: its spec and its settings (`base_url` has no trailing slash)."""
 
     spec: ProviderSpec
-    base_url: str
-    api_key: SecretStr | None
-    model: str
-    max_concurrency: int
+    settings: ProviderSettings
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        return self.settings.api_key
+
+    @property
+    def model(self) -> str:
+        """The default model."""
+        return self.settings.model
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.settings.max_concurrency
 
     # Parsed once: httpx parses a URL given as text again on every request.
     @functools.cached_property
     def url(self) -> httpx2.URL:
-        return httpx2.URL(self.base_url + "/chat/completions")
+        return httpx2.URL(self.settings.base_url + "/chat/completions")
 
     @functools.cached_property
     def models_url(self) -> httpx2.URL:
-        return httpx2.URL(self.base_url + "/models")
+        return httpx2.URL(self.settings.base_url + "/models")
 
     def require_key(self) -> str:
         """The API key, or the error that tells the user which variable to set."""
