@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, BinaryIO, cast
@@ -71,12 +72,17 @@ CANCEL_DESCRIPTION = (
 
 
 def create_server(
-    settings: Settings, in_flight: InFlight | None = None, observer: Observer | None = None
+    settings: Settings,
+    in_flight: InFlight | None = None,
+    observer: Observer | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SwarmServer:
     """Build the server; nothing is opened until the lifespan starts.
 
     `in_flight` tracks the tool calls, for the HTTP transport to drain them on shutdown; without one
     (stdio) they are not tracked. `observer` hears what the metrics count (nobody, over stdio).
+    `clock` is the jobs' (what has expired): tests move it.
     """
     running: list[AppState] = []  # the lifespan's state, for resources (the SDK gives static ones no Context)
 
@@ -106,6 +112,7 @@ def create_server(
                 board=board,
                 instance=instance,
                 observer=observer,
+                clock=clock,
             )
             sharing = RequestSharing(
                 upstream, ledger, settings.cache_ttl, observer, between_clients=settings.share_between_clients

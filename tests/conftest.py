@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -107,13 +108,28 @@ def make_settings(fake: FakeUpstream) -> Callable[..., Settings]:
     return make
 
 
+class MovableClock:
+    """A monotonic clock a test moves on (`advance`) instead of waiting: `connect(clock=...)`."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += seconds
+
+
 @pytest.fixture
 def connect(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
     """`async with connect(SWARM_MCP_MAX_RETRIES="0") as client:` — an in-process MCP client."""
 
     @asynccontextmanager
-    async def open_client(*, mode: str = "auto", **extra: str) -> AsyncIterator[Client]:
-        async with Client(create_server(make_settings(**extra)), mode=mode) as client:
+    async def open_client(
+        *, mode: str = "auto", clock: Callable[[], float] = time.monotonic, **extra: str
+    ) -> AsyncIterator[Client]:
+        async with Client(create_server(make_settings(**extra), clock=clock), mode=mode) as client:
             yield client
 
     return open_client

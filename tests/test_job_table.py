@@ -13,7 +13,7 @@ async def _never(_progress: object, _job_id: str) -> Outcome:
 
 def job(n: int, client: str | None = None, request: str = "body") -> Job:
     work = Work("ask_swarm", ("swarms",), "Swarms", request, 60.0, client, _never)
-    return Job(f"j_aaaaaa-{n:012x}", work, streams=False)
+    return Job(f"j_aaaaaa-{n:012x}", work, streams=False, started=0.0)
 
 
 ANSWER = Answered("swarms", Answer(text="yes"), Trace(latency_ms=5))

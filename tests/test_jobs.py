@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent, TextResourceContents
 
-from tests.conftest import error_of
+from tests.conftest import MovableClock, error_of
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import http_server, mcp_client
 
@@ -160,7 +160,8 @@ async def test_identical_calls_share_the_job_while_it_runs_and_after_within_the_
 ) -> None:
     fake.script("fortytwo", Reply(delay_s=1.0))
     ask = {"prompt": "the same question", "model": "fortytwo-prime"}
-    async with connect(SWARM_MCP_WAIT="0.2", SWARM_MCP_JOB_TTL="1") as client:
+    clock = MovableClock()
+    async with connect(SWARM_MCP_WAIT="0.2", SWARM_MCP_JOB_TTL="60", clock=clock) as client:
         first = handle_of(await client.call_tool("ask_fortytwo", ask))
         second = handle_of(await client.call_tool("ask_fortytwo", ask))
         assert second["job_id"] == first["job_id"]  # joined, not asked again
@@ -168,9 +169,13 @@ async def test_identical_calls_share_the_job_while_it_runs_and_after_within_the_
         again = answer_of(await client.call_tool("ask_fortytwo", ask))
         assert again == answer  # the kept outcome, within the TTL
         assert len(fake.seen("fortytwo")) == 1
-        await anyio.sleep(1.1)  # let the job TTL pass
+        clock.advance(59)
+        kept = answer_of(await client.call_tool("ask_fortytwo", ask))  # still kept a second before the TTL
+        assert len(fake.seen("fortytwo")) == 1
+        clock.advance(1)  # the TTL has passed
         fresh = answer_of(await client.call_tool("ask_fortytwo", ask))
         expired = await client.call_tool("get_result", {"job_id": first["job_id"]})
+    assert kept == answer
     assert fresh["text"] == answer["text"]
     assert len(fake.seen("fortytwo")) == 2
     error = error_of(expired)

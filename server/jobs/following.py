@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, UnknownRecordError
@@ -38,9 +39,10 @@ _TRY_AGAIN = frozenset({"cancelled", "instance_lost"})
 
 
 class Following:
-    def __init__(self, board: JobBoard, heartbeat_s: float) -> None:
+    def __init__(self, board: JobBoard, heartbeat_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.board = board
         self._heartbeat_s = heartbeat_s
+        self._clock = clock
 
     async def run_or_follow(self, job: Job) -> Outcome:
         """The work's outcome: done here, or, when another instance already does identical work, theirs
@@ -59,7 +61,7 @@ class Following:
                     job.listeners.append(forward)
                 return await job.work.run(progress, job.id)
             log.info("%s: job %s waits for job %s, which another instance runs", job.work.tool, job.id, holder)
-            remaining = job.started + job.work.timeout_s - time.monotonic()
+            remaining = job.started + job.work.timeout_s - self._clock()
             try:
                 followed = await self.board.wait(holder, max(0.0, remaining), progress, self._heartbeat_s)
             except (StateError, UnknownRecordError):
@@ -67,7 +69,7 @@ class Following:
             outcome = followed.outcome if followed is not None else None
             if outcome is not None and not _not_ours(outcome):
                 return outcome
-            if time.monotonic() >= job.started + job.work.timeout_s:
+            if self._clock() >= job.started + job.work.timeout_s:
                 return Failed.of(follow_deadline(job.work.labels, job.work.timeout_s))
         return await job.work.run(progress, job.id)
 

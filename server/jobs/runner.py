@@ -20,6 +20,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -63,12 +64,16 @@ class JobRunner:
         board: JobBoard | None = None,
         instance: str | None = None,
         observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: the jobs' monotonic clock (when they started and finished, what has expired); tests
+        move it instead of waiting out a TTL."""
+        self._clock = clock
         self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
         self.ttl_s = ttl_s
         """How long a finished job whose handle was handed out is kept."""
         self._observer = observer
-        self.following = Following(board if board is not None else LocalBoard(), heartbeat_s)
+        self.following = Following(board if board is not None else LocalBoard(), heartbeat_s, clock)
         self._board = self.following.board
         self._heartbeat_s = heartbeat_s
         self._instance = instance if instance is not None else new_instance_id()
@@ -88,7 +93,7 @@ class JobRunner:
         new job streamed even without a caller's progress, so that its status says what it is doing.
         `job_limit`: most running jobs of its client; a new one past it is refused (`RateLimitedError`).
         `hand_out`: an answer kept from identical work comes as a finished job of its own."""
-        self.table.expire(time.monotonic())
+        self.table.expire(self._clock())
         answered = self.table.answered(work.key)
         if answered is not None and answered.outcome is not None:
             return self.adopt(work, answered.outcome) if hand_out else answered.outcome
@@ -96,7 +101,7 @@ class JobRunner:
         if job is None and job_limit is not None:
             self._refuse_past(work, job_limit)
         if job is None:
-            job = Job(self._new_id(), work, streams=stream or on_progress is not None)
+            job = Job(self._new_id(), work, streams=stream or on_progress is not None, started=self._clock())
             if job.streams:
                 job.listeners.append(job.note)
             self.table.add(job)
@@ -118,16 +123,16 @@ class JobRunner:
     def adopt(self, work: Work, outcome: Outcome) -> JobRecord:
         """A job that finished as it was asked for (an answer kept from an identical call, a refusal), kept
         like any handed-out job: for a client that must be handed a job whatever happens."""
-        job = Job(self._new_id(), work, streams=False, outcome=outcome, handed_out=True)
+        job = Job(self._new_id(), work, streams=False, started=self._clock(), outcome=outcome, handed_out=True)
         self.table.add(job)
-        self.table.finish(job, time.monotonic())
+        self.table.finish(job, self._clock())
         job.done.set()
-        return _as_record(job, time.monotonic(), time.time())
+        return _as_record(job, self._clock(), time.time())
 
     async def snapshot(self, job_id: str, tool: str, client: str | None) -> JobRecord:
         """A job of this client's as it stands (here or on another instance), without waiting."""
         job = await self._find(job_id, tool, client)
-        record = job if isinstance(job, JobRecord) else _as_record(job, time.monotonic(), time.time())
+        record = job if isinstance(job, JobRecord) else _as_record(job, self._clock(), time.time())
         if record.lost and record.outcome is None:
             record.outcome = Failed.of(instance_lost(record.labels, record.id, self._board.lease_s))
         return record
@@ -135,7 +140,7 @@ class JobRunner:
     async def records(self, client: str | None) -> tuple[list[JobRecord], str | None]:
         """Every job of this client the server knows (on any instance sharing the board), oldest first, and
         why only this instance's are there (Redis down), if so."""
-        now = time.monotonic()
+        now = self._clock()
         self.table.expire(now)
         wall = time.time()
         here = [_as_record(job, now, wall) for job in self.table.of_client(client)]
@@ -246,7 +251,7 @@ class JobRunner:
             job.announced.set()
             if job.outcome is None:
                 job.outcome = Failed.of(cancelled_job(job.work.labels, by_user=job.cancelled_by_user))
-            self.table.finish(job, time.monotonic())
+            self.table.finish(job, self._clock())
             job.done.set()
             if self._board.shared:
                 with anyio.CancelScope(shield=True):  # bounded: the board never waits long (see its link)
@@ -257,7 +262,7 @@ class JobRunner:
 
     async def _find(self, job_id: str, tool: str, client: str | None) -> Job | JobRecord:
         """A job of this client's, here or on the board; another client's is as unknown as one that never existed."""
-        self.table.expire(time.monotonic())
+        self.table.expire(self._clock())
         job = self.table.get(job_id)
         if job is not None and job.work.client == client:
             return job

@@ -73,7 +73,8 @@ class Job:
     work: Work
     streams: bool
     """Its callers asked for progress, so its upstream requests are streamed."""
-    started: float = field(default_factory=time.monotonic)  # the event loop's clock, on asyncio
+    started: float
+    """On the runner's clock (monotonic)."""
     started_wall: float = field(default_factory=time.time)
     done: anyio.Event = field(default_factory=anyio.Event)
     announced: anyio.Event = field(default_factory=anyio.Event)
