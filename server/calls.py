@@ -196,7 +196,7 @@ def _work(state: AppState, name: str, args: Conversation, client: Client | None)
     providers: tuple[str, ...]
     if isinstance(args, ChatArgs):
         spec = _SPECS[name]
-        asks = (requests.ask(spec.name, args.request_body(endpoints[spec.name].model), client),)
+        asks = (requests.ask(spec.name, args.request_body(endpoints[spec.name].settings.model), client),)
         labels, providers = spec.label, (spec.name,)
     else:
         both = cast("BothArgs", args)
@@ -204,7 +204,7 @@ def _work(state: AppState, name: str, args: Conversation, client: Client | None)
         asks = tuple(
             requests.ask(
                 spec.name,
-                {"model": both.model_for(spec.name) or endpoints[spec.name].model, "messages": messages},
+                {"model": both.model_for(spec.name) or endpoints[spec.name].settings.model, "messages": messages},
                 client,
             )
             for spec in PROVIDERS
@@ -261,8 +261,11 @@ async def list_models(state: AppState) -> dict[str, Any]:
 
     async def one(name: str) -> None:
         endpoint = upstream.endpoints[name]
-        entry: dict[str, Any] = {"configured": endpoint.api_key is not None, "default_model": endpoint.model}
-        if endpoint.api_key is None:
+        entry: dict[str, Any] = {
+            "configured": endpoint.settings.api_key is not None,
+            "default_model": endpoint.settings.model,
+        }
+        if endpoint.settings.api_key is None:
             entry.update(models=None, error=f"not configured: set {endpoint.spec.key_env}")
         else:
             try:

@@ -50,7 +50,7 @@ async def run_check(settings: Settings, out: TextIO) -> int:
     async with settings.shared_client() as client:
         upstream = Upstream(client, settings.endpoints(), RetryPolicy(max_retries=0), settings.heartbeat)
         for name, endpoint in upstream.endpoints.items():
-            if endpoint.api_key is None:
+            if endpoint.settings.api_key is None:
                 out.write(f"  {name}: not configured; set {endpoint.spec.key_env} to use it\n")
                 continue
             configured += 1
@@ -60,10 +60,10 @@ async def run_check(settings: Settings, out: TextIO) -> int:
                 failed = True
                 out.write(f"  {name}: FAILED at {endpoint.settings.base_url}: {err.sentence}\n")
                 continue
-            listed = "listed" if endpoint.model in models else "not in its list"
+            listed = "listed" if endpoint.settings.model in models else "not in its list"
             out.write(
                 f"  {name}: OK, reachable and authorised at {endpoint.settings.base_url} "
-                f"({len(models)} models; default model {endpoint.model} {listed})\n"
+                f"({len(models)} models; default model {endpoint.settings.model} {listed})\n"
             )
     if settings.redis_url is not None:
         failed = await _check_redis(settings, out) or failed

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"swarm-inference-mcp: not starting: {problem}.\n")
             return 2
     for spec_name, endpoint in settings.endpoints().items():
-        if endpoint.api_key is None:
+        if endpoint.settings.api_key is None:
             log.warning("%s has no API key: set %s to use it", spec_name, endpoint.spec.key_env)
     if settings.transport == "streamable-http":
         from swarm_inference_mcp.server.drain import InFlight  # noqa: PLC0415

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from swarm_inference_mcp.tools.errors.reading import upstream_reason
@@ -96,7 +97,7 @@ def parse_completion(provider: str, body: bytes) -> Completion:
     return Completion(
         id=_opt_str(data.get("id")),
         model=_opt_str(data.get("model")),
-        choices=sorted(choices, key=lambda c: c.index),
+        choices=sorted(choices, key=attrgetter("index")),
         usage=_usage(data.get("usage")),
     )
 

@@ -96,19 +96,6 @@ class Endpoint:
     spec: ProviderSpec
     settings: ProviderSettings
 
-    @property
-    def api_key(self) -> SecretStr | None:
-        return self.settings.api_key
-
-    @property
-    def model(self) -> str:
-        """The default model."""
-        return self.settings.model
-
-    @property
-    def max_concurrency(self) -> int:
-        return self.settings.max_concurrency
-
     # Parsed once: httpx parses a URL given as text again on every request.
     @functools.cached_property
     def url(self) -> httpx2.URL:
@@ -120,9 +107,9 @@ class Endpoint:
 
     def require_key(self) -> str:
         """The API key, or the error that tells the user which variable to set."""
-        if self.api_key is None:
+        if self.settings.api_key is None:
             raise no_api_key(self.spec.label, self.spec.key_env)
-        return self.api_key.get_secret_value()
+        return self.settings.api_key.get_secret_value()
 
     @functools.cached_property
     def headers(self) -> httpx2.Headers:

@@ -110,8 +110,10 @@ class Upstream:
         self.endpoints = dict(endpoints)
         self._retry = retry
         self.heartbeat_s = heartbeat_s
-        self._limiters = {name: FairLimiter(ep.max_concurrency) for name, ep in endpoints.items()}
-        self._secrets = tuple(ep.api_key.get_secret_value() for ep in endpoints.values() if ep.api_key)
+        self._limiters = {name: FairLimiter(ep.settings.max_concurrency) for name, ep in endpoints.items()}
+        self._secrets = tuple(
+            ep.settings.api_key.get_secret_value() for ep in endpoints.values() if ep.settings.api_key
+        )
         self._models: dict[str, tuple[float, list[str]]] = {}
 
     def queued(self) -> dict[tuple[str, str | None], int]:
@@ -200,7 +202,7 @@ class Upstream:
             if not limit.expired():
                 raise
         if failure is None and not state.sent:
-            failure = queued_out(label, timeout_s, endpoint.max_concurrency, attempts=state.attempts)
+            failure = queued_out(label, timeout_s, endpoint.settings.max_concurrency, attempts=state.attempts)
         if failure is None:
             failure = call_deadline(label, timeout_s, state.attempts, state.stream.partial_text if state.stream else "")
         raise failure.redact(self._secrets)
@@ -238,7 +240,7 @@ class Upstream:
                 await limiter.acquire(state.client)
                 try:
                     if state.queued and deadline - time.monotonic() < self._retry.send_floor_s:
-                        raise queued_out(label, deadline - state.started, endpoint.max_concurrency)
+                        raise queued_out(label, deadline - state.started, endpoint.settings.max_concurrency)
                     if state.leaving is not None:
                         await state.leaving(state.attempts)
                     state.sent = True
