@@ -52,7 +52,7 @@ async def _child(side: str, calls: int, base: str, state_db: str) -> None:
     mcp_server: Any
     if side == "ours":
         from swarm_inference_mcp.server.app import create_server  # noqa: PLC0415
-        from swarm_inference_mcp.server.config import load_settings  # noqa: PLC0415
+        from swarm_inference_mcp.server.environment import load_settings  # noqa: PLC0415
 
         mcp_server, tool = create_server(load_settings(env)), "ask_fortytwo"
     else:

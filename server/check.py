@@ -11,7 +11,8 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
-from swarm_inference_mcp.server.config import SECRET_FIELDS, VARIABLES, Settings
+from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.environment import SECRET_FIELDS, VARIABLES
 from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 

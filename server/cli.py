@@ -19,7 +19,8 @@ import anyio
 from pydantic import ValidationError
 
 from swarm_inference_mcp.server import __version__
-from swarm_inference_mcp.server.config import VARIABLES, Settings, load_settings
+from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.environment import VARIABLES, load_settings
 
 log = logging.getLogger("swarm_inference_mcp")
 

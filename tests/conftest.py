@@ -14,7 +14,8 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from swarm_inference_mcp.server.app import create_server
-from swarm_inference_mcp.server.config import Settings, load_settings
+from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.environment import load_settings
 from tests.fake_upstream import FakeUpstream
 
 ENV_PREFIXES = ("FORTYTWO_", "SWARMS_", "SWARM_MCP_")

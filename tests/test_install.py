@@ -22,7 +22,7 @@ from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
 from bundle.build import version
-from swarm_inference_mcp.server.config import load_settings
+from swarm_inference_mcp.server.environment import load_settings
 from tests.conftest import error_of, fake_env
 from tests.fake_upstream import FakeUpstream
 from tests.third_party import cache_dir, esm_driver, node, npm_mcpb

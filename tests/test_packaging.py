@@ -13,7 +13,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from swarm_inference_mcp.server import __version__
-from swarm_inference_mcp.server.config import SECRET_FIELDS, VARIABLES
+from swarm_inference_mcp.server.environment import SECRET_FIELDS, VARIABLES
 
 ROOT = Path(__file__).parent.parent
 SERVER_JSON = json.loads((ROOT / "server.json").read_text())

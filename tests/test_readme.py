@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from swarm_inference_mcp.server.config import VARIABLES
+from swarm_inference_mcp.server.environment import VARIABLES
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()

@@ -100,7 +100,7 @@ def test_only_results_builds_a_tool_result() -> None:
 def test_the_providers_settings_keep_their_variables_and_flags() -> None:
     """Each provider setting is read from `<NAME>_<SETTING>` and from `--<name>-<setting>` (keys from the
     environment only) into that provider's nested settings, and nowhere else."""
-    from swarm_inference_mcp.server.config import load_settings  # noqa: PLC0415 - the rest of this file reads only files
+    from swarm_inference_mcp.server.environment import load_settings  # noqa: PLC0415 - the rest of this file reads only files
 
     values = {
         "api_key": "k-0123456789abcdef",

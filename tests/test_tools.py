@@ -13,7 +13,7 @@ from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
 from swarm_inference_mcp.server.app import create_server
-from swarm_inference_mcp.server.config import load_settings
+from swarm_inference_mcp.server.environment import load_settings
 from tests.conftest import error_of, trace_of
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
