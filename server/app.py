@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from contextvars import ContextVar
 from typing import Any, BinaryIO, cast
 
 import anyio
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.stdio import stdio_server
@@ -28,14 +30,18 @@ from swarm_inference_mcp.server.calls import AppState, client_of_request, list_m
 from swarm_inference_mcp.server.clients import Client, client_name
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
+from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.handles import CancelOutcome, RunningJob
+from swarm_inference_mcp.server.jobs.outcome import Failed
 from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.jobs.sharing import RequestSharing
 from swarm_inference_mcp.server.observe import Observer
+from swarm_inference_mcp.server.results import outcome_text, page_end
 from swarm_inference_mcp.server.state import shared_state, store_location
 from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.models import Answer, BothAnswers
+from swarm_inference_mcp.tools.errors.tree import CallError
+from swarm_inference_mcp.tools.models import Answer, AnswerPage, BothAnswers
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
 
 log = logging.getLogger(__name__)
@@ -104,7 +110,9 @@ def create_server(
             settings.shared_client() as client,  # built in a thread while the server answers initialize
         ):
             ledger = Ledger((spec.name for spec in PROVIDERS), settings.budgets(), store)
-            upstream = Upstream(client, settings.endpoints(), retry, settings.heartbeat)
+            upstream = Upstream(
+                client, settings.endpoints(), retry, settings.heartbeat, max_response_bytes=settings.max_response_bytes
+            )
             jobs = JobRunner(
                 ttl_s=settings.job_ttl,
                 max_kept=settings.max_jobs,
@@ -128,7 +136,12 @@ def create_server(
                         await jobs.aclose()
 
     tools = [
-        tool(name=spec.tool_name, title=spec.title, description=spec.description, outputs=(Answer, RunningJob))
+        tool(
+            name=spec.tool_name,
+            title=spec.title,
+            description=spec.description,
+            outputs=(Answer, AnswerPage, RunningJob),
+        )
         for spec in PROVIDERS
     ]
     tools += [
@@ -136,13 +149,13 @@ def create_server(
             name="ask_both",
             title="Ask Fortytwo and Swarms at once",
             description=BOTH_DESCRIPTION,
-            outputs=(BothAnswers, RunningJob),
+            outputs=(BothAnswers, AnswerPage, RunningJob),
         ),
         tool(
             name="get_result",
             title="Collect a job's outcome",
             description=GET_RESULT_DESCRIPTION,
-            outputs=(Answer, BothAnswers, RunningJob),
+            outputs=(Answer, BothAnswers, AnswerPage, RunningJob),
             annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
         ),
         tool(
@@ -222,9 +235,31 @@ def create_server(
     async def jobs_resource() -> str:
         return json.dumps(await current().jobs.listing(client_name(_reader.get())), indent=2)
 
+    @server.resource(
+        "swarm://jobs/{job_id}/answer",
+        name="answer",
+        title="A job's answer",
+        description="The answer of one of your finished jobs, as much as fits one result from its start; its "
+        "_meta says where the next part starts (swarm://jobs/{job_id}/answer/{offset}).",
+        mime_type="text/plain",
+    )
+    async def answer_resource(job_id: str) -> str:
+        return (await server.answer_part(job_id, 0))[0]
+
+    @server.resource(
+        "swarm://jobs/{job_id}/answer/{offset}",
+        name="answer_from",
+        title="A job's answer, read on",
+        description="The part of one of your finished jobs' answer from a character offset.",
+        mime_type="text/plain",
+    )
+    async def answer_from_resource(job_id: str, offset: str) -> str:
+        return (await server.answer_part(job_id, int(offset) if offset.isdecimal() else 0))[0]
+
     return server
 
 
+_ANSWER_URI = re.compile(r"swarm://jobs/([^/]+)/answer(?:/([0-9]{1,12}))?")
 _reader: ContextVar[Client | None] = ContextVar("reader", default=None)
 """The HTTP client reading a resource, for the one resource that shows a client its own totals."""
 
@@ -245,9 +280,36 @@ class SwarmServer(MCPServer[AppState]):
     async def read_resource(self, uri: Any, context: Any = None) -> Any:
         token = _reader.set(_client_of_context(context))
         try:
-            return await super().read_resource(uri, context)
+            part = _ANSWER_URI.fullmatch(str(uri))
+            if part is None:
+                return await super().read_resource(uri, context)
+            offset = part.group(2)
+            text, meta = await self.answer_part(part.group(1), int(offset) if offset else 0)
+            return [ReadResourceContents(content=text, mime_type="text/plain", meta=meta)]
         finally:
             _reader.reset(token)
+
+    async def answer_part(self, job_id: str, offset: int) -> tuple[str, dict[str, Any]]:
+        """The part of the reader's own job's answer from `offset`, cut as a result's page is (`server.results`),
+        and where it is: `offset`, `total_chars`, `next_offset` (left out at the end)."""
+        if not self.running:
+            raise ResourceError("the server is not running")
+        state = self.running[0]
+        try:
+            reply = await state.jobs.get_result(job_id, 0, None, client_name(_reader.get()))
+        except CallError as err:
+            raise ResourceError(err.sentence) from None
+        if isinstance(reply, JobRecord):
+            raise ResourceError(f"Job {job_id} is still running: its answer is not there yet.")
+        if isinstance(reply, Failed):
+            raise ResourceError(reply.failure.sentence)
+        text = outcome_text(reply)
+        start = min(offset, len(text))
+        end = page_end(text, start, state.settings.max_result_chars // 2)
+        meta: dict[str, Any] = {"offset": start, "total_chars": len(text)}
+        if end < len(text):
+            meta["next_offset"] = end
+        return text[start:end], meta
 
 
 def _client_of_context(ctx: Context[AppState, Any] | None) -> Client | None:

@@ -30,14 +30,13 @@ from starlette.requests import Request
 from swarm_inference_mcp.server.clients import Client
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
-from swarm_inference_mcp.server.jobs.board import JobRecord
-from swarm_inference_mcp.server.jobs.handles import CancelReport, GetResultArgs, JobArgs
-from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome
+from swarm_inference_mcp.server.jobs.handles import GetResultArgs, JobArgs
+from swarm_inference_mcp.server.jobs.outcome import Answered, Collected, Failed, Sides
 from swarm_inference_mcp.server.jobs.runner import JobRunner
 from swarm_inference_mcp.server.jobs.sharing import Ask, RequestSharing
 from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.observe import Observer
-from swarm_inference_mcp.server.results import outcome_label, render
+from swarm_inference_mcp.server.results import Reply, fits, outcome_label, render
 from swarm_inference_mcp.server.schemas import output_schema
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.errors.sentences import argument_error, shutting_down
@@ -48,8 +47,6 @@ from swarm_inference_mcp.tools.providers.both import BothArgs
 
 log = logging.getLogger(__name__)
 
-Reply = Outcome | JobRecord | CancelReport
-"""What a tool call produced, before it is rendered (`server.results`)."""
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 ARGUMENTS: dict[str, type[BaseModel]] = {
@@ -104,7 +101,8 @@ def tool(
         reply = await serve(
             request.lifespan_context, name, raw, client_of_request(request.request), progress_of(request)
         )
-        return render(reply, request.lifespan_context.jobs.ttl_s)
+        state = request.lifespan_context
+        return render(reply, state.jobs.ttl_s, state.settings.max_result_chars)
 
     return Tool(
         fn=call,
@@ -174,12 +172,19 @@ async def _tracked(
                 return await state.jobs.cancel(args.job_id, owner)
             wait_s = state.settings.wait if args.wait_s is None else args.wait_s  # then a job handle comes back
             if name == "get_result":
-                return await state.jobs.get_result(args.job_id, wait_s, progress, owner)
+                got = await state.jobs.get_result(args.job_id, wait_s, progress, owner)
+                return Collected(args.job_id, got, args.offset or 0) if isinstance(got, Answered | Sides) else got
             work = _work(state, name, args, client)
             limit = None if client is None else client.max_jobs or state.settings.max_jobs_per_client
             if handover_s is None:
-                return await state.jobs.call(work, wait_s, progress, job_limit=limit)
-            return await state.jobs.call(work, handover_s, progress, stream=True, job_limit=limit, hand_out=hand_out)
+                reply = await state.jobs.call(work, wait_s, progress, job_limit=limit)
+            else:
+                reply = await state.jobs.call(
+                    work, handover_s, progress, stream=True, job_limit=limit, hand_out=hand_out
+                )
+            if isinstance(reply, Answered | Sides) and not fits(reply, state.settings.max_result_chars):
+                return Collected(state.jobs.adopt(work, reply).id, reply)  # kept, to be read on
+            return reply
         except CallError as err:  # a refusal before any work started (an unknown job id, a limit)
             return Failed.of(err)
     # Only reached when the shutdown cancelled the call (its upstream requests are aborted by now).

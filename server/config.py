@@ -192,6 +192,17 @@ class Settings(BaseSettings):
         description="Longest line read from stdin (one JSON-RPC message); a longer one is dropped, said in the "
         "log, and serving goes on.",
     )
+    max_result_chars: int = Field(
+        60_000,
+        ge=10_000,
+        description="Longest tool result a host receives, in characters of its JSON; a longer answer comes in "
+        "pages (get_result with offset reads on). Fits Claude Code's 25,000-token limit: docs/tools.md.",
+    )
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest upstream response body read; a longer one is cut off and the call fails.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest HTTP request body accepted; a larger one is refused unread."
     )

@@ -23,15 +23,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel
 
 from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.handles import CancelReport, cancel_words, running_job, working_words
-from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.server.jobs.outcome import Answered, Collected, Failed, Outcome, SideFailed, Sides
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.models import Answer, BothAnswers, ProviderOutcome
+from swarm_inference_mcp.tools.models import Answer, AnswerPage, BothAnswers, ProviderOutcome
 
+Reply = Outcome | Collected | JobRecord | CancelReport
+"""What a tool call produced, before it is rendered: an outcome (read from its job, or not), a job
+(running, or finished and kept), or what a cancel did."""
+ENVELOPE_CHARS = 200
+"""Room for the JSON-RPC envelope around a result (`{"jsonrpc": "2.0", "id": …, "result": …}`)."""
 ERROR_META = "swarm-inference-mcp/error"
 """The `_meta` key of an error result's structured form (`ErrorInfo`, or `all_failed` for ask_both)."""
 TRACE_META = "swarm-inference-mcp/trace"
@@ -50,7 +55,7 @@ def task_status(job: JobRecord) -> str:
     return "completed"
 
 
-def task_2026(job: JobRecord, *, ttl_ms: int, poll_ms: int, created: bool = False) -> dict[str, Any]:
+def task_2026(job: JobRecord, *, ttl_ms: int, poll_ms: int, limit: int, created: bool = False) -> dict[str, Any]:
     """The Tasks extension's task: `CreateTaskResult` when `created`, else `tasks/get`'s `DetailedTask`
     with the tool's result inline once completed."""
     task = {
@@ -60,7 +65,7 @@ def task_2026(job: JobRecord, *, ttl_ms: int, poll_ms: int, created: bool = Fals
         "pollIntervalMs": poll_ms,
     }
     if not created and job.outcome is not None and task["status"] == "completed":
-        task["result"] = _wire(render(job.outcome, 0))
+        task["result"] = _wire(render(job, 0, limit))
     return task
 
 
@@ -69,9 +74,10 @@ def task_2025(job: JobRecord, *, ttl_ms: int, poll_ms: int) -> dict[str, Any]:
     return {**_task(job), "ttl": ttl_ms, "pollInterval": poll_ms}
 
 
-def task_payload(job_id: str, outcome: Outcome) -> dict[str, Any]:
-    """`tasks/result` (2025-11-25): the tool's own result, marked as the task's."""
-    result = _wire(render(outcome, 0))
+def task_payload(job_id: str, outcome: Outcome, limit: int) -> dict[str, Any]:
+    """`tasks/result` (2025-11-25): the tool's own result, marked as the task's (a long answer's first page)."""
+    reply: Reply = outcome if isinstance(outcome, Failed) else Collected(job_id, outcome)
+    result = _wire(render(reply, 0, limit))
     result["_meta"] = {**result.get("_meta", {}), RELATED_TASK_META: {"taskId": job_id}}
     return result
 
@@ -102,27 +108,121 @@ def _wire(result: CallToolResult) -> dict[str, Any]:
     return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def render(reply: Outcome | JobRecord | CancelReport, forget_after_s: float) -> CallToolResult:
-    """A call's outcome, the handle of its job still running, or what a cancel did."""
+def render(reply: Reply, forget_after_s: float, limit: int) -> CallToolResult:
+    """A call's outcome, the handle of its job still running, or what a cancel did; an answer read from
+    its job that is longer than `limit` characters (of the result's JSON) as one page of it."""
     if isinstance(reply, CancelReport):
         return _structured(*cancel_words(reply))
     if isinstance(reply, JobRecord):
-        text, running = running_job(reply, forget_after_s)
-        return _structured(text, running)
-    if isinstance(reply, Answered):
-        return _structured(
-            answer_text(reply.answer), reply.answer, {reply.provider: reply.trace.model_dump(exclude_none=True)}
+        if reply.outcome is None:
+            return _structured(*running_job(reply, forget_after_s))
+        reply = reply.outcome if isinstance(reply.outcome, Failed) else Collected(reply.id, reply.outcome)
+    if isinstance(reply, Collected):
+        whole = _whole(reply.outcome)
+        if reply.offset == 0 and _size(whole) <= limit:
+            return whole
+        return _page(reply, limit)
+    if isinstance(reply, Failed):
+        return _failure(reply, limit)
+    return _whole(reply)
+
+
+def fits(outcome: Outcome, limit: int) -> bool:
+    """Whether the whole outcome fits one result of `limit` characters (a failure always does)."""
+    return isinstance(outcome, Failed) or _size(_whole(outcome)) <= limit
+
+
+def _whole(outcome: Answered | Sides) -> CallToolResult:
+    if isinstance(outcome, Sides):
+        return _sides(outcome)
+    return _structured(answer_text(outcome.answer), outcome.answer, {outcome.provider: _trace(outcome)})
+
+
+def _trace(answered: Answered) -> dict[str, Any]:
+    return answered.trace.model_dump(exclude_none=True)
+
+
+def _size(result: CallToolResult) -> int:
+    """The result's length as a host receives it: characters of its JSON, and the JSON-RPC envelope's."""
+    return len(result.model_dump_json(by_alias=True, exclude_none=True)) + ENVELOPE_CHARS
+
+
+def _page(collected: Collected, limit: int) -> CallToolResult:
+    """The page of a long answer from `collected.offset`: as much as fits `limit` with its text carried
+    twice (the text content and the structured `text`), cut at a paragraph or line break where there is one."""
+    text = outcome_text(collected.outcome)
+    start = min(collected.offset, len(text))
+    budget = limit // 2
+    while True:
+        end = page_end(text, start, budget)
+        result = _page_result(collected, text, start, end)
+        excess = _size(result) - limit
+        if excess <= 0 or end - start <= 1:
+            return result
+        budget = max(1, end - start - excess // 2 - 1)  # escaping took more room: shrink (the text is there twice)
+
+
+def page_end(text: str, start: int, budget: int) -> int:
+    """Where a page of at most `budget` characters from `start` ends: after the last paragraph break, else
+    line break, else space, in its second half; else at the budget."""
+    end = start + budget
+    if end >= len(text):
+        return len(text)
+    for separator in ("\n\n", "\n", " "):
+        cut = text.rfind(separator, start + budget // 2, end)
+        if cut >= 0:
+            return cut + len(separator)
+    return end
+
+
+def _page_result(collected: Collected, text: str, start: int, end: int) -> CallToolResult:
+    job_id, outcome, total = collected.job_id, collected.outcome, len(text)
+    shown = f"Characters {start + 1:,}–{end:,} of {total:,}"
+    if end >= total:
+        footer = f"\n\n[{shown}: the end of the answer.]"
+    else:
+        footer = (
+            f'\n\n[{shown}; {total - end:,} more. To read on, call get_result with job_id "{job_id}" and offset {end}.]'
         )
-    if isinstance(reply, Sides):
-        return _sides(reply)
-    return _failure(reply)
+    page = AnswerPage(
+        job_id=job_id,
+        text=text[start:end],
+        offset=start,
+        total_chars=total,
+        next_offset=end if end < total else None,
+        usage=outcome.answer.usage if isinstance(outcome, Answered) else None,
+    )
+    traces = {outcome.provider: _trace(outcome)} if isinstance(outcome, Answered) else _traces(outcome)
+    link = ResourceLink(
+        name="answer",
+        uri=answer_uri(job_id),
+        mime_type="text/plain",
+        description="The whole answer, read in parts of the same size.",
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=text[start:end] + footer), link],
+        structured_content=page.model_dump(mode="json", exclude_none=True),
+        meta={TRACE_META: traces} if traces else None,
+    )
 
 
-def outcome_label(reply: Outcome | JobRecord | CancelReport, *, tasked: bool) -> str:
+def answer_uri(job_id: str, offset: int = 0) -> str:
+    """The resource of a job's answer (from `offset`): what a page's resource link names."""
+    return f"swarm://jobs/{job_id}/answer" + (f"/{offset}" if offset else "")
+
+
+def outcome_text(outcome: Answered | Sides) -> str:
+    """The whole answer as the calling model reads it (what its pages are cut from)."""
+    return answer_text(outcome.answer) if isinstance(outcome, Answered) else sides_text(outcome.sides)
+
+
+def outcome_label(reply: Reply, *, tasked: bool) -> str:
     """A call's outcome in a word, for the metrics: `answer` (a normal result), `handle` or `task` (its job
     runs on), or the failure's kind."""
-    if isinstance(reply, JobRecord):
+    if isinstance(reply, JobRecord) and reply.outcome is None:
         return "task" if tasked else "handle"
+    if isinstance(reply, JobRecord):
+        return "answer" if not isinstance(reply.outcome, Failed) else reply.outcome.kind
     if isinstance(reply, Failed):
         return reply.kind
     return "answer"
@@ -156,18 +256,32 @@ def _sides(outcome: Sides) -> CallToolResult:
         else ProviderOutcome(provider=side.provider, error=side.info)
         for side in outcome.sides
     ]
-    traces = {
-        side.provider: side.trace.model_dump(exclude_none=True) for side in outcome.sides if isinstance(side, Answered)
-    }
-    return _structured(sides_text(outcome.sides), BothAnswers(results=results), traces)
+    return _structured(sides_text(outcome.sides), BothAnswers(results=results), _traces(outcome))
 
 
-def _failure(outcome: Failed) -> CallToolResult:
-    """A failure: one sentence for people, its structured form in `_meta` for programs."""
+def _traces(outcome: Sides) -> dict[str, Any]:
+    return {side.provider: _trace(side) for side in outcome.sides if isinstance(side, Answered)}
+
+
+def _failure(outcome: Failed, limit: int) -> CallToolResult:
+    """A failure: one sentence for people, its structured form in `_meta` for programs. What a broken
+    stream delivered before it failed (`partial_text`) is cut to a quarter of `limit`."""
     text = sides_text(outcome.sides) if outcome.sides else outcome.failure.sentence
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: outcome.failure.info}
-    )
+    info = _clipped(outcome.failure.info, limit // 4)
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True, meta={ERROR_META: info})
+
+
+def _clipped(info: Any, chars: int) -> Any:
+    """`info` with every `partial_text` in it cut to `chars`."""
+    if isinstance(info, list):
+        return [_clipped(item, chars) for item in info]
+    if not isinstance(info, dict):
+        return info
+    clipped = {key: _clipped(value, chars) for key, value in info.items()}
+    partial = clipped.get("partial_text")
+    if isinstance(partial, str) and len(partial) > chars:
+        clipped["partial_text"] = partial[:chars]
+    return clipped
 
 
 def _structured(text: str, content: BaseModel, trace: dict[str, Any] | None = None) -> CallToolResult:

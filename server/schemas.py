@@ -46,7 +46,7 @@ def output_schema(*models: type[BaseModel]) -> dict[str, Any]:
     statuses: list[str] = []
     for schema in schemas:
         for name, prop in schema["properties"].items():
-            if name == "status":
+            if name == "status" and prop["const"] not in statuses:
                 statuses.append(prop["const"])
             properties.setdefault(name, prop)
     properties["status"] = {

@@ -87,9 +87,11 @@ class Tasks(Extension):
         client = client_of_request(ctx.request)
         handover_s = state.settings.task_handover
         reply = await serve(state, params.name, params.arguments or {}, client, progress_of(ctx), handover_s=handover_s)
-        if isinstance(reply, JobRecord):
+        if isinstance(reply, JobRecord) and reply.outcome is None:
             return _view_2026(state, reply, created=True)
-        return render(reply, state.jobs.ttl_s)  # answered within the hand-over time, or refused
+        return render(
+            reply, state.jobs.ttl_s, state.settings.max_result_chars
+        )  # answered within the hand-over time, or refused
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         state, client = _caller(ctx)
@@ -123,7 +125,7 @@ class Tasks(Extension):
         while True:
             reply = await _refusing(state.jobs.get_result(params.task_id, math.inf, None, client))
             if not isinstance(reply, JobRecord):
-                return task_payload(params.task_id, reply)
+                return task_payload(params.task_id, reply, state.settings.max_result_chars)
 
     async def _list(self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams) -> dict[str, Any]:
         """`tasks/list` (2025-11-25): the caller's own jobs, oldest first, `LIST_PAGE` a page."""
@@ -194,7 +196,7 @@ def _caller(ctx: ServerRequestContext[Any, Any]) -> tuple[AppState, str | None]:
 
 def _view_2026(state: AppState, job: JobRecord, *, created: bool = False) -> dict[str, Any]:
     ttl_ms, poll_ms = _timing(state, job)
-    return task_2026(job, ttl_ms=ttl_ms, poll_ms=poll_ms, created=created)
+    return task_2026(job, ttl_ms=ttl_ms, poll_ms=poll_ms, limit=state.settings.max_result_chars, created=created)
 
 
 def _view_2025(state: AppState, job: JobRecord) -> dict[str, Any]:

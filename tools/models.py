@@ -252,6 +252,18 @@ class Answer(Result):
     )
 
 
+class AnswerPage(Result):
+    """Structured content of one page of a long answer; get_result with `offset` reads the next."""
+
+    status: Literal["done"] = Field("done", description="done: the answer is complete; this is one page of it.")
+    job_id: str = Field(description="Pass it to get_result with offset to read on.")
+    text: str = Field(description="This page of the answer's text.")
+    offset: int = Field(description="Where this page starts in the answer's text (characters).")
+    total_chars: int = Field(description="The whole answer's length in characters.")
+    next_offset: int | None = Field(default=None, description="Where the next page starts; left out on the last.")
+    usage: Usage | None = Field(default=None, description="Token counts, as with a whole answer.")
+
+
 class ProviderOutcome(Result):
     """One provider's side of `ask_both`: its answer, or why there is none."""
 

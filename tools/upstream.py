@@ -29,6 +29,7 @@ from swarm_inference_mcp.tools.errors.sentences import (
     queued_out,
     status_error,
     stream_broke,
+    too_large,
 )
 from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.progress import ProgressFn, ProgressReporter
@@ -105,8 +106,12 @@ class Upstream:
         endpoints: Mapping[str, Endpoint],
         retry: RetryPolicy,
         heartbeat_s: float,
+        *,
+        max_response_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._shared = client
+        self._max_bytes = max_response_bytes
+        """The most of a response body read (streamed or not); a longer one is cut off (`too_large`)."""
         self.endpoints = dict(endpoints)
         self._retry = retry
         self.heartbeat_s = heartbeat_s
@@ -147,20 +152,17 @@ class Upstream:
             await self._ready(label)
         with anyio.move_on_after(timeout_s):
             try:
-                response = await self._client.get(endpoint.models_url, headers=endpoint.headers)
+                request = self._client.build_request("GET", endpoint.models_url, headers=endpoint.headers)
+                response = await self._client.send(request, stream=True)
+                try:
+                    if response.status_code >= 400:
+                        raise (await self._status_error(endpoint, response)).redact(self._secrets)
+                    content = await self._body(label, response)
+                finally:
+                    await response.aclose()
             except httpx2.TransportError as exc:
                 raise _transport_error(label, exc, received=False).redact(self._secrets) from None
-            if response.status_code >= 400:
-                error = status_error(
-                    label,
-                    response.status_code,
-                    response.content,
-                    response.headers,
-                    key_env=endpoint.spec.key_env,
-                    secrets=self._secrets,
-                )
-                raise error.redact(self._secrets)
-            ids = model_ids(label, response.content)
+            ids = model_ids(label, content)
             self._models[provider] = (time.monotonic() + MODELS_TTL_S, ids)
             return ids
         raise models_deadline(label, timeout_s)
@@ -275,7 +277,7 @@ class Upstream:
             try:
                 if response.status_code >= 400:
                     raise await self._status_error(endpoint, response)
-                content = await response.aread()
+                content = await self._body(label, response)
             finally:
                 await response.aclose()
         except httpx2.TransportError as exc:
@@ -303,10 +305,14 @@ class Upstream:
                     raise await self._status_error(endpoint, response)
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
                     # Some OpenAI-compatible servers ignore `stream` and answer in one piece.
-                    return parse_completion(label, await response.aread())
+                    return parse_completion(label, await self._body(label, response))
+                received = 0
                 async for event in source:
                     if first_chunk_s is None:
                         first_chunk_s = time.monotonic() - sent
+                    received += len(event.data)
+                    if received > self._max_bytes:
+                        raise too_large(label, self._max_bytes)
                     if event.event == "error":
                         acc.raise_error(event.data)
                     added = acc.feed(event.data)
@@ -321,6 +327,15 @@ class Upstream:
         completion = acc.result()
         completion.first_chunk_s = first_chunk_s
         return completion
+
+    async def _body(self, label: str, response: httpx2.Response) -> bytes:
+        """The whole body, read as it arrives; past the limit the read stops and the call fails."""
+        body = bytearray()
+        async for piece in response.aiter_bytes():
+            body += piece
+            if len(body) > self._max_bytes:
+                raise too_large(label, self._max_bytes)
+        return bytes(body)
 
     async def _status_error(self, endpoint: Endpoint, response: httpx2.Response) -> CallError:
         body = b""

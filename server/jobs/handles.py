@@ -35,6 +35,9 @@ class GetResultArgs(JobArgs):
         description="Optional: seconds to wait for the outcome before getting the handle back again. "
         "Leave out for the server's default.",
     )
+    offset: int | None = Field(
+        default=None, ge=0, description="Optional: where to read on in a long answer (a page's next_offset)."
+    )
 
 
 class RunningJob(Result):

@@ -103,6 +103,16 @@ class Failed:
 Outcome = Answered | Sides | Failed
 
 
+@dataclass(frozen=True)
+class Collected:
+    """An answer read from its job (get_result, or a long answer kept so that it can be read on): one
+    too long for a result is shown a page at a time, from `offset` (`server.results`)."""
+
+    job_id: str
+    outcome: Answered | Sides
+    offset: int = 0
+
+
 def status_of(outcome: Outcome | None, *, lost: bool = False) -> str:
     """A job's status in one word: running (or lost, when its instance stopped), done, failed, cancelled."""
     if outcome is None:

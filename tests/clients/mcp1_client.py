@@ -42,6 +42,8 @@ async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
                         step["name"], step.get("arguments", {}), progress_callback=callback
                     )
                 dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+                if step["op"] == "pages":
+                    dumped = await read_on(session, dumped)
                 outcomes.append({"ok": True, "result": dumped, "progress": progress})
             except McpError as err:
                 error = {"name": "McpError", "code": err.error.code, "message": err.error.message}
@@ -50,6 +52,24 @@ async def run(plan: dict[str, Any]) -> list[dict[str, Any]]:
                 error = {"name": type(err).__name__, "code": None, "message": str(err)}
                 outcomes.append({"ok": False, "error": error, "progress": progress})
     return outcomes
+
+
+async def read_on(session: ClientSession, first: dict[str, Any]) -> dict[str, Any]:
+    """Every page of a long answer (get_result with each next_offset), and every part of its resource link."""
+    pages = [first]
+    while (page := pages[-1].get("structuredContent") or {}).get("next_offset") is not None:
+        arguments = {"job_id": page["job_id"], "offset": page["next_offset"]}
+        result = await session.call_tool("get_result", arguments)
+        pages.append(result.model_dump(by_alias=True, mode="json", exclude_none=True))
+    reads: list[dict[str, Any]] = []
+    links = [block["uri"] for block in first.get("content", []) if block.get("type") == "resource_link"]
+    uri = links[0] if links else None
+    while uri is not None:
+        read = (await session.read_resource(uri)).model_dump(by_alias=True, mode="json", exclude_none=True)
+        reads.append(read)
+        meta = read["contents"][0].get("_meta") or {}
+        uri = f"{links[0]}/{meta['next_offset']}" if "next_offset" in meta else None
+    return {"pages": pages, "reads": reads}
 
 
 def main() -> None:

@@ -5,7 +5,9 @@
 // SDK_DIR holds node_modules/@modelcontextprotocol/sdk (installed by the test run into a cache);
 // PLAN.json is {"server": {"command", "args", "env"}, "timeout_ms"?, "steps": [...]}, each step
 // {"op": "list"}, {"op": "call", "name", "arguments", "progress"?: true}, or {"op": "collect", ...}
-// (a call, then get_result with its job_id for as long as it says "running"). Prints one JSON array:
+// (a call, then get_result with its job_id for as long as it says "running"), or {"op": "pages", ...}
+// (a call, then get_result with each page's next_offset; its result is {pages, reads}: every page, and
+// every part of the first page's resource link, read on by each part's _meta.next_offset). Prints one JSON array:
 // per step {"ok": true, "result", "progress"} or {"ok": false, "error": {"name", "code", "message"}}.
 // A protocol error (such as the SDK's own output-schema check failing) is an "ok": false step.
 "use strict";
@@ -43,6 +45,25 @@ async function main() {
           callOptions.onprogress = (p) => progress.push(p);
         }
         result = await client.callTool({ name: step.name, arguments: step.arguments || {} }, undefined, callOptions);
+        if (step.op === "pages") {
+          const pages = [result];
+          let page = result.structuredContent;
+          while (page && page.next_offset !== undefined) {
+            const next = { job_id: page.job_id, offset: page.next_offset };
+            pages.push(await client.callTool({ name: "get_result", arguments: next }, undefined, callOptions));
+            page = pages[pages.length - 1].structuredContent;
+          }
+          const reads = [];
+          const link = (result.content || []).find((block) => block.type === "resource_link");
+          let uri = link ? link.uri : null;
+          while (uri) {
+            const read = await client.readResource({ uri });
+            reads.push(read);
+            const meta = read.contents[0]._meta || {};
+            uri = meta.next_offset !== undefined ? `${link.uri}/${meta.next_offset}` : null;
+          }
+          result = { pages, reads };
+        }
         step.polls = 0;
         while (step.op === "collect" && result.structuredContent && result.structuredContent.status === "running") {
           step.polls += 1;

@@ -75,6 +75,14 @@ def bad_answer(provider: str, what: str) -> BadResponseError:
     return BadResponseError(provider, _BAD_ANSWERS[what])
 
 
+def too_large(provider: str, limit: int) -> BadResponseError:
+    """An answer past `SWARM_MCP_MAX_RESPONSE_BYTES`: cut off as it arrived, never used."""
+    return BadResponseError(
+        provider,
+        f"the answer was longer than {limit:,} bytes (SWARM_MCP_MAX_RESPONSE_BYTES), so it was cut off and not used.",
+    )
+
+
 def choice_without_text(provider: str, position: int) -> BadResponseError:
     return BadResponseError(provider, f"choice {position} of the answer had no text content.")
 
