@@ -65,8 +65,9 @@ class Deployment:
 
 
 @contextmanager
-def deployment(fake: FakeUpstream, tmp_path: Path, redis_url: str, **env: str) -> Iterator[Deployment]:
-    """Two instances: enough to show one sees what the other did."""
+def deployment(fake: FakeUpstream, tmp_path: Path, redis_url: str | None, **env: str) -> Iterator[Deployment]:
+    """Two instances: enough to show one sees what the other did (sharing `redis_url`, or nothing)."""
+    shared = {} if redis_url is None else {"SWARM_MCP_REDIS_URL": redis_url, "SWARM_MCP_REDIS_LEASE": str(LEASE_S)}
     with ExitStack() as stack:
         bases, processes = [], []
         for n in range(2):
@@ -76,7 +77,7 @@ def deployment(fake: FakeUpstream, tmp_path: Path, redis_url: str, **env: str) -
                     tmp_path,
                     "--stateless",
                     name=f"instance{n}",
-                    **{"SWARM_MCP_REDIS_URL": redis_url, "SWARM_MCP_REDIS_LEASE": str(LEASE_S), **env},
+                    **{**shared, **env},
                 )
             )
             bases.append(base)
@@ -142,6 +143,30 @@ async def test_a_job_started_on_one_instance_is_collected_and_cancelled_through_
                 outcome = await client.call_tool("get_result", {"job_id": doomed["job_id"]})
                 assert error_of(outcome)["kind"] == "cancelled"
             assert len(fake.seen("swarms")) == 2
+
+
+async def test_without_redis_a_handle_reached_on_the_other_instance_says_collect_again_not_ask_again(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Two stateless instances with no Redis behind one address: a handle that reaches the instance that
+    does not run its job is told to call get_result again (retryable), which reaches the other one: the
+    answer is collected and paid for once."""
+    fake.script("swarms", Reply(delay_s=1.0))
+    with deployment(fake, tmp_path, None) as proxy:
+        async with through(proxy) as client:
+            job = handle_of(await client.call_tool("ask_swarm", {"prompt": "slow question", "wait_s": 0}))
+            owner = proxy.backend_of("ask_swarm")
+            await steer(client, proxy, 1 - owner)
+            error = error_of(await client.call_tool("get_result", {"job_id": job["job_id"]}))
+            await steer(client, proxy, owner)
+            answer = answer_of(await client.call_tool("get_result", {"job_id": job["job_id"], "wait_s": 30}))
+    assert error["kind"] == "unknown_job"
+    assert error["retryable"] is True
+    assert "call get_result again" in error["message"]
+    assert answer["text"] == "swarms says: slow question"
+    assert len(fake.seen("swarms")) == 1
+    for n in range(2):  # each instance said at start what it cannot do alone
+        assert "stateless without SWARM_MCP_REDIS_URL" in (tmp_path / f"instance{n}.stderr").read_text()
 
 
 async def test_a_job_its_instance_forgot_is_still_collected_from_redis(

@@ -224,6 +224,12 @@ async def serve_http(
         f"{len(app.clients)} clients" if app.clients else "no token: loopback only",
     )
 
+    if settings.stateless and settings.redis_url is None:
+        log.warning(
+            "stateless without SWARM_MCP_REDIS_URL: job handles and tasks are found by this instance only; "
+            "behind a load balancer with several instances, give them one Redis (docs/redis.md)"
+        )
+
     def reload_clients() -> None:
         try:
             token = settings.token.get_secret_value() if settings.token else None

@@ -245,15 +245,16 @@ def unknown_job(tool: str, job_id: str, why: str) -> UnknownJobError:
     """`why`: malformed, restarted (another server process's id), expired, evicted, or never."""
     reasons = {
         "malformed": "is not a job id (ids look like j_…); pass the job_id that a call handed back",
-        "restarted": "was handed out by another server process: this one has restarted since (or the request "
-        "reached another instance), and jobs do not survive that. Ask again",
+        "restarted": "was handed out by another server process, which this one cannot reach: instances share jobs "
+        "only through Redis (SWARM_MCP_REDIS_URL). If several instances serve this address, call get_result again "
+        "(the next request may reach the one running it); if the server restarted, the job is gone: ask again",
         "expired": "finished longer ago than SWARM_MCP_JOB_TTL and its outcome was forgotten. Ask again",
         "evicted": "was forgotten to make room: the server keeps at most SWARM_MCP_MAX_JOBS finished jobs. Ask again",
         "never": "was never started by this server. Pass the job_id that a call handed back",
         "shared": "is not known to any server instance sharing Redis: it finished longer ago than SWARM_MCP_JOB_TTL, "
         "or was never handed out. Ask again",
     }
-    return UnknownJobError(tool, f"job {job_id[:64]!r} {reasons[why]}.")
+    return UnknownJobError(tool, f"job {job_id[:64]!r} {reasons[why]}.", retryable=why == "restarted")
 
 
 _STATUS_CLASSES: dict[int, type[StatusError]] = {
