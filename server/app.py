@@ -59,22 +59,14 @@ INSTRUCTIONS = (
     "runs; an identical call joins the running job instead of paying again."
 )
 BOTH_DESCRIPTION = (
-    "Ask Fortytwo and Swarms the same question at the same time and get both answers side by side, each "
-    "labelled with provider, model, usage and latency. Takes as long as the slower provider. If one "
-    "provider fails, the other's answer still comes back with the failure beside it; the call fails "
-    "only when both do. Give `prompt` (optionally with `system`) or a `messages` conversation. "
-    "If the answers take longer than wait_s, returns a job handle to pass to get_result."
+    "Ask Fortytwo and Swarms the same question at once: both answers side by side, each labelled. One "
+    "failing still returns the other's answer."
 )
 GET_RESULT_DESCRIPTION = (
-    "Collect the outcome of a job that an ask_* call handed back (status running, job_id). Waits up to "
-    "wait_s for it, then returns exactly what the original call would have returned (the answer, its "
-    "error, or ask_both's answers side by side), or the handle again if the job is still running: then "
-    "call get_result again. Costs nothing: the job was paid for once."
+    "Collect a job's outcome (an ask_* call that returned status running and a job_id), or read on in a "
+    "long answer with offset. Free: the job was paid for once. Returns the handle again while it runs."
 )
-CANCEL_DESCRIPTION = (
-    "Stop a running job (by the job_id an ask_* call handed back): its upstream request is aborted at once. "
-    "Cancelling a job that already finished changes nothing and says so."
-)
+CANCEL_DESCRIPTION = "Stop a running job: its upstream request is aborted at once."
 
 
 def create_server(
@@ -188,9 +180,7 @@ def create_server(
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True),
     )
     async def list_models_tool(ctx: Context[AppState, Any]) -> dict[str, Any]:
-        """List the model ids each configured provider serves (asked of its models endpoint, cached for a
-        few minutes), and each provider's default model. A provider without an API key is listed as not
-        configured. Use it to pick a `model` for ask_fortytwo or ask_swarm."""
+        """The model ids each provider serves and its default: to pick a model for ask_fortytwo or ask_swarm."""
         return await list_models(ctx.request_context.lifespan_context)
 
     @server.resource(

@@ -37,7 +37,7 @@ from swarm_inference_mcp.server.jobs.sharing import Ask, RequestSharing
 from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.server.results import Reply, fits, outcome_label, render
-from swarm_inference_mcp.server.schemas import output_schema
+from swarm_inference_mcp.server.schemas import input_schema, output_schema
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.errors.sentences import argument_error, shutting_down
 from swarm_inference_mcp.tools.errors.tree import CallError
@@ -109,14 +109,12 @@ def tool(
         name=name,
         title=title,
         description=description,
-        parameters=ARGUMENTS[name].model_json_schema(by_alias=True),
+        parameters=input_schema(ARGUMENTS[name]),
         fn_metadata=FuncMetadata(arg_model=_RawArguments, output_model=None, output_schema=output_schema(*outputs)),
         is_async=True,
         context_kwarg="ctx",
-        annotations=(
-            annotations
-            or ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
-        ).model_copy(update={"title": title}),
+        annotations=annotations
+        or ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
     assert set(tools) == {"ask_fortytwo", "ask_swarm", "ask_both", "list_models", "get_result", "cancel_job"}
     for tool in tools.values():
         assert tool.description
-        assert len(tool.description) > 80
+        assert len(tool.description) > 50
         assert tool.annotations is not None
         asks_upstream = tool.name not in ("get_result", "cancel_job")
         assert tool.annotations.read_only_hint is (tool.name != "cancel_job")
@@ -44,9 +45,6 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
         assert schema["additionalProperties"] is False
         for name, prop in schema["properties"].items():
             assert prop.get("description"), f"{tool.name}.{name} has no description"
-        for definition in schema.get("$defs", {}).values():
-            for name, prop in definition["properties"].items():
-                assert prop.get("description"), f"{tool.name} nested {name} has no description"
         assert tool.output_schema is not None
     for tool in (tools["ask_fortytwo"], tools["ask_swarm"]):
         assert tool.output_schema is not None
@@ -62,6 +60,35 @@ async def test_tools_are_listed_with_descriptions_schemas_and_annotations(connec
         "prompt", "system", "messages", "model", "timeout_s", "wait_s", "temperature", "top_p", "n", "max_tokens",
         "max_completion_tokens", "presence_penalty", "frequency_penalty", "user", "max_loops",
     }  # fmt: skip
+
+
+MODEL_FACING_MAX = 6_000
+"""Characters of the tools' names, descriptions and input schemas together: what every host hands the
+model in every conversation (about 1,500 tokens)."""
+TOOLS_LIST_MAX = 12_000
+
+
+async def test_the_tool_list_is_cheap_and_every_limit_still_holds(
+    connect: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model-facing part of tools/list stays under 6,000 characters and the whole under 12,000 (sizes
+    printed for docs/tools.md); no schema repeats a limit, yet each limit is refused in one sentence."""
+    async with connect() as client:
+        listed = await client.list_tools()
+        too_many = await client.call_tool("ask_swarm", {"prompt": "x", "n": 11})
+        too_long = await client.call_tool("ask_swarm", {"prompt": "x", "user": "u" * 300})
+    tools = [tool.model_dump(by_alias=True, mode="json", exclude_none=True) for tool in listed.tools]
+    whole = len(json.dumps({"tools": tools}))
+    facing = sum(len(t["name"]) + len(t.get("description", "")) + len(json.dumps(t["inputSchema"])) for t in tools)
+    with capsys.disabled():
+        sys.stdout.write(f"\ntools/list: {whole:,} characters; names, descriptions and input schemas: {facing:,}\n")
+    assert facing < MODEL_FACING_MAX
+    assert whole < TOOLS_LIST_MAX
+    schemas = json.dumps([t["inputSchema"] for t in tools])
+    assert not any(word in schemas for word in ("maxLength", "maximum", 'anyOf": [{"type": "null', "$defs"))
+    assert "`n`" in error_of(too_many)["message"]
+    assert "less than or equal to 10" in error_of(too_many)["message"]
+    assert "`user`" in error_of(too_long)["message"]
 
 
 async def test_fortytwo_maps_every_argument(connect: Callable[..., Any], fake: FakeUpstream) -> None:

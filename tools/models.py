@@ -44,35 +44,31 @@ class Conversation(BaseModel):
         default=None,
         min_length=1,
         max_length=MAX_TEXT,
-        description="The question to ask, as plain text. Give either `prompt` or `messages`, not both.",
+        description="The question, as text (or give messages).",
     )
     system: str | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_TEXT,
-        description="Optional system instruction sent before `prompt`. Only valid together with `prompt`.",
+        description="A system instruction sent before prompt.",
     )
     messages: list[Message] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_MESSAGES,
-        description="A whole conversation instead of `prompt`: a list of {role, content} messages, "
-        "role one of system/user/assistant. Give either `prompt` or `messages`, not both.",
+        description="A conversation instead of prompt: [{role: system|user|assistant, content}].",
     )
     timeout_s: float | None = Field(
         default=None,
         ge=1,
         le=86_400,
-        description="Optional deadline for this call in seconds (at least 1), retries included. "
-        "Leave out for the server's default, which allows for slow swarms; "
-        "values above the server's maximum are lowered to it.",
+        description="Deadline in seconds, retries included; the default suits slow swarms.",
     )
     wait_s: float | None = Field(
         default=None,
         ge=0,
         le=86_400,
-        description="Optional: seconds to wait for the answer before getting a job handle instead (the job keeps "
-        "running; collect it with get_result). 0 returns a handle at once. Leave out for the server's default.",
+        description="Seconds to wait before a job handle comes back instead (0: at once).",
     )
 
     @model_validator(mode="after")
@@ -122,7 +118,7 @@ class ChatArgs(Conversation):
         default=None,
         min_length=1,
         max_length=200,
-        description="Model id to ask. Leave out to use the server's configured default.",
+        description="Model id; default: the server's.",
     )
 
     def request_body(self, default_model: str) -> dict[str, Any]:
@@ -154,11 +150,13 @@ class ProviderSpec:
 
 
 def _fields_by_name(schema: dict[str, Any]) -> None:
-    """Declare the fields by name (`required`), with their type in the description, and no schema
-    per field: clients check every result against the tool's output schema, one validator descent
-    per declared field they meet (`docs/performance.md`). They are integers whatever the upstream
-    sends, as pydantic parses them."""
-    schema.pop("properties", None)
+    """Declare the fields by name (`required`: those always there, a nullable one is left out when
+    null), with their type in the description, and no schema per field: clients check every result
+    against the tool's output schema, one validator descent per declared field they meet
+    (`docs/performance.md`). They are integers whatever the upstream sends, as pydantic parses them."""
+    properties = schema.pop("properties", {})
+    nullable = {name for name, prop in properties.items() if {"type": "null"} in prop.get("anyOf", [])}
+    schema["required"] = [name for name in schema.get("required", []) if name not in nullable]
 
 
 class Usage(BaseModel):
@@ -202,6 +200,8 @@ class Result(BaseModel):
 class ChoiceOut(Result):
     """One of several answers, when `n` > 1."""
 
+    model_config = ConfigDict(json_schema_extra=_fields_by_name)
+
     index: int = Field(description="Position of the choice, from 0.")
     text: str = Field(description="The choice's answer text.")
     finish_reason: str | None = Field(
@@ -211,6 +211,8 @@ class ChoiceOut(Result):
 
 class ErrorInfo(Result):
     """A failure in the form a program reads; fields that do not apply are left out."""
+
+    model_config = ConfigDict(json_schema_extra=_fields_by_name)
 
     kind: str = Field(description="What went wrong: auth, rate_limited, timeout, config, invalid_arguments, ...")
     message: str = Field(description="The same one sentence a person reads.")
@@ -242,10 +244,11 @@ class Answer(Result):
     )
     usage: Usage | None = Field(
         default=None,
-        description="Token counts, three integers: prompt_tokens (the request), completion_tokens (the answer), "
-        "total_tokens (both). Left out when the upstream did not report them.",
+        description="Token counts, three integers: prompt_tokens, completion_tokens, total_tokens.",
     )
-    choices: list[ChoiceOut] | None = Field(default=None, description="Every choice, when more than one came back.")
+    choices: list[ChoiceOut] | None = Field(
+        default=None, description="Every choice, when more than one came back: {index, text, finish_reason?}."
+    )
     cached: bool | None = Field(
         default=None,
         description="true when a recent identical call's answer was reused (no tokens spent); left out otherwise.",
@@ -261,7 +264,9 @@ class AnswerPage(Result):
     offset: int = Field(description="Where this page starts in the answer's text (characters).")
     total_chars: int = Field(description="The whole answer's length in characters.")
     next_offset: int | None = Field(default=None, description="Where the next page starts; left out on the last.")
-    usage: Usage | None = Field(default=None, description="Token counts, as with a whole answer.")
+    usage: Usage | None = Field(
+        default=None, description="Token counts, three integers: prompt_tokens, completion_tokens, total_tokens."
+    )
 
 
 class ProviderOutcome(Result):
@@ -269,7 +274,10 @@ class ProviderOutcome(Result):
 
     provider: str = Field(description="fortytwo or swarms.")
     answer: Answer | None = Field(default=None, description="The answer, when the provider gave one.")
-    error: ErrorInfo | None = Field(default=None, description="Why there is no answer, when the provider failed.")
+    error: ErrorInfo | None = Field(
+        default=None,
+        description="Why there is no answer, as in an error's _meta: kind, message, provider, retryable, ...",
+    )
 
 
 class BothAnswers(Result):

@@ -22,7 +22,7 @@ class JobArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str = Field(min_length=1, max_length=200, description='The job_id a call handed back ("j_...").')
+    job_id: str = Field(min_length=1, max_length=200, description="The job_id a call returned.")
 
 
 class GetResultArgs(JobArgs):
@@ -32,11 +32,10 @@ class GetResultArgs(JobArgs):
         default=None,
         ge=0,
         le=86_400,
-        description="Optional: seconds to wait for the outcome before getting the handle back again. "
-        "Leave out for the server's default.",
+        description="Seconds to wait for the outcome; default: the server's.",
     )
     offset: int | None = Field(
-        default=None, ge=0, description="Optional: where to read on in a long answer (a page's next_offset)."
+        default=None, ge=0, description="Where to read on in a long answer: a page's next_offset."
     )
 
 

@@ -33,7 +33,7 @@ else:
                     default=None,
                     min_length=1,
                     max_length=200,
-                    description=f"{spec.label} model; leave out for the default.",
+                    description=f"{spec.label} model; default: the server's.",
                 ),
             )
             for spec in PROVIDERS

@@ -42,7 +42,7 @@ class SwarmsMessage(Message):
 
     content: str | list[TextPart | ImagePart] = Field(  # type: ignore[assignment]  # widens the base field
         min_length=1,
-        description="The message text, or a list of content parts ({type: text, text} or {type: image_url, ...}).",
+        description="Text, or parts: {type: text, text} or {type: image_url, image_url: {url}}.",
     )
     name: str | None = Field(default=None, min_length=1, max_length=64, description="Optional name of the participant.")
 
@@ -54,30 +54,27 @@ class SwarmsArgs(ChatArgs):
         default=None,
         min_length=1,
         max_length=MAX_MESSAGES,
-        description="A whole conversation instead of `prompt`: a list of {role, content, name?} messages, "
-        "role one of system/user/assistant, content a string or a list of parts. "
-        "Give either `prompt` or `messages`, not both.",
+        description="A conversation instead of prompt: [{role: system|user|assistant, content, name?}]; content "
+        "is text or parts: {type: text, text} or {type: image_url, image_url: {url}}.",
     )
-    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature, 0 to 2.")
-    top_p: float | None = Field(default=None, ge=0, le=1, description="Nucleus sampling mass, 0 to 1.")
-    n: int | None = Field(default=None, ge=1, le=10, description="How many answers to generate, 1 to 10.")
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="Upper bound on answer tokens.")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="0 to 2.")
+    top_p: float | None = Field(default=None, ge=0, le=1, description="0 to 1.")
+    n: int | None = Field(default=None, ge=1, le=10, description="Answers to generate, 1 to 10.")
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="Most tokens in the answer.")
     max_completion_tokens: int | None = Field(
         default=None,
         ge=1,
         le=MAX_TOKENS,
-        description="Upper bound on completion tokens; takes precedence over max_tokens upstream.",
+        description="Most completion tokens; wins over max_tokens.",
     )
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2, description="Presence penalty, -2 to 2.")
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, description="Frequency penalty, -2 to 2.")
-    user: str | None = Field(
-        default=None, min_length=1, max_length=256, description="An id for the end user, for abuse tracking."
-    )
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, description="-2 to 2.")
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, description="-2 to 2.")
+    user: str | None = Field(default=None, min_length=1, max_length=256, description="End-user id, for abuse tracking.")
     max_loops: int | None = Field(
         default=None,
         ge=1,
         le=100,
-        description="How many reasoning loops the Swarms agent may run (Swarms extension; upstream default 1).",
+        description="Reasoning loops of the Swarms agent (default 1).",
     )
 
 
@@ -87,11 +84,8 @@ SPEC = ProviderSpec(
     tool_name="ask_swarm",
     title="Ask a Swarms agent",
     description=(
-        "Ask the Swarms API (OpenAI-compatible chat completions run by a Swarms agent) for an answer. "
-        "Use it for a second opinion from another model; `max_loops` lets the agent reason in several "
-        "passes, and `n` returns several answers. "
-        "Give `prompt` (optionally with `system`) or a `messages` conversation. "
-        "Returns the answer text, with model, usage and latency as structured content."
+        "Ask a Swarms agent (OpenAI-compatible chat completions) for a second opinion from another model; "
+        "max_loops lets it reason in several passes, n returns several answers."
     ),
     args_model=SwarmsArgs,
     key_env="SWARMS_API_KEY",
