@@ -40,6 +40,8 @@ ANONYMOUS = "anonymous"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 _OPTIONS = ("daily_tokens", "max_sessions", "max_jobs")
+_NUMBER = re.compile(r"^[0-9]{1,15}$")
+"""An option's value: ASCII digits (`str.isdigit` takes "²" too), at most 15 of them."""
 MIN_TOKEN_LENGTH = 16
 
 
@@ -83,10 +85,13 @@ def parse_tokens(text: str, origin: str) -> list[Admitted]:
         settings: dict[str, int] = {}
         for option in options:
             key, _, value = option.partition("=")
-            if key not in _OPTIONS or not value.isdigit() or int(value) < 1:
+            if key not in _OPTIONS or not _NUMBER.match(value) or int(value) < 1:
                 raise problem(
-                    f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N at least 1"
+                    f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N a whole "
+                    "number from 1 to 15 digits"
                 )
+            if key in settings:
+                raise problem(f"{key} is given twice")
             settings[key] = int(value)
         client = Admitted(
             Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token), plain=not hashed
@@ -107,6 +112,8 @@ def load_clients(tokens_file: str | None, token: str | None) -> list[Admitted]:
             text = Path(tokens_file).read_text(encoding="utf-8")
         except OSError as exc:
             raise TokensFileError(f"{tokens_file}: cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise TokensFileError(f"{tokens_file}: is not UTF-8 text") from None
         clients = parse_tokens(text, tokens_file)
     if token is not None:
         clients.append(Admitted(Client(ANONYMOUS), digest(token)))

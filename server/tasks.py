@@ -24,6 +24,7 @@ call produced at once.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -44,7 +45,7 @@ from swarm_inference_mcp.server.jobs.runner import JobRunner
 from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.results import render, task_2025, task_2026, task_payload, task_status
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.errors.sentences import task_already_ended
+from swarm_inference_mcp.tools.errors.sentences import task_already_ended, task_cursor_unknown
 from swarm_inference_mcp.tools.errors.tree import CallError
 
 T = TypeVar("T")
@@ -52,6 +53,8 @@ T = TypeVar("T")
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 TASK_TOOLS = frozenset({*(spec.tool_name for spec in PROVIDERS), "ask_both"})
 """The tools whose calls may become tasks: the ones that ask a swarm."""
+_CURSOR = re.compile(r"[0-9]{1,9}")
+"""A `tasks/list` cursor as we hand them out: where the next page starts."""
 LIST_PAGE = 100
 """Tasks per page of `tasks/list`."""
 LEGACY_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
@@ -131,7 +134,9 @@ class Tasks(Extension):
         """`tasks/list` (2025-11-25): the caller's own jobs, oldest first, `LIST_PAGE` a page."""
         state, client = _caller(ctx)
         jobs, _ = await state.jobs.records(client)
-        start = int(params.cursor) if params.cursor and params.cursor.isdigit() else 0
+        if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
+            raise MCPError(INVALID_PARAMS, task_cursor_unknown(params.cursor).sentence)
+        start = int(params.cursor) if params.cursor else 0
         page = jobs[start : start + LIST_PAGE]
         listing: dict[str, Any] = {"tasks": [_view_2025(state, job) for job in page]}
         if start + LIST_PAGE < len(jobs):
@@ -150,9 +155,15 @@ class LegacyTasks:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if _modern(ctx) or ctx.method not in ("initialize", "tools/list", "tools/call"):
             return await call_next(ctx)
-        params = ctx.params or {}
-        if ctx.method == "tools/call" and params.get("task") is not None and params.get("name") in TASK_TOOLS:
-            return await self._task_call(ctx, call_next, str(params["name"]))
+        params = ctx.params if isinstance(ctx.params, dict) else {}
+        name = params.get("name")
+        if (
+            ctx.method == "tools/call"
+            and params.get("task") is not None
+            and isinstance(name, str)
+            and name in TASK_TOOLS
+        ):
+            return await self._task_call(ctx, call_next, name)
         result = await call_next(ctx)
         if not isinstance(result, dict):
             return result

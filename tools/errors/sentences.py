@@ -216,6 +216,13 @@ def job_bug(tool: str) -> CallError:
     return CallError(tool, "failed unexpectedly; see the server's log.")
 
 
+def task_cursor_unknown(cursor: str) -> UnknownJobError:
+    """A `tasks/list` cursor we never handed out."""
+    return UnknownJobError(
+        "tasks/list", f"the cursor {cursor[:32]!r} is not one tasks/list handed out; list from the start."
+    )
+
+
 def task_already_ended(task_id: str, status: str) -> UnknownJobError:
     """`tasks/cancel` (2025-11-25) of a task in a terminal status, which that generation refuses."""
     return UnknownJobError(
