@@ -184,7 +184,12 @@ class Settings(BaseSettings):
         None,
         pattern=r"^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$",
         description="HOST:PORT on which the Prometheus metrics are served, at /metrics, with no token (bind it "
-        "where only the monitoring reaches); unset, they are served beside /mcp and need a client's token.",
+        "where only the monitoring reaches); unset, they are served beside /mcp (see SWARM_MCP_METRICS_TOKEN).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="The token Prometheus scrapes /metrics beside /mcp with; a client's token never reads them. "
+        "Unset, they are served beside /mcp only to a server with no client tokens (loopback).",
     )
     max_line_bytes: int = Field(
         16 * 1024 * 1024,

@@ -143,6 +143,51 @@ async def test_a_client_at_its_session_limit_gets_429_and_no_one_else_does(fake:
         assert open_session(base, ALICE).status_code == 200  # one ended, one may open
 
 
+async def test_simultaneous_opens_never_pass_a_clients_session_limit(fake: FakeUpstream, tmp_path: Path) -> None:
+    """alice (max_sessions=3) sends 60 initialize requests at once: three sessions open, the rest get 429."""
+    clients = tokens_file(tmp_path, f"alice {ALICE} max_sessions=3")
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    with http_server(fake, tmp_path, SWARM_MCP_TOKENS_FILE=str(clients)) as (base, _):
+        statuses: list[int] = []
+        async with httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_connections=60)) as http:
+
+            async def open_one() -> None:
+                response = await http.post(f"{base}/mcp", json=initialize, headers=headers(ALICE))
+                statuses.append(response.status_code)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(60):
+                    tg.start_soon(open_one)
+        later = open_session(base, ALICE).status_code
+    assert sorted(set(statuses)) == [200, 429]
+    assert statuses.count(200) == 3
+    assert later == 429
+
+
+async def test_a_session_stays_counted_whatever_other_paths_and_clients_are_answered(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A 404 for alice's session id on another path, or for bob naming it, does not end it: she still
+    holds her one session (her limit), and it still answers."""
+    clients = tokens_file(tmp_path, f"alice {ALICE} max_sessions=1", f"bob {BOB_HASH}")
+    with http_server(fake, tmp_path, SWARM_MCP_TOKENS_FILE=str(clients)) as (base, _):
+        alices = session_of(base, ALICE)
+        body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        elsewhere = httpx2.post(f"{base}/nope", json=body, headers=headers(ALICE, alices), timeout=10)
+        named_by_bob = list_tools(base, BOB, alices)
+        another = open_session(base, ALICE).status_code
+        still = list_tools(base, ALICE, alices)
+    assert elsewhere.status_code == 404
+    assert named_by_bob == 404
+    assert another == 429
+    assert still == 200
+
+
 async def test_idle_sessions_expire(fake: FakeUpstream, tmp_path: Path) -> None:
     clients = tokens_file(tmp_path, f"alice {ALICE} max_sessions=1")
     env = {"SWARM_MCP_TOKENS_FILE": str(clients), "SWARM_MCP_SESSION_IDLE": "1"}

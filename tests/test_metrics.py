@@ -19,21 +19,24 @@ from tests.test_gateway import ALICE, BOB, BOB_HASH, session_of, tokens_file
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
+SCRAPER = "prometheus-scrape-token-0123456789"
+
 
 async def test_prometheus_scrapes_calls_tokens_latency_and_budgets(fake: FakeUpstream, tmp_path: Path) -> None:
     """alice's answer spends her whole daily budget, so her next call is refused; bob meets a 429 from
-    Fortytwo and streams an answer from Swarms. Prometheus, scraping with bob's token, sees all of it."""
+    Fortytwo and streams an answer from Swarms. Prometheus, scraping with the scrape token, sees all of it."""
     clients = tokens_file(tmp_path, f"alice {ALICE} daily_tokens=8", f"bob {BOB_HASH}")
     fake.script("fortytwo", Reply(status=429, json={"error": {"message": "slow down", "type": "rate_limited"}}))
     env = {
         "SWARM_MCP_TOKENS_FILE": str(clients),
+        "SWARM_MCP_METRICS_TOKEN": SCRAPER,
         "SWARM_MCP_STATE_DB": str(tmp_path / "state.db"),
         "SWARM_MCP_DAILY_TOKEN_BUDGET": "1000",
         "SWARM_MCP_MAX_RETRIES": "0",
     }
     with (
         http_server(fake, tmp_path, **env) as (base, _),
-        Prometheus(tmp_path, base.removeprefix("http://"), BOB) as prom,
+        Prometheus(tmp_path, base.removeprefix("http://"), SCRAPER) as prom,
     ):
         async with mcp_client(f"{base}/mcp", token=ALICE) as alice:
             answered = await alice.call_tool("ask_swarm", {"prompt": "one two three"})  # 3 + 5 tokens
@@ -100,18 +103,31 @@ async def test_prometheus_scrapes_calls_tokens_latency_and_budgets(fake: FakeUps
             prom.query(expression.replace("$__rate_interval", "1m"))
         for series in prom.query('{__name__=~"swarm_mcp_.*"}'):
             labels = " ".join(f"{k}={v}" for k, v in series["metric"].items())
-            for secret in (ALICE, BOB, fake.keys["swarms"], fake.keys["fortytwo"], "one two three", "j_"):
+            for secret in (ALICE, BOB, SCRAPER, fake.keys["swarms"], fake.keys["fortytwo"], "one two three", "j_"):
                 assert secret not in labels, labels
 
 
-async def test_metrics_need_a_token_beside_mcp_and_none_on_their_own_bind(fake: FakeUpstream, tmp_path: Path) -> None:
+async def test_metrics_need_the_scrape_token_beside_mcp_and_none_on_their_own_bind(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """The metrics name every client and its spend: a client's token never reads them, the scrape token
+    does, and without one they are not served beside /mcp at all."""
     clients = tokens_file(tmp_path, f"alice {ALICE}")
-    with http_server(fake, tmp_path, SWARM_MCP_TOKENS_FILE=str(clients)) as (base, _):
+    scrape = {"SWARM_MCP_TOKENS_FILE": str(clients), "SWARM_MCP_METRICS_TOKEN": SCRAPER}
+    with http_server(fake, tmp_path, **scrape) as (base, _):
         assert httpx2.get(f"{base}/metrics", timeout=10).status_code == 401
-        scraped = httpx2.get(f"{base}/metrics", headers={"Authorization": f"Bearer {ALICE}"}, timeout=10)
+        as_alice = httpx2.get(f"{base}/metrics", headers={"Authorization": f"Bearer {ALICE}"}, timeout=10)
+        scraped = httpx2.get(f"{base}/metrics", headers={"Authorization": f"Bearer {SCRAPER}"}, timeout=10)
+        on_mcp = httpx2.post(f"{base}/mcp", json={}, headers={"Authorization": f"Bearer {SCRAPER}"}, timeout=10)
+        assert as_alice.status_code == 401
+        assert "swarm_mcp" not in as_alice.text
         assert scraped.status_code == 200
         assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert "# TYPE swarm_mcp_tool_calls_total counter" in scraped.text
+        assert on_mcp.status_code == 401  # the scrape token is no client
+    with http_server(fake, tmp_path, name="unscraped", SWARM_MCP_TOKENS_FILE=str(clients)) as (base, _):
+        unset = httpx2.get(f"{base}/metrics", headers={"Authorization": f"Bearer {ALICE}"}, timeout=10)
+        assert unset.status_code == 404
     port = free_port()
     own = {"SWARM_MCP_TOKENS_FILE": str(clients), "SWARM_MCP_METRICS_ADDR": f"127.0.0.1:{port}"}
     with http_server(fake, tmp_path, name="own-bind", **own) as (base, _):

@@ -7,8 +7,11 @@ In front of the SDK's app sits one small ASGI gate, checked in this order:
 2. Host and Origin must be allowed (DNS-rebinding protection), on every bind address: 421 or 403.
 3. With a token configured, every request must carry `Authorization: Bearer <token>`, compared in
    constant time: 401 with `WWW-Authenticate` otherwise, and nothing reaches the tools.
-4. `GET /metrics` (Prometheus, `server.gateway.metrics`) is answered here, after the token, unless the
-   metrics have a bind of their own (`SWARM_MCP_METRICS_ADDR`, served by `serve_metrics`, no token).
+4. `GET /metrics` (Prometheus, `server.gateway.metrics`) is answered here, before any client token is
+   looked at, unless the metrics have a bind of their own (`SWARM_MCP_METRICS_ADDR`, served by
+   `serve_metrics`, no token): they show every client's name and spend, so only the scrape token
+   (`SWARM_MCP_METRICS_TOKEN`) reads them, or anyone when the server has no client tokens at all
+   (loopback); a client's token never does.
 
 The body size limit is the SDK's (it refuses a declared or streamed oversize body without
 reading it whole). The client's token is never passed upstream: tools only ever use the server's
@@ -17,6 +20,7 @@ own keys and base URLs.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 import re
@@ -33,7 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from swarm_inference_mcp.server.clients import Admitted, Client, authenticate
+from swarm_inference_mcp.server.clients import Admitted, Client, authenticate, digest
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
@@ -142,31 +146,46 @@ class _Session:
 
 class Sessions:
     """The MCP sessions each client holds, as the gate saw them open and end, by the SDK's rule: a
-    session ends when it is deleted, when a request for it is answered 404 (the SDK forgot it), or
-    once no request of it (a POST being answered, an open GET stream) has been in flight for `idle_s`."""
+    session ends when its client deletes it, when a request of its client for it is answered 404 (the
+    SDK forgot it), or once no request of it (a POST being answered, an open GET stream) has been in
+    flight for `idle_s`. A request that may open one (a POST to the MCP path without a session id)
+    counts as one from the moment it is let in until it opened one or was answered, so that
+    simultaneous opens cannot pass the limit together. Another client's requests naming a session
+    change nothing: the SDK answers them 404 as if it did not exist, and so it stays counted."""
 
     def __init__(self, idle_s: float) -> None:
         self._idle_s = idle_s
         self._open: dict[str, _Session] = {}
+        self._opening: Counter[str] = Counter()
+        """Requests per client let in that may open a session and have not yet."""
 
     def held(self, client: str, now: float) -> int:
         return self.by_client(now).get(client, 0)
 
     def by_client(self, now: float) -> dict[str, int]:
-        """How many open sessions each client holds."""
+        """How many open sessions each client holds (those being opened included)."""
         for session_id, session in list(self._open.items()):
             if session.in_flight == 0 and now - session.idle_since >= self._idle_s:
                 del self._open[session_id]
-        return dict(Counter(session.client for session in self._open.values()))
+        held = Counter(session.client for session in self._open.values()) + self._opening
+        return dict(held)
 
-    def begin(self, session_id: str) -> None:
+    def opening(self, client: str) -> None:
+        self._opening[client] += 1
+
+    def opening_done(self, client: str) -> None:
+        self._opening[client] -= 1
+        if self._opening[client] <= 0:
+            del self._opening[client]
+
+    def begin(self, session_id: str, client: str) -> None:
         session = self._open.get(session_id)
-        if session is not None:
+        if session is not None and session.client == client:
             session.in_flight += 1
 
-    def end(self, session_id: str, method: str, status: int | None, now: float) -> None:
+    def end(self, session_id: str, client: str, method: str, status: int | None, now: float) -> None:
         session = self._open.get(session_id)
-        if session is None:
+        if session is None or session.client != client:
             return
         session.in_flight -= 1
         session.idle_since = now
@@ -201,13 +220,16 @@ class Gate:
         self._metrics = metrics
         self._state_of = state_of
         self._metrics_here = metrics is not None and settings.metrics_bind is None
-        """/metrics is served beside /mcp, behind the token, unless the metrics have a bind of their own."""
+        """/metrics is served beside /mcp (to the scrape token) unless the metrics have a bind of their own."""
+        self._scrape = None if settings.metrics_token is None else digest(settings.metrics_token.get_secret_value())
         self._security = TransportSecurityMiddleware(security)
         self.clients = clients
         """Replaced as a whole when the tokens file is re-read (SIGHUP)."""
         self._authenticate = bool(clients)
         self._max_sessions = settings.max_sessions_per_client
         self._sessions = None if settings.stateless else Sessions(settings.session_idle)
+        self._path = settings.path
+        """The MCP endpoint: only its requests open, use and end sessions."""
         """Who holds which session (None when stateless: there are none)."""
         self.answering = InFlight()
         """POSTs being answered: a shutdown waits for them, so that every last result is written."""
@@ -222,6 +244,11 @@ class Gate:
             return
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=False)
+        if refusal is None and scope["path"] == "/metrics" and self._metrics_here:
+            await (self._metrics_refusal(request) or Response(await self.scrape(), media_type=CONTENT_TYPE))(
+                scope, receive, send
+            )
+            return
         if refusal is None and self._authenticate:
             client = self._client(request)
             if client is None:
@@ -240,10 +267,7 @@ class Gate:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if scope["path"] == "/metrics" and self._metrics_here and scope["method"] in ("GET", "HEAD"):
-            await Response(await self.scrape(), media_type=CONTENT_TYPE)(scope, receive, send)
-            return
-        if self._sessions is not None and self._authenticate:
+        if self._sessions is not None and self._authenticate and scope["path"] == self._path:
             await self._counted(scope, receive, send, request)
         elif scope["method"] != "POST":  # a GET event stream stays open for the session's life
             await self._app(scope, receive, send)
@@ -258,19 +282,23 @@ class Gate:
         session_id = request.headers.get("mcp-session-id")
         client: str = scope["user"].access_token.client_id
         status: list[int] = []
+        opening = session_id is None and scope["method"] == "POST"  # counted since `_session_refusal`
 
         async def watch(message: Message) -> None:
-            nonlocal session_id
+            nonlocal session_id, opening
             if message["type"] == "http.response.start":
                 status.append(message["status"])
                 opened = dict(message.get("headers", [])).get(b"mcp-session-id")
                 if session_id is None and opened is not None:
                     session_id = opened.decode()
                     sessions.opened(session_id, client, time.monotonic())
+                    if opening:
+                        sessions.opening_done(client)
+                        opening = False
             await send(message)
 
         if session_id is not None:
-            sessions.begin(session_id)
+            sessions.begin(session_id, client)
         try:
             if scope["method"] == "POST":
                 with self.answering.track():
@@ -278,8 +306,10 @@ class Gate:
             else:
                 await self._app(scope, receive, watch)
         finally:
+            if opening:
+                sessions.opening_done(client)
             if session_id is not None:
-                sessions.end(session_id, scope["method"], status[0] if status else None, time.monotonic())
+                sessions.end(session_id, client, scope["method"], status[0] if status else None, time.monotonic())
 
     async def scrape(self) -> bytes:
         """The metrics, in Prometheus' text format (empty without them)."""
@@ -288,6 +318,23 @@ class Gate:
         sessions = {} if self._sessions is None else self._sessions.by_client(time.monotonic())
         return await self._metrics.render(self._state_of(), sessions, [admitted.client for admitted in self.clients])
 
+    def _metrics_refusal(self, request: Request) -> Response | None:
+        """Why this request may not read the metrics, or None: they are the operator's."""
+        if request.method not in ("GET", "HEAD"):
+            return Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"})
+        if not self._authenticate:
+            return None  # no client tokens: a loopback server of one person
+        if self._scrape is None:
+            return Response("Not Found", status_code=404)  # SWARM_MCP_METRICS_TOKEN unset: not served here
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(digest(presented.strip()), self._scrape):
+            return None
+        return Response(
+            "The metrics need the scrape token (SWARM_MCP_METRICS_TOKEN)",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp metrics"'},
+        )
+
     def _client(self, request: Request) -> Client | None:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
@@ -295,12 +342,19 @@ class Gate:
         return authenticate(self.clients, presented.strip())
 
     def _session_refusal(self, request: Request, client: Client) -> Response | None:
-        """429 for a new session past the client's limit; other clients are not affected."""
-        if self._sessions is None or request.method != "POST" or "mcp-session-id" in request.headers:
+        """429 for a new session past the client's limit; other clients are not affected. A request let in
+        that may open one is counted at once (no await between the check and the count)."""
+        if (
+            self._sessions is None
+            or request.method != "POST"
+            or "mcp-session-id" in request.headers
+            or request.scope["path"] != self._path
+        ):
             return None
         limit = client.max_sessions or self._max_sessions
         held = self._sessions.held(client.name, time.monotonic())
         if held < limit:
+            self._sessions.opening(client.name)
             return None
         message = (
             f"client {client.name} already holds {held} open sessions, its limit ({limit}); end one "

@@ -224,6 +224,8 @@ async def serve_http(
         f"{len(app.clients)} clients" if app.clients else "no token: loopback only",
     )
 
+    if app.clients and settings.metrics_bind is None and settings.metrics_token is None:
+        log.info("metrics are not served: set SWARM_MCP_METRICS_TOKEN (scraped beside /mcp) or SWARM_MCP_METRICS_ADDR")
     if settings.stateless and settings.redis_url is None:
         log.warning(
             "stateless without SWARM_MCP_REDIS_URL: job handles and tasks are found by this instance only; "
