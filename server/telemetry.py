@@ -6,6 +6,12 @@ then, and installed as the process's tracer provider, which the SDK's own span o
 and ours of each upstream request (`tools.connection.request_span`) report to. The exporter reads the other
 standard variables itself (headers, timeout, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
 Spans are flushed when the server stops.
+
+What a client sends cannot grow them: every span has limits (`LIMITS`: attributes, their length,
+events, links), names are cut to `MAX_NAME` (the SDK names a tool call's span after the tool the
+client named), and the export queue holds at most `QUEUE_SPANS`, so a slow collector costs at
+most `QUEUE_SPANS` spans of bounded size; past that the SDK drops spans (and says so in the log)
+rather than growing the server.
 """
 
 from __future__ import annotations
@@ -13,12 +19,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from swarm_inference_mcp.server import __version__
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+MAX_NAME = 128
+"""Characters of a span's name."""
+QUEUE_SPANS = 512
+"""Spans waiting for the exporter; each is at most about 32 attributes of 512 characters (16 KiB)."""
+BATCH_SPANS = 128
+"""Spans in one export: at most about 2 MiB, under a collector's usual 4 MiB limit."""
 
 
 def wanted(environ: Mapping[str, str]) -> bool:
@@ -44,7 +57,7 @@ def traced(environ: Mapping[str, str]) -> Iterator[None]:
         from opentelemetry import trace  # noqa: PLC0415 - only with traces
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
         from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
-        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider  # noqa: PLC0415
         from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
     except ImportError:
         log.error(
@@ -56,8 +69,27 @@ def traced(environ: Mapping[str, str]) -> Iterator[None]:
     resource = Resource.create({"service.version": __version__})
     if "service.name" not in resource.attributes or resource.attributes["service.name"] == "unknown_service":
         resource = resource.merge(Resource.create({"service.name": "swarm-inference-mcp"}))
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    limits = SpanLimits(
+        max_span_attributes=32,
+        max_attribute_length=512,
+        max_events=16,
+        max_event_attributes=8,
+        max_links=8,
+        max_link_attributes=8,
+    )
+
+    class ClippedNames(SpanProcessor):
+        """Cuts a span's name to `MAX_NAME` as it starts (a client chooses part of some names)."""
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            if len(span.name) > MAX_NAME:
+                span.update_name(span.name[:MAX_NAME])
+
+    provider = TracerProvider(resource=resource, span_limits=limits)
+    provider.add_span_processor(ClippedNames())
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(), max_queue_size=QUEUE_SPANS, max_export_batch_size=BATCH_SPANS)
+    )
     trace.set_tracer_provider(provider)
     log.info("exporting traces over OTLP/HTTP")
     try:

@@ -3,6 +3,7 @@ loopback receiver here, which decodes the protobuf with `opentelemetry-proto`.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,3 +171,53 @@ def test_traces_asked_for_without_the_extra_are_one_sentence_and_the_server_serv
         "pip install 'swarm-inference-mcp[otel]'; traces are off"
     ) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_huge_ids_and_tool_names_with_a_stalled_collector_stay_in_bounded_memory(fake: FakeUpstream) -> None:
+    """40 requests, each with a 1.9 MB JSON-RPC id and a 1.9 MB tool name, while the collector answers
+    nothing: spans are clipped (attributes to 512 characters, names to 128) and queued at most 512,
+    so the server's peak memory stays under 250 MiB (unclipped, it passed a gigabyte)."""
+    stalled = threading.Event()
+
+    class Stalled(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            stalled.wait(60)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        **fake_env(fake, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_address[1]}"),
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+    try:
+        with subprocess.Popen([SCRIPT], env=env, **pipes) as process:  # type: ignore[call-overload]
+
+            def ask(message: dict[str, Any]) -> None:
+                process.stdin.write(json.dumps(message).encode() + b"\n")
+                process.stdin.flush()
+                process.stdout.readline()
+
+            init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+            ask({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init})
+            process.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+            for n in range(40):
+                huge = f"{n}-" + "x" * 1_900_000
+                ask({"jsonrpc": "2.0", "id": huge, "method": "tools/call", "params": {"name": huge, "arguments": {}}})
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+            stalled.set()
+            process.stdin.close()
+            process.wait(timeout=60)
+    finally:
+        stalled.set()
+        collector.shutdown()
+        collector.server_close()
+    assert peak_kib < 250 * 1024, peak_kib

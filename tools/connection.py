@@ -272,7 +272,7 @@ def request_span(provider: str, model: str | None, job_id: str | None) -> Iterat
         attributes["gen_ai.request.model"] = model
     if job_id:
         attributes["swarm_mcp.job.id"] = job_id
-    name = f"chat {model}" if model else "chat"
+    name = f"chat {model[:64]}" if model else "chat"  # the model is the caller's choice: its name is clipped
     with _tracer.start_as_current_span(
         name, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
     ) as span:
