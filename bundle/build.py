@@ -15,8 +15,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+if sys.version_info < (3, 11):  # noqa: UP036 - before tomllib: one sentence, not an ImportError
+    raise SystemExit(
+        f"bundle/build.py needs Python 3.11 or newer, as the package does (this is {sys.version.split()[0]})."
+    )
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "bundle"
@@ -54,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mcpb-") as staging:
         stage(Path(staging))
         for step in (["validate", f"{staging}/manifest.json"], ["pack", staging, str(target)]):
-            done = subprocess.run([*mcpb, *step], capture_output=True, text=True, check=False)  # noqa: S603 - our own command line
+            try:
+                done = subprocess.run([*mcpb, *step], capture_output=True, text=True, check=False)  # noqa: S603 - our own command line
+            except FileNotFoundError:
+                raise SystemExit(
+                    f"building the bundle runs {mcpb[0]}, which is not installed: install Node.js 18 or newer "
+                    "(it brings npx), or pass --mcpb with another mcpb command."
+                ) from None
             if done.returncode != 0:
                 sys.stderr.write(done.stdout + done.stderr)
                 raise SystemExit(f"mcpb {step[0]} refused the bundle (exit {done.returncode}).")

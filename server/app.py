@@ -21,12 +21,12 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.stdio import stdio_server
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from swarm_inference_mcp.server import __version__
 from swarm_inference_mcp.server.accounting import view
 from swarm_inference_mcp.server.accounting.ledger import Ledger
-from swarm_inference_mcp.server.calls import AppState, client_of_request, list_models, tool
+from swarm_inference_mcp.server.calls import AppState, client_of_request, list_models, models_text, tool
 from swarm_inference_mcp.server.clients import Client, client_name
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
@@ -179,9 +179,10 @@ def create_server(
         title="List the providers' models",
         annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True),
     )
-    async def list_models_tool(ctx: Context[AppState, Any]) -> dict[str, Any]:
+    async def list_models_tool(ctx: Context[AppState, Any]) -> CallToolResult:
         """The model ids each provider serves and its default: to pick a model for ask_fortytwo or ask_swarm."""
-        return await list_models(ctx.request_context.lifespan_context)
+        listing = await list_models(ctx.request_context.lifespan_context)
+        return CallToolResult(content=[TextContent(type="text", text=models_text(listing))], structured_content=listing)
 
     @server.resource(
         "swarm://usage",

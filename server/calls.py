@@ -258,7 +258,8 @@ def progress_of(request: ServerRequestContext[Any, Any]) -> ProgressFn | None:
 
 
 async def list_models(state: AppState) -> dict[str, Any]:
-    """Each provider's model ids (cached a few minutes); an unconfigured or failing one says so."""
+    """Each provider's model ids (cached a few minutes); an unconfigured or failing one says so. A field
+    that does not apply is left out (`models` of a provider that failed, `error` of one that answered)."""
     upstream = state.requests.upstream
     listing: dict[str, dict[str, Any]] = {}
 
@@ -269,15 +270,30 @@ async def list_models(state: AppState) -> dict[str, Any]:
             "default_model": endpoint.settings.model,
         }
         if endpoint.settings.api_key is None:
-            entry.update(models=None, error=f"not configured: set {endpoint.spec.key_env}")
+            entry["error"] = f"not configured: set {endpoint.spec.key_env}"
         else:
             try:
-                entry.update(models=await upstream.list_models(name, timeout_s=30.0), error=None)
+                entry["models"] = await upstream.list_models(name, timeout_s=30.0)
             except CallError as err:
-                entry.update(models=None, error=err.sentence)
+                entry["error"] = err.sentence
         listing[name] = entry
 
     async with anyio.create_task_group() as tg:
         for spec in PROVIDERS:
             tg.start_soon(one, spec.name)
     return {"providers": {spec.name: listing[spec.name] for spec in PROVIDERS}}
+
+
+def models_text(listing: dict[str, Any]) -> str:
+    """list_models as a model reads it: a line per provider, its default first."""
+    lines = []
+    for spec in PROVIDERS:
+        entry = listing["providers"][spec.name]
+        default = entry["default_model"]
+        if "models" in entry:
+            others = [model for model in entry["models"] if model != default]
+            listed = ", ".join(others) if others else "no others"
+            lines.append(f"{spec.label} ({spec.tool_name}): default {default}; also {listed}.")
+        else:
+            lines.append(f"{spec.label}: {entry['error']}.")
+    return "\n".join(lines)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from pydantic import ValidationError
 from swarm_inference_mcp.server import __version__
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.environment import VARIABLES, load_settings
+from swarm_inference_mcp.tools import PROVIDERS
 
 log = logging.getLogger("swarm_inference_mcp")
 
 QUIET_LOGGERS = ("httpx2", "httpcore2", "httpcore", "httpx")
 """HTTP libraries whose own DEBUG lines show response headers: they log warnings and errors only."""
-COMMAND_FLAGS = frozenset({"command", "days", "json", "by_client", "html", "name"})
+COMMAND_FLAGS = frozenset({"command", "days", "json", "by_client", "html", "name", "help_settings"})
 """Flags of the commands, not settings."""
 
 
@@ -38,35 +40,42 @@ def _flag_type(annotation: Any) -> Any:
     return str
 
 
-def build_parser() -> argparse.ArgumentParser:
+SHOWN = ("transport", "host", "port", "wait", "timeout", "tokens_file", "state_db", "log_level")
+"""The settings whose flags `--help` shows; `--help-settings` shows every one."""
+DOCS = "https://github.com/swarm-inference-mcp/swarm-inference-mcp/tree/main/docs"
+
+
+def build_parser(*, every_setting: bool = False) -> argparse.ArgumentParser:
+    """The command line. `--help` fits a screen; `--help-settings` (`every_setting`) lists every setting."""
     parser = argparse.ArgumentParser(
         prog="swarm-inference-mcp",
-        description="MCP server that asks the Fortytwo and Swarms inference APIs for a second opinion. "
-        "Serves MCP over stdio by default. Every flag overrides the environment variable named in its help; "
-        "API keys are read from the environment only.",
+        description="MCP server that asks the Fortytwo and Swarms inference APIs for a second opinion. Serves MCP "
+        "over stdio by default: a host (Claude Desktop, Claude Code, VS Code, Cursor) starts it. The API keys "
+        "come from the environment only: FORTYTWO_API_KEY and SWARMS_API_KEY.",
+        epilog=f"Every setting is an environment variable and a flag: --help-settings lists them all. Docs: {DOCS}",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--help-settings", action="store_true", help="list every setting with its variable and exit")
     parser.add_argument(
         "command",
         nargs="?",
         choices=["serve", "check", "usage", "token"],
         default="serve",
-        help="serve (the default): serve MCP over stdio; check: show the configuration, test each provider, exit; "
-        "usage: print calls, errors and tokens per day and provider from the usage state file, exit; "
-        "token NAME: print a new random token for an HTTP client and the tokens-file line that admits it, exit",
+        help="serve (default): serve MCP over stdio; check: test the configuration and each provider; "
+        "usage: spend per day from the usage state file; token NAME: a new token for an HTTP client",
     )
     parser.add_argument("name", nargs="?", help="token: the client's name")
-    parser.add_argument("--days", type=int, default=14, help="usage: how many days back to show [default 14]")
-    parser.add_argument("--json", action="store_true", help="usage: print JSON instead of a table")
+    parser.add_argument("--days", type=int, default=14, help="usage: how many days back [default 14]")
+    parser.add_argument("--json", action="store_true", help="usage: JSON instead of a table")
     parser.add_argument("--by-client", action="store_true", help="usage: per HTTP client instead of per provider")
-    parser.add_argument(
-        "--html", metavar="FILE", help="usage: write a self-contained page with charts of spend and budgets to FILE"
-    )
+    parser.add_argument("--html", metavar="FILE", help="usage: a page with charts of spend and budgets")
     for variable in VARIABLES:
         if variable.flag is None:
             continue
         name, annotation = variable.name, variable.field.annotation
         help_text = f"{variable.description} [env {variable.env}; default {variable.default}]"
+        if not every_setting and name not in SHOWN:
+            help_text = argparse.SUPPRESS
         if annotation is bool:
             parser.add_argument(
                 variable.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -74,6 +83,46 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(variable.flag, dest=name, type=_flag_type(annotation), default=None, help=help_text)
     return parser
+
+
+def _before_parsing(parser: argparse.ArgumentParser, given: list[str]) -> int | None:
+    """`--help-settings`, or an unknown flag refused naming the closest: the exit status; else None."""
+    if "--help-settings" in given:
+        build_parser(every_setting=True).print_help()
+        return 0
+    unknown = _unknown_flag(parser, given)
+    if unknown is None:
+        return None
+    parser.print_usage(sys.stderr)
+    sys.stderr.write(f"swarm-inference-mcp: {unknown}\n")
+    return 2
+
+
+def _unknown_flag(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The sentence for the first flag that is none of ours, naming the closest one; None if all are known."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    for argument in argv:
+        if argument == "--":
+            break
+        flag = argument.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            closest = difflib.get_close_matches(flag, known, n=1)
+            hint = f" (did you mean {closest[0]}?)" if closest else ""
+            return f"unknown flag {flag[:64]}{hint}; --help lists the common ones, --help-settings every setting"
+    return None
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One sentence per variable that looks like a setting of ours but is none, naming the closest one."""
+    known = [variable.env for variable in VARIABLES]
+    prefixes = ("SWARM_MCP_", *(f"{spec.name.upper()}_" for spec in PROVIDERS))
+    sentences = []
+    for name in sorted(environ):
+        if name.startswith(prefixes) and name not in known:
+            closest = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {closest[0]}?" if closest else ""
+            sentences.append(f"{name} is not a setting, so it does nothing{hint}")
+    return sentences
 
 
 def configure_logging(level: str) -> None:
@@ -87,13 +136,19 @@ def configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    done = _before_parsing(parser, given)
+    if done is not None:
+        return done
+    args = parser.parse_args(given)
     try:
         settings = load_settings(os.environ, {k: v for k, v in vars(args).items() if k not in COMMAND_FLAGS})
     except (ValidationError, OSError) as exc:
         sys.stderr.write(f"swarm-inference-mcp: invalid configuration: {_config_problem(exc)}\n")
         return 2
     configure_logging(settings.log_level)
+    for sentence in _unknown_variables(os.environ):
+        log.warning("%s", sentence)
     if args.command in ("serve", "check"):
         _warn_about_readable_secrets(settings)
     if args.command == "check":
@@ -104,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage(args, settings)
     if args.command == "token":
         return _new_token(args.name)
+    return _serve(settings)
 
+
+def _serve(settings: Settings) -> int:
+    """Serve MCP on the chosen transport until the client goes (stdio) or a signal (HTTP)."""
     # The SDK import is the bulk of start-up: --help, --version and config errors do without it.
     from swarm_inference_mcp.server.app import create_server  # noqa: PLC0415
     from swarm_inference_mcp.server.telemetry import traced  # noqa: PLC0415 - imports OpenTelemetry's SDK only if asked
@@ -134,6 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"swarm-inference-mcp: {refused}\n")
             return 2
         return 0
+    if sys.stdin.isatty():
+        sys.stderr.write(
+            "swarm-inference-mcp: serving MCP over stdio, waiting for an MCP client on stdin (a host starts this "
+            "command itself; Ctrl-C stops). To try a call: npx @modelcontextprotocol/inspector --cli "
+            "swarm-inference-mcp --method tools/call --tool-name ask_swarm --tool-arg prompt=hello\n"
+        )
     with contextlib.suppress(KeyboardInterrupt), traced(os.environ):
         create_server(settings).run("stdio")
     return 0

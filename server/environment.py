@@ -86,12 +86,14 @@ only the settings it has a value for)."""
 
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build the settings from `environ` (pydantic-settings reads the variables, a provider's into its
-    nested settings), then CLI overrides (by `Variable.name`). Empty values count as unset, and so does
-    a bundle's unfilled `${user_config.…}` placeholder (never sent upstream as a key).
+    nested settings), then CLI overrides (by `Variable.name`). Only the variables of `VARIABLES` are
+    read (the CLI warns of others that look like ours). Empty values count as unset, and so does a
+    bundle's unfilled `${user_config.…}` placeholder (never sent upstream as a key).
 
     The token file (`SWARM_MCP_TOKEN_FILE` or `--token-file`) is read here, once.
     """
-    given = {name: value.strip() for name, value in environ.items()}
+    known = {variable.env for variable in VARIABLES}  # another variable, even with our prefix, is not read
+    given = {name: value.strip() for name, value in environ.items() if name.upper() in known}
     source = EnvSettingsSource(Settings)
     source.env_vars = {name.lower(): value for name, value in given.items() if value and not _UNFILLED.fullmatch(value)}
     data: dict[str, Any] = dict(source())

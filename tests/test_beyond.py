@@ -124,6 +124,10 @@ async def test_list_models_lists_both_and_caches(connect: Callable[..., Any], fa
     assert providers["fortytwo"]["models"] == ["fortytwo-prime"]
     assert providers["swarms"]["models"] == ["gpt-4.1", "gpt-4.1-mini"]
     assert providers["swarms"]["default_model"] == "gpt-4.1-mini"
+    assert first.content[0].text == (
+        "Fortytwo (ask_fortytwo): default fortytwo-prime; also no others.\n"
+        "Swarms (ask_swarm): default gpt-4.1-mini; also gpt-4.1."
+    )
     assert len(fake.seen("fortytwo", "/models")) == 1
     assert len(fake.seen("swarms", "/models")) == 1
     assert fake.seen("fortytwo", "/models")[0].headers["authorization"] == f"Bearer {fake.keys['fortytwo']}"
@@ -141,6 +145,8 @@ async def test_list_models_reports_an_unconfigured_provider(fake: FakeUpstream) 
     assert providers["fortytwo"]["models"] == ["fortytwo-prime"]
     assert providers["swarms"]["configured"] is False
     assert "SWARMS_API_KEY" in providers["swarms"]["error"]
+    assert "models" not in providers["swarms"]  # left out, not null
+    assert "error" not in providers["fortytwo"]
     assert fake.seen("swarms", "/models") == []
 
 

@@ -99,9 +99,13 @@ def test_help_and_version_print_and_exit_without_serving() -> None:
     version = subprocess.run([SCRIPT, "--version"], capture_output=True, text=True, timeout=60, check=True)
     assert version.stdout.strip() == f"swarm-inference-mcp {__version__}"
     usage = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=60, check=True)
-    assert "--max-retries" in usage.stdout
-    assert "SWARM_MCP_MAX_RETRIES" in usage.stdout
-    assert "api-key" not in usage.stdout  # keys are never flags
+    assert len(usage.stdout.splitlines()) <= 60  # a screen
+    for named in ("FORTYTWO_API_KEY", "SWARMS_API_KEY", "--help-settings", "docs"):
+        assert named in usage.stdout
+    every = subprocess.run([SCRIPT, "--help-settings"], capture_output=True, text=True, timeout=60, check=True)
+    assert "--max-retries" in every.stdout
+    assert "SWARM_MCP_MAX_RETRIES" in every.stdout
+    assert "api-key" not in usage.stdout + every.stdout  # keys are never flags
 
 
 def test_python_dash_m_server_is_the_same_program() -> None:

@@ -52,6 +52,11 @@ class RunningJob(Result):
     forget_after_s: float = Field(description="Seconds after it finishes that the outcome is kept for get_result.")
 
 
+POLL_AFTER_S = 5.0
+"""The pause a handle suggests before get_result: a program polling in a loop waits this long between
+calls; a model may call at once (get_result itself waits up to wait_s)."""
+
+
 class CancelOutcome(Result):
     """Structured content of `cancel_job`."""
 
@@ -69,7 +74,7 @@ def running_job(job: JobRecord, forget_after_s: float) -> tuple[str, RunningJob]
         tool=job.tool,
         providers=list(job.providers),
         elapsed_s=round(elapsed, 1),
-        poll_after_s=0.0,
+        poll_after_s=POLL_AFTER_S,
         deadline_in_s=round(max(0.0, job.timeout_s - elapsed), 1),
         forget_after_s=forget_after_s,
     )
