@@ -196,8 +196,8 @@ def _serve(settings: Settings) -> int:
     if sys.stdin.isatty():
         sys.stderr.write(
             "swarm-inference-mcp: serving MCP over stdio, waiting for an MCP client on stdin (a host starts this "
-            "command itself; Ctrl-C stops). To try a call: npx @modelcontextprotocol/inspector --cli "
-            "swarm-inference-mcp --method tools/call --tool-name ask_swarm --tool-arg prompt=hello\n"
+            "command itself; Ctrl-C stops). To try a call: npx @modelcontextprotocol/inspector --cli --method "
+            "tools/call --tool-name ask_swarm --tool-arg prompt=hello -- swarm-inference-mcp\n"
         )
     with contextlib.suppress(KeyboardInterrupt), traced(os.environ):
         create_server(settings).run("stdio")
