@@ -21,12 +21,12 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.stdio import stdio_server
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 
 from swarm_inference_mcp.server import __version__
 from swarm_inference_mcp.server.accounting import view
 from swarm_inference_mcp.server.accounting.ledger import Ledger
-from swarm_inference_mcp.server.calls import AppState, client_of_request, list_models, models_text, tool
+from swarm_inference_mcp.server.calls import AppState, client_of_request, list_models, tool
 from swarm_inference_mcp.server.clients import Client, client_name
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
@@ -36,7 +36,7 @@ from swarm_inference_mcp.server.jobs.outcome import Failed
 from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.jobs.sharing import RequestSharing
 from swarm_inference_mcp.server.observe import Observer
-from swarm_inference_mcp.server.results import outcome_text, page_end
+from swarm_inference_mcp.server.results import outcome_text, page_end, render_models
 from swarm_inference_mcp.server.state import shared_state, store_location
 from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks
 from swarm_inference_mcp.tools import PROVIDERS
@@ -181,8 +181,7 @@ def create_server(
     )
     async def list_models_tool(ctx: Context[AppState, Any]) -> CallToolResult:
         """The model ids each provider serves and its default: to pick a model for ask_fortytwo or ask_swarm."""
-        listing = await list_models(ctx.request_context.lifespan_context)
-        return CallToolResult(content=[TextContent(type="text", text=models_text(listing))], structured_content=listing)
+        return render_models(await list_models(ctx.request_context.lifespan_context))
 
     @server.resource(
         "swarm://usage",

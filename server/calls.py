@@ -282,18 +282,3 @@ async def list_models(state: AppState) -> dict[str, Any]:
         for spec in PROVIDERS:
             tg.start_soon(one, spec.name)
     return {"providers": {spec.name: listing[spec.name] for spec in PROVIDERS}}
-
-
-def models_text(listing: dict[str, Any]) -> str:
-    """list_models as a model reads it: a line per provider, its default first."""
-    lines = []
-    for spec in PROVIDERS:
-        entry = listing["providers"][spec.name]
-        default = entry["default_model"]
-        if "models" in entry:
-            others = [model for model in entry["models"] if model != default]
-            listed = ", ".join(others) if others else "no others"
-            lines.append(f"{spec.label} ({spec.tool_name}): default {default}; also {listed}.")
-        else:
-            lines.append(f"{spec.label}: {entry['error']}.")
-    return "\n".join(lines)

@@ -292,3 +292,18 @@ def _structured(text: str, content: BaseModel, trace: dict[str, Any] | None = No
         structured_content=content.model_dump(mode="json", exclude_none=True),
         meta={TRACE_META: trace} if trace else None,
     )
+
+
+def render_models(listing: dict[str, Any]) -> CallToolResult:
+    """list_models: a line per provider for the model to read, its default first; the data as structured content."""
+    lines = []
+    for spec in PROVIDERS:
+        entry = listing["providers"][spec.name]
+        default = entry["default_model"]
+        if "models" in entry:
+            others = [model for model in entry["models"] if model != default]
+            listed = ", ".join(others) if others else "no others"
+            lines.append(f"{spec.label} ({spec.tool_name}): default {default}; also {listed}.")
+        else:
+            lines.append(f"{spec.label}: {entry['error']}.")
+    return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))], structured_content=listing)
