@@ -488,6 +488,65 @@ async def test_one_clients_refusal_is_never_handed_to_another_through_shared_wor
                 assert "carol" not in text_of(alices_answer)
 
 
+def _status(base: str, token: str) -> int:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    return httpx2.post(f"{base}/mcp", json=body, headers=headers, timeout=10).status_code
+
+
+async def test_a_rotated_token_takes_over_its_name_without_touching_redis(
+    fake: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    """alice's token is rotated in the tokens file and the server restarted on the same Redis: within a
+    lease her new token works and the old one does not; nobody touched Redis. Then rotated again with
+    SIGHUP on both instances of a deployment: the same."""
+    old, new, newer = "alice-old-token-0123456789", "alice-new-token-0123456789", "alice-newer-token-012345678"
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"alice {old}\n")
+    env = {"SWARM_MCP_TOKENS_FILE": str(tokens), "SWARM_MCP_REDIS_URL": redis_url, "SWARM_MCP_REDIS_LEASE": "2"}
+    with http_server(fake, tmp_path, "--stateless", name="before", **env) as (base, _):
+        assert _status(base, old) == 200
+    tokens.write_text(f"alice {new}\n")
+    with http_server(fake, tmp_path, "--stateless", name="after", **env) as (base, _):
+        await eventually(lambda: _status(base, new) == 200, timeout_s=4 * LEASE_S)
+        assert _status(base, old) == 401
+    with deployment(fake, tmp_path, redis_url, SWARM_MCP_TOKENS_FILE=str(tokens)) as proxy:
+        await eventually(lambda: _status(proxy.url, new) == 200 and _status(proxy.url, new) == 200, timeout_s=8)
+        tokens.write_text(f"alice {newer}\n")
+        for process in proxy.processes:
+            process.send_signal(signal.SIGHUP)
+        await eventually(lambda: [_status(proxy.url, newer), _status(proxy.url, newer)] == [200, 200], timeout_s=8)
+        assert [_status(proxy.url, new), _status(proxy.url, new)] == [401, 401]  # through each instance in turn
+
+
+async def test_sighup_cannot_take_another_deployments_name(fake: FakeUpstream, tmp_path: Path, redis_url: str) -> None:
+    """A second deployment on the same Redis adds an "alice" of its own to its tokens file and gets SIGHUP:
+    the check at start runs then too, so its alice is refused while the first deployment serves hers."""
+    first_alice, second_alice = "alice-first-token-01234567", "alice-second-token-0123456"
+    (tmp_path / "first.txt").write_text(f"alice {first_alice}\n")
+    second_file = tmp_path / "second.txt"
+    second_file.write_text("bob bob-token-0123456789abcd\n")
+    shared = {"SWARM_MCP_REDIS_URL": redis_url, "SWARM_MCP_REDIS_LEASE": "2"}
+    with (
+        http_server(
+            fake, tmp_path, "--stateless", name="first", SWARM_MCP_TOKENS_FILE=str(tmp_path / "first.txt"), **shared
+        ) as (
+            first,
+            _,
+        ),
+        http_server(fake, tmp_path, "--stateless", name="second", SWARM_MCP_TOKENS_FILE=str(second_file), **shared) as (
+            second,
+            process,
+        ),
+    ):
+        second_file.write_text(f"bob bob-token-0123456789abcd\nalice {second_alice}\n")
+        process.send_signal(signal.SIGHUP)
+        await eventually(lambda: "client alice of" in (tmp_path / "second.stderr").read_text(), timeout_s=8)
+        assert _status(second, second_alice) == 401
+        assert _status(second, "bob-token-0123456789abcd") == 200
+        assert _status(first, first_alice) == 200
+
+
 async def _answer_into(into: list[CallToolResult], client: Client, question: dict[str, Any]) -> None:
     into.append(await client.call_tool("ask_swarm", question))
 

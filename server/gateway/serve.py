@@ -37,6 +37,7 @@ from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusM
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.app import SwarmServer
+    from swarm_inference_mcp.server.scaleout.names import Names
 
 log = logging.getLogger(__name__)
 
@@ -114,39 +115,6 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
     )
 
 
-async def one_name_one_client(settings: Settings, clients: list[Admitted]) -> list[Admitted]:
-    """Instances sharing a Redis agree on who a name is: the first to start registers each name's token
-    digest, and a name whose token here differs from the registered one is refused here (one sentence
-    in the log). Names are global across a Redis: give each deployment its own Redis (or database)."""
-    from swarm_inference_mcp.server.scaleout.link import PREFIX, RedisLink  # noqa: PLC0415 - only with Redis
-
-    assert settings.redis_url is not None  # noqa: S101 - the caller checked
-    link = await RedisLink.open(settings.redis_url.get_secret_value(), settings.redis_password_file)
-    kept = []
-    try:
-        for admitted in clients:
-            key, digest = f"{PREFIX}client:{admitted.client.name}", admitted.digest.hex()
-
-            async def register(redis: Any, key: str = key, digest: str = digest) -> Any:
-                await redis.set(key, digest, nx=True)
-                return await redis.get(key)
-
-            registered = await link.run(register)
-            if registered is not None and registered.decode() != digest:
-                log.error(
-                    "client %s of %s has another token than the client of that name the instances sharing %s "
-                    "registered; it is refused here (names are global across a Redis)",
-                    admitted.client.name,
-                    settings.tokens_file,
-                    link.where,
-                )
-                continue
-            kept.append(admitted)
-    finally:
-        await link.aclose()
-    return kept
-
-
 def timed_protocol(timeout_s: float) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request within
     `timeout_s`: from when it opened, or from the first byte of each later request. (uvicorn closes
@@ -195,13 +163,10 @@ async def serve_http(
 ) -> None:
     """Serve until a signal; `calls` is the `InFlight` the server's tools run in, `metrics` what they count."""
     app = build_app(settings, server, metrics)
-    if settings.redis_url is not None and settings.tokens_file is not None:
-        from swarm_inference_mcp.server.scaleout.link import RedisDown  # noqa: PLC0415 - only with Redis
-
-        try:
-            app.clients = await one_name_one_client(settings, app.clients)
-        except RedisDown as err:
-            log.error("%s; the tokens file's names could not be checked against the other instances'", err)
+    file_clients = app.clients
+    names = await _names(settings)
+    if names is not None:
+        app.clients = await names.admit_or_keep(file_clients, file_clients)
     quiet = QuietLog()
     for name in SDK_LOGGERS:
         logging.getLogger(name).addFilter(quiet)
@@ -233,16 +198,52 @@ async def serve_http(
         )
 
     def reload_clients() -> None:
+        nonlocal file_clients
         try:
             token = settings.token.get_secret_value() if settings.token else None
-            app.clients = load_clients(settings.tokens_file, token)
+            file_clients = load_clients(settings.tokens_file, token)
         except TokensFileError as err:
             log.error("SIGHUP: the tokens file was not re-read (%s); the clients stay as they were", err)
             return
-        log.info("SIGHUP: re-read the tokens file; %d clients", len(app.clients))
+        if names is None:
+            app.clients = file_clients
+        else:  # the same check as at start, at once (and again each third of a lease)
+            asyncio.get_running_loop().create_task(readmit())
+        log.info("SIGHUP: re-read the tokens file; %d clients", len(file_clients))
+
+    async def readmit() -> None:
+        if names is not None:
+            app.clients = await names.admit_or_keep(file_clients, app.clients)
+
+    def admitted(clients: list[Admitted]) -> None:
+        app.clients = clients
 
     if settings.tokens_file is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_clients)
+    async with anyio.create_task_group() as tg:
+        if names is not None:
+            tg.start_soon(names.keep, lambda: file_clients, admitted)
+        try:
+            await _serve(settings, config, calls, app)
+        finally:
+            tg.cancel_scope.cancel()
+            if names is not None:
+                with anyio.CancelScope(shield=True):
+                    await names.aclose()
+
+
+async def _names(settings: Settings) -> Names | None:
+    """With Redis and a tokens file: the names every instance sharing the Redis agrees on
+    (`server.scaleout.names`)."""
+    if settings.redis_url is None or settings.tokens_file is None:
+        return None
+    from swarm_inference_mcp.server.scaleout.names import open_names  # noqa: PLC0415 - only with Redis
+
+    url = settings.redis_url.get_secret_value()
+    return await open_names(url, settings.redis_password_file, settings.redis_lease, settings.tokens_file)
+
+
+async def _serve(settings: Settings, config: uvicorn.Config, calls: InFlight, app: Gate) -> None:
     bind = settings.metrics_bind
     if bind is None:
         await DrainingServer(config, calls, app, settings.shutdown_grace).serve()
