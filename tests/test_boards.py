@@ -131,3 +131,35 @@ async def test_a_cancel_asked_on_one_instance_reaches_the_one_running_the_job(
     with anyio.fail_after(5):
         while pair.cancelled != [running]:  # noqa: ASYNC110 - delivered by the board's own listener
             await anyio.sleep(0.01)
+
+
+@pytest.mark.slow
+async def test_a_redis_listing_reads_the_same_few_bytes_whatever_the_answers_hold(redis_server: Any) -> None:
+    """Two finished jobs of alice's, answers of 5 bytes and of 5 MB: her listing reads two records of
+    the same small size (no answer text in them), and collecting either reads its whole answer."""
+    from swarm_inference_mcp.server.scaleout.board import RedisBoard  # noqa: PLC0415 - only with Redis
+    from swarm_inference_mcp.server.scaleout.link import RedisLink  # noqa: PLC0415
+
+    redis_server.flush()
+    instance = secrets.token_hex(3)
+    link = await RedisLink.open(redis_server.url)
+    try:
+        board = RedisBoard(link, instance, lease_s=2.0)
+        async with board.serving(lambda _: None):
+            ids, started = [job_id(instance), job_id(instance)], time.time()
+            answers = [
+                Answered("swarms", Answer(text=text), Trace(latency_ms=5)) for text in ("short", "x" * 5_000_000)
+            ]
+            for n, (one, answer) in enumerate(zip(ids, answers, strict=True)):
+                await board.claim(one, work(f"body {n}"), started)
+                await board.finish(one, work(f"body {n}"), started, answer, 60.0, kept=True)
+            listed = await board.jobs_of("alice")
+            found = [await board.find(one) for one in ids]
+    finally:
+        await link.aclose()
+    with redis_server.client() as client:
+        sizes = [client.strlen(f"swarm-mcp:job:{one}") for one in ids]
+    assert max(sizes) < 2_000
+    assert abs(sizes[0] - sizes[1]) < 50  # the same but for a timestamp's digits
+    assert sorted(job.id for job in listed) == sorted(ids)
+    assert [None if job is None else job.outcome for job in found] == answers

@@ -18,12 +18,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from swarm_inference_mcp.server.jobs.outcome import Outcome, outcome_from_json, outcome_to_json
+from swarm_inference_mcp.server.jobs.outcome import Outcome, listed_json, outcome_from_json, outcome_to_json
 from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.tools.progress import ProgressFn
 
-RECORD_VERSION = 1
-"""The version of `JobRecord.to_json`'s form; a reader refuses any other (`UnknownRecordError`)."""
+RECORD_VERSION = 2
+"""The version of `JobRecord.to_json`'s form; a reader refuses any other (`UnknownRecordError`). Version 2:
+the record's outcome is the listed one (no answer text), the whole outcome is kept beside it."""
 
 
 class UnknownRecordError(Exception):
@@ -65,8 +66,10 @@ class JobRecord:
         """A job as other instances see it, before it finished."""
         return cls(job_id, work.client, work.tool, work.providers, work.labels, started, work.timeout_s)
 
-    def to_json(self) -> dict[str, Any]:
-        """Our versioned record (`lost` is worked out by the reader, never stored)."""
+    def to_json(self, *, listed: bool = False) -> dict[str, Any]:
+        """Our versioned record (`lost` is worked out by the reader, never stored); `listed`: with the
+        outcome as a listing reads it (`outcome.listed_json`)."""
+        encode = listed_json if listed else outcome_to_json
         return {
             "v": RECORD_VERSION,
             "id": self.id,
@@ -76,7 +79,7 @@ class JobRecord:
             "labels": self.labels,
             "started": self.started,
             "timeout_s": self.timeout_s,
-            "outcome": None if self.outcome is None else outcome_to_json(self.outcome),
+            "outcome": None if self.outcome is None else encode(self.outcome),
             "finished": self.finished,
             "kept": self.kept,
         }

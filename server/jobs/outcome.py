@@ -136,6 +136,24 @@ def outcome_to_json(outcome: Outcome) -> dict[str, Any]:
     return _encode(outcome)
 
 
+def listed_json(outcome: Outcome) -> dict[str, Any]:
+    """The outcome as a listing reads it: `outcome_to_json` without any answer text or partial text, so
+    that a list of jobs costs the same whatever their answers hold (status, usage, sentences remain)."""
+    light: dict[str, Any] = _without_text(outcome_to_json(outcome))
+    return light
+
+
+def _without_text(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_without_text(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    light = {key: _without_text(value) for key, value in data.items() if key != "partial_text"}
+    if "text" in light and isinstance(light["text"], str):
+        light["text"] = ""
+    return light
+
+
 def outcome_from_json(data: dict[str, Any]) -> Outcome:
     """`outcome_to_json`'s inverse."""
     outcome: Outcome = _decode(data)

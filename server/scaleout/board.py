@@ -2,9 +2,11 @@
 
 What lives in Redis (keys under `swarm-mcp:`):
 
-- `job:<id>`: a job as JSON (`JobRecord`): who asked, what, when, and its outcome once finished.
-  Kept until its deadline while it runs, then `SWARM_MCP_JOB_TTL` if its handle was handed out,
-  else `server.jobs.runner.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
+- `job:<id>`: a job as JSON (`JobRecord`): who asked, what, when, and once finished its outcome as
+  a listing reads it (no answer text: a list costs the same whatever the answers hold). Kept until
+  its deadline while it runs, then `SWARM_MCP_JOB_TTL` if its handle was handed out, else
+  `server.jobs.runner.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
+- `outcome:<id>`: the whole outcome of a finished job, kept as long; read only to collect it.
 - `work:<sha256 of tool and request>`: the id of the job doing that work. Claimed atomically (a Lua
   script): a second instance asked the same finds the claim and waits on that job instead of
   sending the request again. A claim whose instance is gone is taken over.
@@ -31,7 +33,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
-from swarm_inference_mcp.server.jobs.outcome import Outcome
+from swarm_inference_mcp.server.jobs.outcome import Outcome, outcome_from_json, outcome_to_json
 from swarm_inference_mcp.server.jobs.table import Work
 from swarm_inference_mcp.server.scaleout.link import PREFIX, RETRY_AFTER_S, TIMEOUT_S, RedisDown, RedisLink
 from swarm_inference_mcp.tools.progress import ProgressFn
@@ -73,18 +75,24 @@ _FINISH = (
     _INDEXED
     + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 if ARGV[7] == '1' then index(KEYS[3], ARGV[6], ARGV[1], ARGV[3]) end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 )
-"""KEYS: the work's claim, the job, the client's index. ARGV: job id, job JSON with its outcome, keep ms,
-channel, message, start time, and 1 when its handle was handed out (then it stays listed as long)."""
+"""KEYS: the work's claim, the job, the client's index, the outcome. ARGV: job id, job JSON with its listed
+outcome, keep ms, channel, message, start time, 1 when its handle was handed out (then it stays listed as
+long), and the whole outcome's JSON."""
 
 
 def _job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
+
+
+def _outcome_key(job_id: str) -> str:
+    return f"{PREFIX}outcome:{job_id}"
 
 
 def _index_key(client: str | None) -> str:
@@ -192,12 +200,12 @@ class RedisBoard:
     ) -> None:
         job = JobRecord.of(job_id, work, started)
         job.outcome, job.finished, job.kept = outcome, time.time(), kept
-        record = json.dumps(job.to_json())
+        record, whole = json.dumps(job.to_json(listed=True)), json.dumps(outcome_to_json(outcome))
 
         async def run(_: Any) -> Any:
             return await self._finish(
-                keys=[_work_key(work), _job_key(job_id), _index_key(work.client)],
-                args=[job_id, record, _ms(keep_s), EVENTS, f"done {job_id}", started, "1" if kept else "0"],
+                keys=[_work_key(work), _job_key(job_id), _index_key(work.client), _outcome_key(job_id)],
+                args=[job_id, record, _ms(keep_s), EVENTS, f"done {job_id}", started, "1" if kept else "0", whole],
             )
 
         with suppress(RedisDown):  # said once by the link; waiters re-read the job and see it lost or gone
@@ -211,17 +219,24 @@ class RedisBoard:
         return forward
 
     async def find(self, job_id: str) -> JobRecord | None:
+        """The job with its whole outcome (the listed one, with no text, is in its record)."""
+
         async def read(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             pipe.get(_job_key(job_id))
+            pipe.get(_outcome_key(job_id))
             pipe.exists(_instance_key(_instance_of(job_id)))
             found: list[Any] = await pipe.execute()
             return found
 
-        raw, alive = await self._link.run(read)
+        raw, whole, alive = await self._link.run(read)
         if raw is None:
             return None
         job = JobRecord.from_json(json.loads(raw))
+        if job.outcome is not None:
+            if whole is None:
+                return None  # its outcome expired in the moment between the two: gone, as the record soon is
+            job.outcome = outcome_from_json(json.loads(whole))
         job.lost = job.outcome is None and not alive
         return job
 
