@@ -170,7 +170,10 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Seconds without a request after which an HTTP session is closed."
     )
     request_timeout: float = Field(
-        15.0, gt=0, description="Seconds an HTTP connection has to send a whole request before it is closed."
+        15.0,
+        gt=0,
+        description="Seconds an HTTP connection has to send a whole request, or to read anything of a response "
+        "it is sent, before it is closed.",
     )
     allowed_hosts: str | None = Field(
         None,

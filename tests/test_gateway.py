@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -18,7 +19,7 @@ from mcp_types import TextContent, TextResourceContents
 
 from swarm_inference_mcp.server.clients import TokensFileError, parse_tokens
 from tests.conftest import error_of, fake_env
-from tests.fake_upstream import FakeUpstream, eventually
+from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import SCRIPT, free_port, http_server, mcp_client
 from tests.test_jobs import answer_of, handle_of
 
@@ -340,3 +341,78 @@ async def test_another_clients_finished_jobs_never_evict_a_clients_uncollected_a
     assert answer_of(collected)["text"] == "swarms says: alice's question"
     assert "SWARM_MCP_MAX_JOBS" in error_of(evicted)["message"]  # bob's own oldest made room for his newest
     assert len(fake.seen("swarms")) == 13
+
+
+def _collect_without_reading(port: int, job_id: str, count: int) -> list[socket.socket]:
+    """`count` connections that each ask get_result for `job_id`, then read nothing."""
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "get_result", "arguments": {"job_id": job_id}},
+        }
+    ).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {ALICE}\r\n"
+        f"Accept: {ACCEPT}\r\nContent-Type: application/json\r\nMcp-Protocol-Version: 2025-06-18\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(head + body)
+        sockets.append(sock)
+    return sockets
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+async def test_collecting_a_huge_answer_on_connections_that_read_nothing_holds_no_memory(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """One paid 20 MB answer, then 12 connections asking get_result for it and reading nothing: each is
+    answered a page (SWARM_MCP_MAX_RESULT_CHARS), so the server's memory stays within 100 MiB of where
+    it was (when each response carried the whole answer twice, 97 MB grew to 939 MB)."""
+    clients = tokens_file(tmp_path, f"alice {ALICE}")
+    fake.script("swarms", Reply(text="x" * 20_000_000))
+    with http_server(fake, tmp_path, "--stateless", SWARM_MCP_TOKENS_FILE=str(clients)) as (base, process):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice:
+            job = handle_of(await alice.call_tool("ask_swarm", {"prompt": "big", "wait_s": 0}))
+            await alice.call_tool("get_result", {"job_id": job["job_id"], "wait_s": 30})
+        before = _rss_kib(process.pid)
+        sockets = _collect_without_reading(int(base.rsplit(":", 1)[1]), job["job_id"], 12)
+        try:
+            await anyio.sleep(2)  # nothing to wait on: the responses are written to sockets nobody reads
+            after = _rss_kib(process.pid)
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert after - before < 100 * 1024, (before, after)
+
+
+async def test_a_connection_that_reads_nothing_of_a_long_response_is_closed(fake: FakeUpstream, tmp_path: Path) -> None:
+    """With the result limit raised past a 20 MB answer, a connection that reads nothing of its response
+    is closed after SWARM_MCP_REQUEST_TIMEOUT, and the server says so."""
+    clients = tokens_file(tmp_path, f"alice {ALICE}")
+    fake.script("swarms", Reply(text="x" * 20_000_000))
+    env = {
+        "SWARM_MCP_TOKENS_FILE": str(clients),
+        "SWARM_MCP_REQUEST_TIMEOUT": "1",
+        "SWARM_MCP_MAX_RESULT_CHARS": "50000000",
+    }
+    with http_server(fake, tmp_path, "--stateless", **env) as (base, _):
+        async with mcp_client(f"{base}/mcp", token=ALICE) as alice:
+            job = handle_of(await alice.call_tool("ask_swarm", {"prompt": "big", "wait_s": 0}))
+            await alice.call_tool("get_result", {"job_id": job["job_id"], "wait_s": 30})
+        sockets = _collect_without_reading(int(base.rsplit(":", 1)[1]), job["job_id"], 3)
+        try:
+            log = tmp_path / "server.stderr"
+            await eventually(lambda: log.read_text().count("read nothing of its response for 1 s") == 3, timeout_s=30)
+        finally:
+            for sock in sockets:
+                sock.close()

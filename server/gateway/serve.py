@@ -118,10 +118,32 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
 def timed_protocol(timeout_s: float) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request within
     `timeout_s`: from when it opened, or from the first byte of each later request. (uvicorn closes
-    idle keep-alive connections, but nothing stops one that trickles its headers a byte at a time.)"""
+    idle keep-alive connections, but nothing stops one that trickles its headers a byte at a time.)
+    It also closes one that reads nothing of what it is sent for `timeout_s`: while its transport's
+    buffer is full (writing paused), the response waits on it and holds its memory."""
 
     class TimedH11Protocol(H11Protocol):
         _timer: asyncio.TimerHandle | None = None
+        _unread: asyncio.TimerHandle | None = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._unread is None:
+                self._unread = self.loop.call_later(timeout_s, self._not_reading)
+
+        def resume_writing(self) -> None:
+            if self._unread is not None:
+                self._unread.cancel()
+                self._unread = None
+            super().resume_writing()
+
+        def _not_reading(self) -> None:
+            self._unread = None
+            if self.transport.is_closing():
+                return
+            who = "%s:%d" % self.client if self.client else "a client"  # noqa: UP031 - uvicorn's own shape
+            log.info("closed the connection of %s: it read nothing of its response for %g s", who, timeout_s)
+            self.transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -136,9 +158,10 @@ def timed_protocol(timeout_s: float) -> type[H11Protocol]:
                 self._timer = None
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            for timer in (self._timer, self._unread):
+                if timer is not None:
+                    timer.cancel()
+            self._timer = self._unread = None
             super().connection_lost(exc)
 
         def _request_received(self) -> bool:
