@@ -40,6 +40,7 @@ from swarm_inference_mcp.server.results import outcome_text, page_end, render_mo
 from swarm_inference_mcp.server.state import shared_state, store_location
 from swarm_inference_mcp.server.tasks import LegacyTasks, Tasks
 from swarm_inference_mcp.tools import PROVIDERS
+from swarm_inference_mcp.tools.errors.sentences import NOT_RUNNING, answer_not_there
 from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.models import Answer, AnswerPage, BothAnswers
 from swarm_inference_mcp.tools.upstream import RetryPolicy, Upstream
@@ -86,7 +87,7 @@ def create_server(
 
     def current() -> AppState:
         if not running:
-            raise ResourceError("the server is not running")
+            raise ResourceError(NOT_RUNNING)
         return running[0]
 
     @asynccontextmanager
@@ -283,14 +284,14 @@ class SwarmServer(MCPServer[AppState]):
         """The part of the reader's own job's answer from `offset`, cut as a result's page is (`server.results`),
         and where it is: `offset`, `total_chars`, `next_offset` (left out at the end)."""
         if not self.running:
-            raise ResourceError("the server is not running")
+            raise ResourceError(NOT_RUNNING)
         state = self.running[0]
         try:
             reply = await state.jobs.get_result(job_id, 0, None, client_name(_reader.get()))
         except CallError as err:
             raise ResourceError(err.sentence) from None
         if isinstance(reply, JobRecord):
-            raise ResourceError(f"Job {job_id} is still running: its answer is not there yet.")
+            raise ResourceError(answer_not_there(job_id))
         if isinstance(reply, Failed):
             raise ResourceError(reply.failure.sentence)
         text = outcome_text(reply)

@@ -39,7 +39,7 @@ from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.server.results import Reply, fits, outcome_label, render
 from swarm_inference_mcp.server.schemas import input_schema, output_schema
 from swarm_inference_mcp.tools import PROVIDERS
-from swarm_inference_mcp.tools.errors.sentences import argument_error, shutting_down
+from swarm_inference_mcp.tools.errors.sentences import argument_error, not_configured, shutting_down
 from swarm_inference_mcp.tools.errors.tree import CallError
 from swarm_inference_mcp.tools.models import ChatArgs, Conversation
 from swarm_inference_mcp.tools.progress import ProgressFn
@@ -270,7 +270,7 @@ async def list_models(state: AppState) -> dict[str, Any]:
             "default_model": endpoint.settings.model,
         }
         if endpoint.settings.api_key is None:
-            entry["error"] = f"not configured: set {endpoint.spec.key_env}"
+            entry["error"] = not_configured(endpoint.spec.key_env)
         else:
             try:
                 entry["models"] = await upstream.list_models(name, timeout_s=30.0)

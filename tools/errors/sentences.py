@@ -107,6 +107,11 @@ def no_api_key(label: str, key_env: str) -> ConfigError:
     return ConfigError(label, f"no API key is set; set {key_env} in the server's environment.")
 
 
+def not_configured(key_env: str) -> str:
+    """list_models' word on a provider without a key (an entry of its listing, not an error)."""
+    return f"not configured: set {key_env}"
+
+
 def client_not_built(label: str, problem: object) -> ConfigError:
     """The shared HTTP client could not be set up (certificates, proxy variables)."""
     return ConfigError(
@@ -371,3 +376,15 @@ def status_error(
         retry_after_s=retry_after,
         request_id=upstream_request_id(headers, body),
     )
+
+
+# --- Sentences of the resources (server.app) ---------------------------------------------------------
+
+
+NOT_RUNNING = "the server is not running"
+"""A resource read while the server is starting or stopping."""
+
+
+def answer_not_there(job_id: str) -> str:
+    """A job's answer resource read while the job still runs."""
+    return f"Job {job_id[:64]} is still running: its answer is not there yet; get_result waits for it."
