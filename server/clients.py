@@ -14,6 +14,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,17 @@ MIN_TOKEN_LENGTH = 16
 
 @dataclass(frozen=True)
 class Admitted:
-    """A client of the tokens file, and the sha256 of its token."""
+    """A client of the tokens file: the sha256 of its token, and the identities (OAuth) it admits."""
 
     client: Client
     digest: bytes
+    """Its token's; for a line with identities only, a digest no token has (see `parse_tokens`)."""
     plain: bool = False
     """The tokens file holds the token itself, not its digest."""
+    identities: tuple[str, ...] = ()
+    """Values of `SWARM_MCP_OAUTH_CLAIM` whose access tokens stand for this client."""
+    bearer: bool = True
+    """A bearer token stands for this client (False: identities only)."""
 
 
 class TokensFileError(Exception):
@@ -64,6 +70,7 @@ def digest(token: str) -> bytes:
 
 
 def parse_tokens(text: str, origin: str) -> list[Admitted]:
+    """Every client of a tokens file; raises `TokensFileError` naming `origin` and the line."""
     clients: list[Admitted] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -73,35 +80,62 @@ def parse_tokens(text: str, origin: str) -> list[Admitted]:
         def problem(what: str, number: int = number) -> TokensFileError:
             return TokensFileError(f"{origin}, line {number}: {what}")
 
-        name, *rest = line.split()
-        if not rest:
-            raise problem("expected NAME TOKEN [daily_tokens=N] [max_sessions=N]")
-        token, *options = rest
-        if not _NAME.match(name):
-            raise problem(f"{name[:64]!r} is not a client name (letters, digits, '.', '_', '-'; at most 64)")
-        hashed = _HASHED.match(token)
-        if hashed is None and (token.startswith("sha256:") or len(token) < MIN_TOKEN_LENGTH):
-            raise problem(f"the token must be sha256:<64 hex digits> or at least {MIN_TOKEN_LENGTH} characters")
-        settings: dict[str, int] = {}
-        for option in options:
-            key, _, value = option.partition("=")
-            if key not in _OPTIONS or not _NUMBER.match(value) or int(value) < 1:
-                raise problem(
-                    f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N a whole "
-                    "number from 1 to 15 digits"
-                )
-            if key in settings:
-                raise problem(f"{key} is given twice")
-            settings[key] = int(value)
-        client = Admitted(
-            Client(name, **settings), bytes.fromhex(hashed.group(1)) if hashed else digest(token), plain=not hashed
-        )
+        client = _line(line, problem)
+        name = client.client.name
+        for identity in client.identities:
+            if any(identity in other.identities for other in clients):
+                raise problem(f"identity:{identity[:64]} is given to another client too")
         if any(other.client.name == name for other in clients):
             raise problem(f"client {name!r} is listed twice")
-        if any(hmac.compare_digest(other.digest, client.digest) for other in clients):
+        if client.bearer and any(hmac.compare_digest(other.digest, client.digest) for other in clients):
             raise problem(f"client {name!r} has the same token as another client")
         clients.append(client)
     return clients
+
+
+def _line(line: str, problem: Callable[[str], TokensFileError]) -> Admitted:
+    """One line: `NAME [TOKEN] [identity:ID ...] [key=N ...]`, with a token, an identity, or both."""
+    name, *rest = line.split()
+    if not rest:
+        raise problem("expected NAME TOKEN [identity:ID] [daily_tokens=N] [max_sessions=N] [max_jobs=N]")
+    if not _NAME.match(name):
+        raise problem(f"{name[:64]!r} is not a client name (letters, digits, '.', '_', '-'; at most 64)")
+    identities = tuple(item.removeprefix("identity:") for item in rest if item.startswith("identity:"))
+    options = [item for item in rest if "=" in item and not item.startswith("identity:")]
+    tokens = [item for item in rest if not item.startswith("identity:") and "=" not in item]
+    if len(tokens) > 1:
+        raise problem("a line holds at most one token")
+    if any(not identity for identity in identities):
+        raise problem("identity: needs the claim's value (identity:alice@example.com)")
+    if not tokens and not identities:
+        raise problem("expected a token, an identity:ID, or both")
+    token = tokens[0] if tokens else None
+    hashed = _HASHED.match(token) if token is not None else None
+    if token is not None and hashed is None and (token.startswith("sha256:") or len(token) < MIN_TOKEN_LENGTH):
+        raise problem(f"the token must be sha256:<64 hex digits> or at least {MIN_TOKEN_LENGTH} characters")
+    settings = _options(options, problem)
+    if token is None:  # no token: a digest no token has, for the names the instances agree on
+        token_digest = hashlib.sha256(("identity\n" + "\n".join(identities)).encode()).digest()
+    else:
+        token_digest = bytes.fromhex(hashed.group(1)) if hashed else digest(token)
+    plain = token is not None and not hashed
+    return Admitted(Client(name, **settings), token_digest, plain, identities, bearer=token is not None)
+
+
+def _options(options: list[str], problem: Callable[[str], TokensFileError]) -> dict[str, int]:
+    """A line's `key=N` options, each a known one, given once, N a whole number from 1."""
+    settings: dict[str, int] = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in _OPTIONS or not _NUMBER.match(value) or int(value) < 1:
+            raise problem(
+                f"{option[:64]!r} is not daily_tokens=N or max_sessions=N (or max_jobs=N) with N a whole "
+                "number from 1 to 15 digits"
+            )
+        if key in settings:
+            raise problem(f"{key} is given twice")
+        settings[key] = int(value)
+    return settings
 
 
 def load_clients(tokens_file: str | None, token: str | None) -> list[Admitted]:
@@ -125,7 +159,7 @@ def authenticate(clients: list[Admitted], presented: str) -> Client | None:
     wanted = digest(presented)
     found = None
     for admitted in clients:
-        if hmac.compare_digest(admitted.digest, wanted):
+        if hmac.compare_digest(admitted.digest, wanted) and admitted.bearer:
             found = admitted.client
     return found
 

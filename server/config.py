@@ -12,6 +12,7 @@ import functools
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -183,6 +184,18 @@ class Settings(BaseSettings):
     allowed_origins: str | None = Field(
         None, description="Comma-separated Origin values accepted from browsers (scheme://host:* for any port)."
     )
+    public_url: str | None = Field(
+        None,
+        description="The base URL hosts reach (https://, or http:// on loopback only), behind any TLS proxy; "
+        "the resource OAuth tokens are for is its MCP path.",
+    )
+    oauth_issuer: str | None = Field(
+        None,
+        description="The team's OAuth or OpenID provider (its issuer URL) whose JWT access tokens for this "
+        "resource are accepted, mapped by SWARM_MCP_OAUTH_CLAIM onto identity: lines of the tokens file.",
+    )
+    oauth_claim: str = Field("sub", min_length=1, description="The access-token claim that names the person.")
+    oauth_scope: str | None = Field(None, description="A scope every access token must carry (and we advertise).")
     metrics_addr: str | None = Field(
         None,
         pattern=r"^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$",
@@ -238,6 +251,20 @@ class Settings(BaseSettings):
             raise ValueError(REDIS_EXTRA_MISSING) from None
         return value
 
+    @model_validator(mode="after")
+    def _oauth(self) -> Settings:
+        """OAuth needs the URL hosts reach and the tokens file that maps identities; https off loopback."""
+        if self.oauth_issuer is None:
+            return self
+        if self.public_url is None or self.tokens_file is None:
+            raise ValueError("SWARM_MCP_OAUTH_ISSUER needs SWARM_MCP_PUBLIC_URL and SWARM_MCP_TOKENS_FILE")
+        for name, url in (("SWARM_MCP_PUBLIC_URL", self.public_url), ("SWARM_MCP_OAUTH_ISSUER", self.oauth_issuer)):
+            parts = urlsplit(url)
+            loopback = parts.hostname in LOOPBACK_NAMES or _is_loopback(parts.hostname or "")
+            if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+                raise ValueError(f"{name} must be an https:// URL (http:// only on loopback)")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _provider_defaults(cls, data: Any) -> Any:
@@ -276,12 +303,7 @@ class Settings(BaseSettings):
     @property
     def loopback(self) -> bool:
         """Whether the HTTP transport binds only this machine."""
-        if self.host in LOOPBACK_NAMES:
-            return True
-        try:
-            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
-        except ValueError:
-            return False
+        return self.host in LOOPBACK_NAMES or _is_loopback(self.host)
 
     @property
     def metrics_bind(self) -> tuple[str, int] | None:
@@ -324,3 +346,10 @@ class Settings(BaseSettings):
         a pool with room for every provider's concurrent requests."""
         connections = sum(self.provider(spec.name).max_concurrency for spec in PROVIDERS)
         return SharedClient(functools.partial(new_client, connections, self.connect_timeout))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -61,7 +61,16 @@ def wait_until_up(url: str, process: subprocess.Popen[Any], what: str, log: Path
 def http_server(
     fake: FakeUpstream, tmp_path: Path, *flags: str, name: str = "server", **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
+    """The console script serving streamable HTTP on a free loopback port: (base URL, process)."""
+    with http_server_at(free_port(), fake, tmp_path, *flags, name=name, **env) as served:
+        yield served
+
+
+@contextmanager
+def http_server_at(
+    port: int, fake: FakeUpstream, tmp_path: Path, *flags: str, name: str = "server", **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`http_server` on a port of the caller's (one it must know before: a public URL names it)."""
     log = (tmp_path / f"{name}.stderr").open("wb")
     process = subprocess.Popen(
         [SCRIPT, "--transport", "streamable-http", "--port", str(port), *flags],

@@ -20,6 +20,7 @@ import pytest
 TS_SDK = "@modelcontextprotocol/sdk@1.32.2"
 """The TypeScript SDK generation most desktop and IDE hosts embed."""
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+OIDC_PROVIDER = "oidc-provider@9.13.3"
 TS_V2 = "@modelcontextprotocol/client@2.4.0"
 """The TypeScript SDK v2, what new hosts embed (2026-07-28)."""
 EXT_TASKS = "@modelcontextprotocol/ext-tasks@0.2.2"
@@ -80,6 +81,12 @@ def npm_v2_clients() -> Path:
     """A directory whose node_modules holds the TypeScript SDK v2 client and the ext-tasks requester
     (ESM packages: a driver runs from inside this directory, see `v2_driver`)."""
     return _npm(TS_V2, EXT_TASKS)
+
+
+def npm_oidc_provider() -> Path:
+    """A directory whose node_modules holds the pinned `oidc-provider` (an OpenID Certified provider, ESM:
+    its driver runs from inside this directory, see `esm_driver`)."""
+    return _npm(OIDC_PROVIDER)
 
 
 def npm_mcpb() -> Path:

@@ -41,6 +41,7 @@ from swarm_inference_mcp.server.clients import Admitted, Client, authenticate, d
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
+from swarm_inference_mcp.server.gateway.oauth import ResourceServer
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.calls import AppState
@@ -228,9 +229,17 @@ class Gate:
         self._authenticate = bool(clients)
         self._max_sessions = settings.max_sessions_per_client
         self._sessions = None if settings.stateless else Sessions(settings.session_idle)
+        """Who holds which session (None when stateless: there are none)."""
         self._path = settings.path
         """The MCP endpoint: only its requests open, use and end sessions."""
-        """Who holds which session (None when stateless: there are none)."""
+        self._oauth = (
+            None
+            if settings.oauth_issuer is None or settings.public_url is None
+            else ResourceServer(
+                settings.public_url, settings.path, settings.oauth_issuer, settings.oauth_claim, settings.oauth_scope
+            )
+        )
+        """With an OAuth issuer: our protected resource metadata, and the check of its access tokens."""
         self.answering = InFlight()
         """POSTs being answered: a shutdown waits for them, so that every last result is written."""
         self.refusals = RefusalLog()
@@ -242,6 +251,9 @@ class Gate:
         if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
             await JSONResponse({"status": "ok"})(scope, receive, send)
             return
+        if self._oauth is not None and self._oauth.serves(scope["path"]) and scope["method"] in ("GET", "HEAD"):
+            await self._oauth.metadata()(scope, receive, send)
+            return
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=False)
         if refusal is None and scope["path"] == "/metrics" and self._metrics_here:
@@ -250,15 +262,8 @@ class Gate:
             )
             return
         if refusal is None and self._authenticate:
-            client = self._client(request)
-            if client is None:
-                self.refusals.refused(request.client.host if request.client else "an unknown address", time.monotonic())
-                refusal = Response(
-                    "Missing or invalid bearer token",
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
-                )
-            else:
+            client, refusal = await self._authenticated(request)
+            if client is not None:
                 claims = {"daily_tokens": client.daily_tokens, "max_jobs": client.max_jobs}
                 scope["user"] = AuthenticatedUser(
                     AccessToken(token="", client_id=client.name, scopes=[], claims=claims)
@@ -334,6 +339,28 @@ class Gate:
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp metrics"'},
         )
+
+    async def _authenticated(self, request: Request) -> tuple[Client | None, Response | None]:
+        """The client a request's bearer token stands for (a token of the tokens file, or with OAuth an
+        access token of the issuer's), or the refusal."""
+        client = self._client(request)
+        if client is not None:
+            return client, None
+        address = request.client.host if request.client else "an unknown address"
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if self._oauth is not None and scheme.lower() == "bearer" and presented.strip():
+            identities = {identity: admitted for admitted in self.clients for identity in admitted.identities}
+            verdict = await self._oauth.verify(presented.strip(), identities, address)
+            return verdict.client, verdict.refusal
+        self.refusals.refused(address, time.monotonic())
+        if self._oauth is not None:
+            return None, self._oauth.challenge()
+        unknown = Response(
+            "Missing or invalid bearer token",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
+        )
+        return None, unknown
 
     def _client(self, request: Request) -> Client | None:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from contextlib import suppress
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -243,16 +244,20 @@ async def serve_http(
 
     if settings.tokens_file is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_clients)
-    async with anyio.create_task_group() as tg:
+    # A task of its own, not a task group's: what `_serve` raises (a refused configuration) stays itself.
+    keeping = (
+        None if names is None else asyncio.get_running_loop().create_task(names.keep(lambda: file_clients, admitted))
+    )
+    try:
+        await _serve(settings, config, calls, app)
+    finally:
+        if keeping is not None:
+            keeping.cancel()
+            with suppress(asyncio.CancelledError):
+                await keeping
         if names is not None:
-            tg.start_soon(names.keep, lambda: file_clients, admitted)
-        try:
-            await _serve(settings, config, calls, app)
-        finally:
-            tg.cancel_scope.cancel()
-            if names is not None:
-                with anyio.CancelScope(shield=True):
-                    await names.aclose()
+            with anyio.CancelScope(shield=True):
+                await names.aclose()
 
 
 async def _names(settings: Settings) -> Names | None:

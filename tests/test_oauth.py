@@ -1,0 +1,182 @@
+"""The gateway as an OAuth resource server for the team's identity provider: `oidc-provider` (npm, OpenID
+Certified) on loopback issues JWT access tokens for our resource; each is accepted as the client its
+identity maps onto, or refused with 401/403 and a line in the log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from tests import third_party
+from tests.fake_upstream import FakeUpstream, eventually
+from tests.servers import free_port, http_server_at, mcp_client
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+BOB = "bob-plain-token-0123456789"
+SECRET = "client-secret-0123456789"
+
+
+def signing_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key))
+    jwk.update(kid=kid, use="sig", alg="RS256")
+    return key, jwk
+
+
+@contextmanager
+def identity_provider(tmp_path: Path, port: int, jwk: dict[str, Any]) -> Iterator[str]:
+    """oidc-provider on 127.0.0.1:`port`, signing with `jwk`, with the clients alice-app and stranger."""
+    clients = [
+        {
+            "client_id": client_id,
+            "client_secret": SECRET,
+            "grant_types": ["client_credentials"],
+            "redirect_uris": [],
+            "response_types": [],
+            "scope": "mcp",
+        }
+        for client_id in ("alice-app", "stranger")
+    ]
+    config = tmp_path / f"oidc-{jwk['kid']}.json"
+    config.write_text(json.dumps({"port": port, "jwks": {"keys": [jwk]}, "clients": clients}))
+    installed = third_party.npm_oidc_provider()
+    driver = third_party.esm_driver(installed, "oidc_provider.mjs")
+    process = subprocess.Popen(
+        [third_party.node(), str(driver), str(config)],
+        cwd=installed,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"ready\n"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def access_token(issuer: str, client_id: str, resource: str) -> str:
+    answer = httpx2.post(
+        f"{issuer}/token",
+        data={"grant_type": "client_credentials", "scope": "mcp", "resource": resource},
+        auth=(client_id, SECRET),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def status_with(base: str, token: str) -> httpx2.Response:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    return httpx2.post(f"{base}/mcp", json=body, headers=headers, timeout=10)
+
+
+@contextmanager
+def gateway(fake: FakeUpstream, tmp_path: Path, issuer: str) -> Iterator[tuple[str, str]]:
+    """The gateway trusting `issuer`, alice mapped by identity, bob by a plain token: (base URL, resource)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"alice identity:alice-app daily_tokens=100000\nbob {BOB}\n")
+    env = {
+        "SWARM_MCP_TOKENS_FILE": str(tokens),
+        "SWARM_MCP_PUBLIC_URL": base,
+        "SWARM_MCP_OAUTH_ISSUER": issuer,
+        "SWARM_MCP_OAUTH_SCOPE": "mcp",
+    }
+    with http_server_at(port, fake, tmp_path, "--stateless", **env):
+        yield base, f"{base}/mcp"
+
+
+async def test_a_token_of_the_teams_provider_is_its_mapped_client(fake: FakeUpstream, tmp_path: Path) -> None:
+    _, jwk = signing_key("k1")
+    with identity_provider(tmp_path, free_port(), jwk) as issuer, gateway(fake, tmp_path, issuer) as (base, resource):
+        metadata = httpx2.get(f"{base}/.well-known/oauth-protected-resource/mcp", timeout=10).json()
+        anonymous = httpx2.post(f"{base}/mcp", json={}, timeout=10)
+        token = access_token(issuer, "alice-app", resource)
+        async with mcp_client(f"{base}/mcp", token=token) as alice:
+            answer = await alice.call_tool("ask_swarm", {"prompt": "as alice"})
+            usage = json.loads((await alice.read_resource("swarm://usage")).contents[0].text)  # type: ignore[union-attr]
+        assert status_with(base, BOB).status_code == 200  # plain tokens work beside OAuth
+        log = (tmp_path / "server.stderr").read_text()
+    assert metadata == {
+        "resource": resource,
+        "authorization_servers": [issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "swarm-inference-mcp",
+        "scopes_supported": ["mcp"],
+    }
+    assert anonymous.status_code == 401
+    challenge = anonymous.headers["www-authenticate"]
+    assert f'resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert 'scope="mcp"' in challenge
+    assert not answer.is_error
+    assert usage["client"]["name"] == "alice"
+    assert usage["client"]["daily_tokens"] == 100000
+    assert token not in log
+
+
+async def test_tokens_that_are_not_ours_are_refused_with_a_line_in_the_log(fake: FakeUpstream, tmp_path: Path) -> None:
+    """The wrong audience, the wrong issuer, expired, alg none, an unknown key, an unmapped identity and
+    a missing scope: each refused (401, or 403 for a valid token that may not), none lets anyone in."""
+    key, jwk = signing_key("k1")
+    other_key, _ = signing_key("k9")
+    with identity_provider(tmp_path, free_port(), jwk) as issuer, gateway(fake, tmp_path, issuer) as (base, resource):
+        now = int(time.time())
+        claims = {"sub": "alice-app", "iss": issuer, "aud": resource, "iat": now, "exp": now + 300, "scope": "mcp"}
+
+        def signed(**changed: Any) -> str:
+            return jwt.encode({**claims, **changed}, key, algorithm="RS256", headers={"kid": "k1"})
+
+        assert status_with(base, signed()).status_code == 200  # what follows differs from this in one thing
+        refused = {
+            "audience": status_with(base, access_token(issuer, "alice-app", "http://127.0.0.1:9/other")),
+            "issuer": status_with(base, signed(iss="http://127.0.0.1:1")),
+            "expired": status_with(base, signed(exp=now - 120)),
+            "none": status_with(base, jwt.encode(claims, "", algorithm="none", headers={"kid": "k1"})),
+            "unknown key": status_with(base, jwt.encode(claims, other_key, algorithm="RS256", headers={"kid": "k9"})),
+            "unmapped": status_with(base, access_token(issuer, "stranger", resource)),
+            "scope": status_with(base, signed(scope="other")),
+        }
+        log = (tmp_path / "server.stderr").read_text()
+    statuses = {why: answer.status_code for why, answer in refused.items()}
+    assert statuses == {
+        "audience": 401, "issuer": 401, "expired": 401, "none": 401, "unknown key": 401, "unmapped": 403, "scope": 403,
+    }  # fmt: skip
+    assert 'error="insufficient_scope"' in refused["scope"].headers["www-authenticate"]
+    assert 'error="invalid_token"' in refused["expired"].headers["www-authenticate"]
+    assert "no line of the tokens file names identity:stranger" in log
+    assert log.count("refused an access token") >= 6
+    assert "eyJ" not in log  # no token, whole or in part
+
+
+async def test_a_key_rotation_at_the_provider_is_followed(fake: FakeUpstream, tmp_path: Path) -> None:
+    """The provider restarts signing with a new key: its tokens are accepted once the gateway fetched the
+    keys again for the unknown `kid` (at most once every few seconds)."""
+    port = free_port()
+    _, first = signing_key("k1")
+    _, second = signing_key("k2")
+    with gateway(fake, tmp_path, f"http://127.0.0.1:{port}") as (base, resource):
+        with identity_provider(tmp_path, port, first) as issuer:
+            assert status_with(base, access_token(issuer, "alice-app", resource)).status_code == 200
+        with identity_provider(tmp_path, port, second) as issuer:
+            rotated = access_token(issuer, "alice-app", resource)
+            await eventually(lambda: status_with(base, rotated).status_code == 200, timeout_s=15)
