@@ -10,8 +10,8 @@ Spans are flushed when the server stops.
 What a client sends cannot grow them: every span has limits (`LIMITS`: attributes, their length,
 events, links), names are cut to `MAX_NAME` (the SDK names a tool call's span after the tool the
 client named), and the export queue holds at most `QUEUE_SPANS`, so a slow collector costs at
-most `QUEUE_SPANS` spans of bounded size; past that the SDK drops spans (and says so in the log)
-rather than growing the server.
+most `QUEUE_SPANS` spans of bounded size; past that the SDK drops spans rather than growing the
+server: `DROPPED` counts them (`swarm_mcp_spans_dropped_total`), and the SDK logs the first.
 """
 
 from __future__ import annotations
@@ -26,6 +26,16 @@ from swarm_inference_mcp.server import __version__
 log = logging.getLogger(__name__)
 
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+class DroppedSpans:
+    """How many spans the export queue had no room for (the SDK logs the first only, and its own
+    metrics of it are an internal, off by default)."""
+
+    count = 0
+
+
+DROPPED = DroppedSpans()
 MAX_NAME = 128
 """Characters of a span's name."""
 QUEUE_SPANS = 512
@@ -87,8 +97,20 @@ def traced(environ: Mapping[str, str]) -> Iterator[None]:
 
     provider = TracerProvider(resource=resource, span_limits=limits)
     provider.add_span_processor(ClippedNames())
+
+    class CountedBatches(BatchSpanProcessor):
+        """The SDK's batch processor, counting each span it is about to drop for a full queue (it keeps
+        the queue in a private `BatchProcessor`: without it, nothing is counted and nothing breaks)."""
+
+        def on_end(self, span: Any) -> None:
+            batches = getattr(self, "_batch_processor", None)
+            queue, room = getattr(batches, "_queue", None), getattr(batches, "_max_queue_size", None)
+            if span.context and span.context.trace_flags.sampled and queue is not None and len(queue) == room:
+                DROPPED.count += 1
+            super().on_end(span)
+
     provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(), max_queue_size=QUEUE_SPANS, max_export_batch_size=BATCH_SPANS)
+        CountedBatches(OTLPSpanExporter(), max_queue_size=QUEUE_SPANS, max_export_batch_size=BATCH_SPANS)
     )
     trace.set_tracer_provider(provider)
     log.info("exporting traces over OTLP/HTTP")

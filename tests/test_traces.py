@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -221,3 +222,61 @@ def test_huge_ids_and_tool_names_with_a_stalled_collector_stay_in_bounded_memory
         collector.shutdown()
         collector.server_close()
     assert peak_kib < 250 * 1024, peak_kib
+
+
+def test_spans_a_stalled_collector_cannot_take_are_counted_and_said_once(fake: FakeUpstream, tmp_path: Path) -> None:
+    """Over HTTP, with a collector that answers nothing: past the export queue, spans are dropped, counted
+    in swarm_mcp_spans_dropped_total, and said in the log once, not once a span."""
+    from tests.servers import free_port, http_server  # noqa: PLC0415
+
+    stalled = threading.Event()
+
+    class Stalled(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            stalled.wait(60)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    metrics = free_port()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "SWARM_MCP_METRICS_ADDR": f"127.0.0.1:{metrics}",
+    }
+    try:
+        with http_server(fake, tmp_path, "--stateless", **env) as (base, _), httpx2.Client(timeout=10) as http:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            headers = {"Accept": "application/json, text/event-stream"}
+            for _ in range(900):  # a span each, past the queue of 512 the stalled exporter never drains
+                http.post(f"{base}/mcp", json=body, headers=headers)
+            scraped = http.get(f"http://127.0.0.1:{metrics}/metrics").text
+            log = (tmp_path / "server.stderr").read_text()
+    finally:
+        stalled.set()
+        collector.shutdown()
+        collector.server_close()
+    (dropped,) = [line for line in scraped.splitlines() if line.startswith("swarm_mcp_spans_dropped_total ")]
+    assert float(dropped.split()[1]) >= 900 - 512 - 128  # what the queue and the stalled batch could not hold
+    assert log.count("Queue full, dropping") == 1  # the SDK says it once
+
+
+async def test_a_callers_long_model_name_is_clipped_in_the_span_name(fake: FakeUpstream, tmp_path: Path) -> None:
+    """The model is the caller's choice: a 200-character one names the upstream span cut to 64."""
+    model = "m" * 200
+    with otlp_receiver() as (endpoint, bodies):
+        env = fake_env(
+            fake, SWARM_MCP_STATE_DB="off", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="50"
+        )
+        server = StdioServerParameters(command=str(SCRIPT), env={"PATH": os.environ.get("PATH", ""), **env})
+        async with Client(server) as client:
+            assert not (await client.call_tool("ask_swarm", {"prompt": "long model", "model": model})).is_error
+        await eventually(lambda: any(s.name.startswith("chat") for s in spans_of(bodies)), timeout_s=15)
+    (upstream,) = [s for s in spans_of(bodies) if s.name.startswith("chat")]
+    assert upstream.name == "chat " + "m" * 64
+    assert attributes(upstream)["gen_ai.request.model"] == model  # an attribute keeps up to 512 characters

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from swarm_inference_mcp.server.accounting import view
 from swarm_inference_mcp.server.accounting.ledger import StateError, UsageRow
 from swarm_inference_mcp.server.clients import Client
+from swarm_inference_mcp.server.telemetry import DROPPED
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.calls import AppState
@@ -68,6 +69,10 @@ class PrometheusMetrics:
             buckets=SECONDS_BUCKETS,
             registry=registry,
         )
+        self._spans_dropped = Counter(
+            "swarm_mcp_spans_dropped", "Spans the trace exporter dropped: its collector fell behind.", registry=registry
+        )
+        self._dropped_seen = 0
         self._tokens = Counter(
             "swarm_mcp_tokens", "Tokens the upstreams reported.", ["provider", "client", "type"], registry=registry
         )
@@ -127,6 +132,8 @@ class PrometheusMetrics:
     async def render(self, state: AppState | None, sessions: Mapping[str, int], clients: list[Client]) -> bytes:
         """The metrics in Prometheus' text format, with what can be read now read afresh."""
         _replace(self._sessions, {(name,): count for name, count in sessions.items()})
+        self._spans_dropped.inc(DROPPED.count - self._dropped_seen)
+        self._dropped_seen = DROPPED.count
         if state is not None:
             await self._read(state, clients)
         return generate_latest(self.registry)
