@@ -40,8 +40,13 @@ def _flag_type(annotation: Any) -> Any:
     return str
 
 
-SHOWN = ("transport", "host", "port", "wait", "timeout", "tokens_file", "state_db", "log_level")
-"""The settings whose flags `--help` shows; `--help-settings` shows every one."""
+SHOWN = {
+    "transport": "stdio (default), or streamable-http for a shared server [SWARM_MCP_TRANSPORT]",
+    "port": "port of the HTTP transport [SWARM_MCP_PORT; 8000]",
+    "wait": "seconds a call waits before it hands back a job handle [SWARM_MCP_WAIT; 45]",
+    "log_level": "DEBUG, INFO, WARNING or ERROR, on stderr [SWARM_MCP_LOG_LEVEL; INFO]",
+}
+"""The settings whose flags `--help` shows, in a few words; `--help-settings` shows every one in full."""
 DOCS = "https://github.com/swarm-inference-mcp/swarm-inference-mcp/tree/main/docs"
 
 
@@ -65,17 +70,17 @@ def build_parser(*, every_setting: bool = False) -> argparse.ArgumentParser:
         "usage: spend per day from the usage state file; token NAME: a new token for an HTTP client",
     )
     parser.add_argument("name", nargs="?", help="token: the client's name")
-    parser.add_argument("--days", type=int, default=14, help="usage: how many days back [default 14]")
+    parser.add_argument("--days", type=int, default=14, help="usage: how many days back [14]")
     parser.add_argument("--json", action="store_true", help="usage: JSON instead of a table")
-    parser.add_argument("--by-client", action="store_true", help="usage: per HTTP client instead of per provider")
-    parser.add_argument("--html", metavar="FILE", help="usage: a page with charts of spend and budgets")
+    parser.add_argument("--by-client", action="store_true", help="usage: per HTTP client")
+    parser.add_argument("--html", metavar="FILE", help="usage: a page with charts")
     for variable in VARIABLES:
         if variable.flag is None:
             continue
         name, annotation = variable.name, variable.field.annotation
         help_text = f"{variable.description} [env {variable.env}; default {variable.default}]"
-        if not every_setting and name not in SHOWN:
-            help_text = argparse.SUPPRESS
+        if not every_setting:
+            help_text = SHOWN.get(name, argparse.SUPPRESS)
         if annotation is bool:
             parser.add_argument(
                 variable.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
