@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests import third_party
-from tests.fake_upstream import FakeUpstream, eventually
+from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import free_port, http_server_at, mcp_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -180,3 +180,24 @@ async def test_a_key_rotation_at_the_provider_is_followed(fake: FakeUpstream, tm
         with identity_provider(tmp_path, port, second) as issuer:
             rotated = access_token(issuer, "alice-app", resource)
             await eventually(lambda: status_with(base, rotated).status_code == 200, timeout_s=15)
+
+
+async def test_a_job_started_in_one_session_is_collected_in_the_next_by_the_same_person_only(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Claude.ai may open a fresh session for every call: alice's handle from one session is collected in
+    another with a new access token of hers, and is unknown to bob."""
+    _, jwk = signing_key("k1")
+    fake.script("swarms", Reply(delay_s=1.5))
+    with identity_provider(tmp_path, free_port(), jwk) as issuer, gateway(fake, tmp_path, issuer) as (base, resource):
+        async with mcp_client(f"{base}/mcp", token=access_token(issuer, "alice-app", resource)) as first:
+            handle = (await first.call_tool("ask_swarm", {"prompt": "slow", "wait_s": 0})).structured_content
+        assert handle is not None
+        async with mcp_client(f"{base}/mcp", token=BOB) as bob:
+            foreign = await bob.call_tool("get_result", {"job_id": handle["job_id"]})
+        async with mcp_client(f"{base}/mcp", token=access_token(issuer, "alice-app", resource)) as second:
+            collected = await second.call_tool("get_result", {"job_id": handle["job_id"], "wait_s": 30})
+    assert foreign.is_error
+    assert not collected.is_error
+    assert (collected.structured_content or {})["text"] == "swarms says: slow"
+    assert len(fake.seen("swarms")) == 1
