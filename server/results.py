@@ -35,6 +35,8 @@ from swarm_inference_mcp.tools.models import Answer, AnswerPage, BothAnswers, Pr
 Reply = Outcome | Collected | JobRecord | CancelReport
 """What a tool call produced, before it is rendered: an outcome (read from its job, or not), a job
 (running, or finished and kept), or what a cancel did."""
+SURE_ROOM = 10_000
+"""More than everything of a result but its text ever takes (usage, trace, labels of ask_both)."""
 ENVELOPE_CHARS = 200
 """Room for the JSON-RPC envelope around a result (`{"jsonrpc": "2.0", "id": …, "result": …}`)."""
 ERROR_META = "swarm-inference-mcp/error"
@@ -128,8 +130,15 @@ def render(reply: Reply, forget_after_s: float, limit: int) -> CallToolResult:
 
 
 def fits(outcome: Outcome, limit: int) -> bool:
-    """Whether the whole outcome fits one result of `limit` characters (a failure always does)."""
-    return isinstance(outcome, Failed) or _size(_whole(outcome)) <= limit
+    """Whether the whole outcome fits one result of `limit` characters (a failure always does). An answer
+    whose text, carried at most three times (the text, the structured `text`, and with several choices
+    the first again among them) and escaped at worst (6 characters each), still leaves `SURE_ROOM` is
+    not rendered to be measured: nearly every answer."""
+    if isinstance(outcome, Failed):
+        return True
+    if len(outcome_text(outcome)) * 18 + SURE_ROOM <= limit:
+        return True
+    return _size(_whole(outcome)) <= limit
 
 
 def _whole(outcome: Answered | Sides) -> CallToolResult:
