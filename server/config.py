@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     )
     oauth_claim: str = Field("sub", min_length=1, description="The access-token claim that names the person.")
     oauth_scope: str | None = Field(None, description="A scope every access token must carry (and we advertise).")
+    oauth_only: bool = Field(
+        False, description="With SWARM_MCP_OAUTH_ISSUER: accept its access tokens only, not the tokens file's tokens."
+    )
     metrics_addr: str | None = Field(
         None,
         pattern=r"^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$",

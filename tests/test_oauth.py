@@ -90,7 +90,7 @@ def status_with(base: str, token: str) -> httpx2.Response:
 
 
 @contextmanager
-def gateway(fake: FakeUpstream, tmp_path: Path, issuer: str) -> Iterator[tuple[str, str]]:
+def gateway(fake: FakeUpstream, tmp_path: Path, issuer: str, **more: str) -> Iterator[tuple[str, str]]:
     """The gateway trusting `issuer`, alice mapped by identity, bob by a plain token: (base URL, resource)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -101,6 +101,7 @@ def gateway(fake: FakeUpstream, tmp_path: Path, issuer: str) -> Iterator[tuple[s
         "SWARM_MCP_PUBLIC_URL": base,
         "SWARM_MCP_OAUTH_ISSUER": issuer,
         "SWARM_MCP_OAUTH_SCOPE": "mcp",
+        **more,
     }
     with http_server_at(port, fake, tmp_path, "--stateless", **env):
         yield base, f"{base}/mcp"
@@ -201,3 +202,16 @@ async def test_a_job_started_in_one_session_is_collected_in_the_next_by_the_same
     assert not collected.is_error
     assert (collected.structured_content or {})["text"] == "swarms says: slow"
     assert len(fake.seen("swarms")) == 1
+
+
+async def test_plain_tokens_can_be_turned_off(fake: FakeUpstream, tmp_path: Path) -> None:
+    _, jwk = signing_key("k1")
+    with (
+        identity_provider(tmp_path, free_port(), jwk) as issuer,
+        gateway(fake, tmp_path, issuer, SWARM_MCP_OAUTH_ONLY="true") as (base, resource),
+    ):
+        plain = status_with(base, BOB)
+        oauth = status_with(base, access_token(issuer, "alice-app", resource))
+    assert plain.status_code == 401
+    assert "resource_metadata=" in plain.headers["www-authenticate"]
+    assert oauth.status_code == 200

@@ -240,6 +240,8 @@ class Gate:
             )
         )
         """With an OAuth issuer: our protected resource metadata, and the check of its access tokens."""
+        self._plain_tokens = self._oauth is None or not settings.oauth_only
+        """Whether a token of the tokens file stands for its client (`SWARM_MCP_OAUTH_ONLY` turns them off)."""
         self.answering = InFlight()
         """POSTs being answered: a shutdown waits for them, so that every last result is written."""
         self.refusals = RefusalLog()
@@ -343,7 +345,7 @@ class Gate:
     async def _authenticated(self, request: Request) -> tuple[Client | None, Response | None]:
         """The client a request's bearer token stands for (a token of the tokens file, or with OAuth an
         access token of the issuer's), or the refusal."""
-        client = self._client(request)
+        client = self._client(request) if self._plain_tokens else None
         if client is not None:
             return client, None
         address = request.client.host if request.client else "an unknown address"
