@@ -11,7 +11,7 @@ What a client sends cannot grow them: every span has limits (`LIMITS`: attribute
 events, links), names are cut to `MAX_NAME` (the SDK names a tool call's span after the tool the
 client named), and the export queue holds at most `QUEUE_SPANS`, so a slow collector costs at
 most `QUEUE_SPANS` spans of bounded size; past that the SDK drops spans rather than growing the
-server: `DROPPED` counts them (`swarm_mcp_spans_dropped_total`), and the SDK logs the first.
+server: `DROPPED` counts them (`swarm_mcp_spans_dropped_total`); the SDK logs it at most once in 20 s.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 
 
 class DroppedSpans:
-    """How many spans the export queue had no room for (the SDK logs the first only, and its own
+    """How many spans the export queue had no room for (the SDK logs one in 20 seconds, and its own
     metrics of it are an internal, off by default)."""
 
     count = 0

@@ -226,7 +226,7 @@ def test_huge_ids_and_tool_names_with_a_stalled_collector_stay_in_bounded_memory
 
 def test_spans_a_stalled_collector_cannot_take_are_counted_and_said_once(fake: FakeUpstream, tmp_path: Path) -> None:
     """Over HTTP, with a collector that answers nothing: past the export queue, spans are dropped, counted
-    in swarm_mcp_spans_dropped_total, and said in the log once, not once a span."""
+    in swarm_mcp_spans_dropped_total, and said in the log a few times at most, not once a span."""
     from tests.servers import free_port, http_server  # noqa: PLC0415
 
     stalled = threading.Event()
@@ -263,7 +263,7 @@ def test_spans_a_stalled_collector_cannot_take_are_counted_and_said_once(fake: F
         collector.server_close()
     (dropped,) = [line for line in scraped.splitlines() if line.startswith("swarm_mcp_spans_dropped_total ")]
     assert float(dropped.split()[1]) >= 900 - 512 - 128  # what the queue and the stalled batch could not hold
-    assert log.count("Queue full, dropping") == 1  # the SDK says it once
+    assert 1 <= log.count("Queue full, dropping") <= 3  # the SDK says it once in 20 s, not once a span
 
 
 async def test_a_callers_long_model_name_is_clipped_in_the_span_name(fake: FakeUpstream, tmp_path: Path) -> None:
