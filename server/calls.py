@@ -181,7 +181,7 @@ async def _tracked(
                     work, handover_s, progress, stream=True, job_limit=limit, hand_out=hand_out
                 )
             if isinstance(reply, Answered | Sides) and not fits(reply, state.settings.max_result_chars):
-                return Collected(state.jobs.adopt(work, reply).id, reply)  # kept, to be read on
+                return Collected(state.jobs.kept(work, reply), reply)  # to be read on from a kept job
             return reply
         except CallError as err:  # a refusal before any work started (an unknown job id, a limit)
             return Failed.of(err)

@@ -79,8 +79,10 @@ async def test_a_five_megabyte_answer_comes_in_pages_that_join_to_it_exactly(
     async with connect() as client:
         first = await client.call_tool("ask_swarm", {"prompt": "long"})
         pages = await read_all(client, first)
+        again = await client.call_tool("ask_swarm", {"prompt": "long"})  # the identical call, within the TTL
     check_pages(pages, whole)
     assert len(fake.seen("swarms")) == 1  # read on for free: one request, however many pages
+    assert (again.structured_content or {})["job_id"] == (first.structured_content or {})["job_id"]
     assert (first.structured_content or {})["usage"]["total_tokens"] > 0
 
 

@@ -129,6 +129,14 @@ class JobRunner:
         job.done.set()
         return _as_record(job, self._clock(), time.time())
 
+    def kept(self, work: Work, outcome: Outcome) -> str:
+        """The id of a kept job with this outcome of `work` (one an identical call left, or a new one): a
+        long answer is read from it a page at a time."""
+        answered = self.table.answered(work.key)
+        if answered is not None and answered.outcome is outcome:
+            return answered.id
+        return self.adopt(work, outcome).id
+
     async def snapshot(self, job_id: str, tool: str, client: str | None) -> JobRecord:
         """A job of this client's as it stands (here or on another instance), without waiting."""
         job = await self._find(job_id, tool, client)
