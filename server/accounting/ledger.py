@@ -31,7 +31,7 @@ import functools
 import operator
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Literal, Protocol
 
 import anyio
@@ -114,6 +114,8 @@ class Totals:
 
 
 MEASURES = tuple(f.name for f in fields(Totals))
+measures = operator.attrgetter(*MEASURES)
+"""A `Totals`' numbers in `MEASURES` order, as a tuple (`dataclasses.astuple` deep-copies each one)."""
 
 
 def change(row: UsageRow, previous: UsageRow | None = None, *, for_client: bool = False) -> Totals:
@@ -124,7 +126,7 @@ def change(row: UsageRow, previous: UsageRow | None = None, *, for_client: bool 
     now = Totals.of(row)
     if previous is None:
         return now
-    return Totals(*map(operator.sub, astuple(now), astuple(Totals.of(previous))))
+    return Totals(*map(operator.sub, measures(now), measures(Totals.of(previous))))
 
 
 def rows_in(rows: Iterable[UsageRow]) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import queue
 import secrets
 import sqlite3
@@ -24,13 +25,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from swarm_inference_mcp.server.accounting.ledger import COLUMNS, StateError, Totals, UsageRow, change, rows_in
+from swarm_inference_mcp.server.accounting.ledger import (
+    COLUMNS,
+    StateError,
+    Totals,
+    UsageRow,
+    change,
+    measures,
+    rows_in,
+)
 from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS, connect, reason
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ total_tokens + excluded.total_tokens"
 _TOTALS = f"INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (period, provider) DO UPDATE SET {_ADD}"  # noqa: S608
 _CLIENTS = f"INSERT INTO client_totals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, client) DO UPDATE SET {_ADD}"  # noqa: S608
 
+_COLUMNS_OF = operator.attrgetter(*COLUMNS)
+"""A row's values in `COLUMNS` order."""
 Write = tuple[int, UsageRow, UsageRow | None]
 """A queued write: its number, the row, and the row's earlier write (when this one settles it)."""
 
@@ -259,7 +269,7 @@ def _commit(db: sqlite3.Connection, writer_id: str, batch: list[Write]) -> None:
 def _write(db: sqlite3.Connection, row: UsageRow, previous: UsageRow | None) -> None:
     day, month = row.periods
     if previous is None:
-        db.execute(_INSERT, (day, *astuple(row)))
+        db.execute(_INSERT, (day, *_COLUMNS_OF(row)))
     else:
         db.execute(
             _SETTLE,
@@ -268,8 +278,8 @@ def _write(db: sqlite3.Connection, row: UsageRow, previous: UsageRow | None) -> 
                 row.total_tokens, row.latency_ms, row.ref,
             ),
         )  # fmt: skip
-    measures = astuple(change(row, previous))
-    db.execute(_TOTALS, (day, row.provider, *measures))
-    db.execute(_TOTALS, (month, row.provider, *measures))
+    measured = measures(change(row, previous))
+    db.execute(_TOTALS, (day, row.provider, *measured))
+    db.execute(_TOTALS, (month, row.provider, *measured))
     if row.client is not None:
-        db.execute(_CLIENTS, (day, row.client, *astuple(change(row, previous, for_client=True))))
+        db.execute(_CLIENTS, (day, row.client, *measures(change(row, previous, for_client=True))))

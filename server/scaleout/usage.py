@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import astuple
 from typing import Any
 
 from swarm_inference_mcp.server.accounting.ledger import (
@@ -28,6 +27,7 @@ from swarm_inference_mcp.server.accounting.ledger import (
     Totals,
     UsageRow,
     change,
+    measures,
     rows_in,
 )
 from swarm_inference_mcp.server.scaleout.link import PREFIX, RedisDown, RedisLink
@@ -158,13 +158,13 @@ class RedisUsageStore:
 def _script_args(row: UsageRow, previous: UsageRow | None, oldest_ms: int) -> tuple[list[str], list[Any]]:
     day, month = row.periods
     keys = [_totals_key(day), _totals_key(month), _totals_key(LIFETIME), _clients_key(day), CALLS]
-    measures = astuple(change(row, previous))
-    client_measures = astuple(change(row, previous, for_client=True))
+    totals = measures(change(row, previous))
+    client_measures = measures(change(row, previous, for_client=True))
     fields: list[Any] = ["day", day]
     for name in COLUMNS:
         fields += [name, _text(getattr(row, name))]
     stream = "0" if row.outcome == SENT else "1"
-    args = [row.provider, row.client or "", *measures, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *client_measures]
+    args = [row.provider, row.client or "", *totals, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *client_measures]
     return keys, [*args, stream, *fields]
 
 
