@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     )
     oauth_claim: str = Field("sub", min_length=1, description="The access-token claim that names the person.")
     oauth_scope: str | None = Field(None, description="A scope every access token must carry (and we advertise).")
+    oauth_introspection_client: str | None = Field(
+        None, description="The gateway's client id at the issuer, to introspect opaque access tokens (RFC 7662)."
+    )
+    oauth_introspection_secret: SecretStr | None = Field(None, description="That client's secret.")
     oauth_only: bool = Field(
         False, description="With SWARM_MCP_OAUTH_ISSUER: accept its access tokens only, not the tokens file's tokens."
     )

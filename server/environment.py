@@ -20,7 +20,9 @@ from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.connection import ProviderSettings
 
-SECRET_FIELDS = frozenset({"fortytwo_api_key", "swarms_api_key", "token", "redis_url", "metrics_token"})
+SECRET_FIELDS = frozenset(
+    {"fortytwo_api_key", "swarms_api_key", "token", "redis_url", "metrics_token", "oauth_introspection_secret"}
+)
 
 
 @dataclass(frozen=True)

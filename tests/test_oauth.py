@@ -36,8 +36,9 @@ def signing_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
 
 
 @contextmanager
-def identity_provider(tmp_path: Path, port: int, jwk: dict[str, Any]) -> Iterator[str]:
-    """oidc-provider on 127.0.0.1:`port`, signing with `jwk`, with the clients alice-app and stranger."""
+def identity_provider(tmp_path: Path, port: int, jwk: dict[str, Any], *, opaque: bool = False) -> Iterator[str]:
+    """oidc-provider on 127.0.0.1:`port`, signing with `jwk`, with the clients alice-app and stranger (and
+    the gateway's own, for introspection); `opaque`: its access tokens are opaque."""
     clients = [
         {
             "client_id": client_id,
@@ -47,10 +48,10 @@ def identity_provider(tmp_path: Path, port: int, jwk: dict[str, Any]) -> Iterato
             "response_types": [],
             "scope": "mcp",
         }
-        for client_id in ("alice-app", "stranger")
+        for client_id in ("alice-app", "stranger", "gateway")
     ]
     config = tmp_path / f"oidc-{jwk['kid']}.json"
-    config.write_text(json.dumps({"port": port, "jwks": {"keys": [jwk]}, "clients": clients}))
+    config.write_text(json.dumps({"port": port, "jwks": {"keys": [jwk]}, "clients": clients, "opaque": opaque}))
     installed = third_party.npm_oidc_provider()
     driver = third_party.esm_driver(installed, "oidc_provider.mjs")
     process = subprocess.Popen(
@@ -215,3 +216,29 @@ async def test_plain_tokens_can_be_turned_off(fake: FakeUpstream, tmp_path: Path
     assert plain.status_code == 401
     assert "resource_metadata=" in plain.headers["www-authenticate"]
     assert oauth.status_code == 200
+
+
+async def test_an_opaque_token_is_introspected_and_held_to_the_same_checks(fake: FakeUpstream, tmp_path: Path) -> None:
+    """The provider issues opaque tokens: the gateway asks its introspection endpoint (RFC 7662) with its
+    own credentials; alice's token is alice, a stranger's is refused, and a made-up one is not active."""
+    _, jwk = signing_key("k1")
+    introspection = {
+        "SWARM_MCP_OAUTH_INTROSPECTION_CLIENT": "gateway",
+        "SWARM_MCP_OAUTH_INTROSPECTION_SECRET": SECRET,
+        "SWARM_MCP_OAUTH_CLAIM": "client_id",  # a client-credentials token's introspection names no sub
+    }
+    with (
+        identity_provider(tmp_path, free_port(), jwk, opaque=True) as issuer,
+        gateway(fake, tmp_path, issuer, **introspection) as (base, resource),
+    ):
+        token = access_token(issuer, "alice-app", resource)
+        assert token.count(".") != 2  # opaque, not a JWT
+        statuses = [
+            status_with(base, token).status_code,
+            status_with(base, access_token(issuer, "stranger", resource)).status_code,
+            status_with(base, "made-up-opaque-token-0123456789").status_code,
+            status_with(base, access_token(issuer, "alice-app", "http://127.0.0.1:9/other")).status_code,
+        ]
+        log = (tmp_path / "server.stderr").read_text()
+    assert statuses == [200, 403, 401, 401]
+    assert token not in log

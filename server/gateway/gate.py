@@ -232,13 +232,7 @@ class Gate:
         """Who holds which session (None when stateless: there are none)."""
         self._path = settings.path
         """The MCP endpoint: only its requests open, use and end sessions."""
-        self._oauth = (
-            None
-            if settings.oauth_issuer is None or settings.public_url is None
-            else ResourceServer(
-                settings.public_url, settings.path, settings.oauth_issuer, settings.oauth_claim, settings.oauth_scope
-            )
-        )
+        self._oauth = ResourceServer.of(settings)
         """With an OAuth issuer: our protected resource metadata, and the check of its access tokens."""
         self._plain_tokens = self._oauth is None or not settings.oauth_only
         """Whether a token of the tokens file stands for its client (`SWARM_MCP_OAUTH_ONLY` turns them off)."""

@@ -10,15 +10,22 @@ issuer, for this resource (`aud`), unexpired, and carrying the required scope if
 claim `SWARM_MCP_OAUTH_CLAIM` (`sub` by default) names the person, and a line of the tokens file
 names the identity it admits (`alice identity:alice@example.com`): the same client as a bearer
 token, with its limits, budget, jobs and tasks. A valid token of an identity no line names gets 403,
-and one line in the log naming the claim's value.
+and one line in the log naming the claim's value. A token that is no JWT (opaque) is asked about
+at the issuer's introspection endpoint (RFC 7662) when the gateway has credentials there
+(`SWARM_MCP_OAUTH_INTROSPECTION_CLIENT` and `_SECRET`), and held to the same checks; an active answer
+is reused until the token expires, at most `INTROSPECTED_S`.
 
 The signature checks are PyJWT's (a dependency of the MCP SDK); nothing here verifies one by hand.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +35,7 @@ import jwt
 from starlette.responses import JSONResponse, Response
 
 from swarm_inference_mcp.server.clients import Admitted, Client
+from swarm_inference_mcp.server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,10 @@ KEYS_COOLDOWN_S = 5.0
 """At most one fetch of the issuer's keys this often for tokens with an unknown `kid`."""
 LEEWAY_S = 30
 """Clock skew allowed on `exp`, `nbf` and `iat`."""
+INTROSPECTED_S = 60.0
+"""How long an introspected token's answer is reused (never past its `exp`)."""
+INTROSPECTED_MAX = 10_000
+"""Most introspection answers kept."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,16 @@ class Verdict:
 class ResourceServer:
     """Our protected resource metadata, and the check of the issuer's access tokens."""
 
-    def __init__(self, public_url: str, path: str, issuer: str, claim: str, scope: str | None) -> None:
+    def __init__(
+        self,
+        public_url: str,
+        path: str,
+        issuer: str,
+        *,
+        claim: str,
+        scope: str | None,
+        introspection: tuple[str, str] | None = None,
+    ) -> None:
         self.resource = public_url.rstrip("/") + path
         self.metadata_url = public_url.rstrip("/") + WELL_KNOWN + path
         self._paths = {WELL_KNOWN + path, WELL_KNOWN}
@@ -59,6 +80,27 @@ class ResourceServer:
         self._claim = claim
         self._scope = scope
         self._keys: jwt.PyJWKClient | None = None
+        self._metadata: dict[str, Any] | None = None
+        self._introspection = introspection
+        """The gateway's client id and secret at the issuer, to introspect opaque tokens (or None)."""
+        self._introspected: dict[bytes, tuple[float, dict[str, Any]]] = {}
+        """sha256 of a token -> (reused until, its claims): never the token itself."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> ResourceServer | None:
+        """The resource server the settings describe: with `SWARM_MCP_OAUTH_ISSUER`, else None."""
+        if settings.oauth_issuer is None or settings.public_url is None:
+            return None
+        secret = settings.oauth_introspection_secret
+        client = settings.oauth_introspection_client
+        return cls(
+            settings.public_url,
+            settings.path,
+            settings.oauth_issuer,
+            claim=settings.oauth_claim,
+            scope=settings.oauth_scope,
+            introspection=None if client is None or secret is None else (client, secret.get_secret_value()),
+        )
 
     def serves(self, path: str) -> bool:
         """Whether `path` is our protected resource metadata."""
@@ -108,7 +150,9 @@ class ResourceServer:
         return Verdict(client=admitted.client)
 
     def _decode(self, token: str) -> dict[str, Any]:
-        """The token's claims, if every check passes (in a thread: keys may be fetched)."""
+        """The token's claims, if every check passes (in a thread: keys may be fetched, tokens introspected)."""
+        if token.count(".") != 2 and self._introspection is not None:
+            return self._introspect(token)
         key = self._signing_keys().get_signing_key_from_jwt(token)
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -121,11 +165,54 @@ class ResourceServer:
         )
         return claims
 
-    def _signing_keys(self) -> jwt.PyJWKClient:
-        if self._keys is None:
+    def _introspect(self, token: str) -> dict[str, Any]:
+        """An opaque token's claims from the issuer (RFC 7662), held to the checks a JWT's are."""
+        assert self._introspection is not None  # noqa: S101 - the caller checked
+        digest, now = hashlib.sha256(token.encode()).digest(), time.time()
+        kept = self._introspected.get(digest)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        endpoint = self._issuer_document().get("introspection_endpoint")
+        if not isinstance(endpoint, str):
+            raise ValueError(f"the metadata of {self._issuer} names no introspection_endpoint")
+        client_id, secret = self._introspection
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked at start
+            endpoint,
+            data=urllib.parse.urlencode({"token": token, "token_type_hint": "access_token"}).encode(),
+            headers={
+                "Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode(),
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            claims = json.loads(answer.read(METADATA_BYTES))
+        if not isinstance(claims, dict) or claims.get("active") is not True:
+            raise ValueError("the issuer says the token is not active")
+        if claims.get("iss", self._issuer).rstrip("/") != self._issuer:
+            raise ValueError("the token is another issuer's")
+        audience = claims.get("aud")
+        if self.resource not in (audience if isinstance(audience, list) else [audience]):
+            raise ValueError("the token is for another audience")
+        expires = claims.get("exp")
+        if not isinstance(expires, int | float) or expires + LEEWAY_S <= now:
+            raise ValueError("the token has expired")
+        if len(self._introspected) >= INTROSPECTED_MAX:
+            self._introspected = {key: value for key, value in self._introspected.items() if value[0] > now}
+        self._introspected[digest] = (min(expires, now + INTROSPECTED_S), claims)
+        return claims
+
+    def _issuer_document(self) -> dict[str, Any]:
+        if self._metadata is None:
             metadata = _issuer_metadata(self._issuer)
             if metadata.get("issuer", "").rstrip("/") != self._issuer:
                 raise ValueError(f"the metadata of {self._issuer} names another issuer")
+            self._metadata = metadata
+        return self._metadata
+
+    def _signing_keys(self) -> jwt.PyJWKClient:
+        if self._keys is None:
+            metadata = self._issuer_document()
             jwks_uri = metadata.get("jwks_uri")
             if not isinstance(jwks_uri, str):
                 raise ValueError(f"the metadata of {self._issuer} names no jwks_uri")

@@ -3,8 +3,9 @@
 //
 //   node oidc_provider.mjs CONFIG.json
 //
-// CONFIG.json is {"port", "jwks": {"keys": [private JWKs]}, "clients": [...], "ttl"?}. Prints "ready" once
-// it listens on 127.0.0.1:port; stops on SIGTERM.
+// CONFIG.json is {"port", "jwks": {"keys": [private JWKs]}, "clients": [...], "ttl"?, "opaque"?}: with
+// "opaque", access tokens are opaque and answered at the introspection endpoint (RFC 7662). Prints
+// "ready" once it listens on 127.0.0.1:port; stops on SIGTERM.
 import fs from "node:fs";
 import Provider from "oidc-provider";
 
@@ -16,6 +17,7 @@ const provider = new Provider(`http://127.0.0.1:${config.port}`, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    introspection: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,
@@ -23,7 +25,7 @@ const provider = new Provider(`http://127.0.0.1:${config.port}`, {
       getResourceServerInfo: (ctx, resource) => ({
         scope: "mcp",
         audience: resource,
-        accessTokenFormat: "jwt",
+        accessTokenFormat: config.opaque ? "opaque" : "jwt",
         accessTokenTTL: config.ttl || 300,
         jwt: { sign: { alg: "RS256" } },
       }),
