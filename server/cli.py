@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from swarm_inference_mcp.server import __version__
 from swarm_inference_mcp.server.config import Settings
-from swarm_inference_mcp.server.environment import VARIABLES, load_settings
+from swarm_inference_mcp.server.environment import BY_ENV, VARIABLES, load_settings
 from swarm_inference_mcp.tools import PROVIDERS
 
 log = logging.getLogger("swarm_inference_mcp")
@@ -119,7 +119,7 @@ def _unknown_flag(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str |
 
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One sentence per variable that looks like a setting of ours but is none, naming the closest one."""
-    known = [variable.env for variable in VARIABLES]
+    known = list(BY_ENV)
     prefixes = ("SWARM_MCP_", *(f"{spec.name.upper()}_" for spec in PROVIDERS))
     sentences = []
     for name in sorted(environ):

@@ -79,6 +79,7 @@ def _variables() -> tuple[Variable, ...]:
 VARIABLES = _variables()
 """Every setting, the server's own first, then each provider's."""
 BY_NAME = {variable.name: variable for variable in VARIABLES}
+BY_ENV = {variable.env: variable for variable in VARIABLES}
 
 
 _UNFILLED = re.compile(r"\$\{user_config\.[^}]*\}")
@@ -94,8 +95,8 @@ def load_settings(environ: Mapping[str, str], overrides: Mapping[str, Any] | Non
 
     The token file (`SWARM_MCP_TOKEN_FILE` or `--token-file`) is read here, once.
     """
-    known = {variable.env for variable in VARIABLES}  # another variable, even with our prefix, is not read
-    given = {name: value.strip() for name, value in environ.items() if name.upper() in known}
+    # Another variable, even with our prefix, is not read.
+    given = {name: value.strip() for name, value in environ.items() if name.upper() in BY_ENV}
     source = EnvSettingsSource(Settings)
     source.env_vars = {name.lower(): value for name, value in given.items() if value and not _UNFILLED.fullmatch(value)}
     data: dict[str, Any] = dict(source())

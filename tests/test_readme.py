@@ -6,10 +6,8 @@ The host snippets are started for real in `tests/test_install.py`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,25 +88,13 @@ def test_the_see_it_work_command_calls_a_tool_and_prints_the_answer(fake: FakeUp
     installed by the test run, the console script of this venv, the fake upstream's key and address."""
     from tests import third_party  # noqa: PLC0415 - installs the Inspector on first use
     from tests.servers import SCRIPT  # noqa: PLC0415
+    from tests.test_cross_client import inspector  # noqa: PLC0415
 
     (line,) = [block for block in shell_blocks() if "inspector" in block]
     words = shlex.split(line.replace('"$SWARMS_API_KEY"', fake.keys["swarms"]))
-    assert words[0] == "npx"
-    launcher = third_party.npm_clients() / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients"
-    assert words[1] == f"@modelcontextprotocol/inspector@{third_party.INSPECTOR.rsplit('@', 1)[1]}"
+    assert words[:3] == ["npx", f"@modelcontextprotocol/inspector@{third_party.INSPECTOR.rsplit('@', 1)[1]}", "--cli"]
     assert words[-1] == ".venv/bin/swarm-inference-mcp"
-    command = [
-        third_party.node(), str(launcher / "launcher" / "build" / "index.js"), *words[2:3],
-        "-e", f"SWARMS_BASE_URL={fake.url('swarms')}", "-e", "SWARM_MCP_STATE_DB=off", *words[3:-1], str(SCRIPT),
-    ]  # fmt: skip
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MCP_CATALOG_PATH": str(tmp_path / "catalog.json")},
-    )
+    here = ["-e", f"SWARMS_BASE_URL={fake.url('swarms')}", "-e", "SWARM_MCP_STATE_DB=off"]
+    done = inspector({"npm": third_party.npm_clients()}, tmp_path, *here, *words[3:-1], str(SCRIPT))
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["content"][0]["text"] == "swarms says: Name three uses of a swarm."

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,6 +55,31 @@ def otlp_receiver() -> Iterator[tuple[str, list[bytes]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def stalled_collector() -> Iterator[tuple[str, Callable[[], None]]]:
+    """An OTLP/HTTP endpoint on loopback that answers nothing until released: (its URL, release)."""
+    stalled = threading.Event()
+
+    class Stalled(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            stalled.wait(60)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{collector.server_address[1]}", stalled.set
+    finally:
+        stalled.set()
+        collector.shutdown()
+        collector.server_close()
 
 
 def spans_of(bodies: list[bytes]) -> list[Any]:
@@ -178,27 +203,13 @@ def test_huge_ids_and_tool_names_with_a_stalled_collector_stay_in_bounded_memory
     """40 requests, each with a 1.9 MB JSON-RPC id and a 1.9 MB tool name, while the collector answers
     nothing: spans are clipped (attributes to 512 characters, names to 128) and queued at most 512,
     so the server's peak memory stays under 250 MiB (unclipped, it passed a gigabyte)."""
-    stalled = threading.Event()
-
-    class Stalled(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            stalled.wait(60)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    collector = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        **fake_env(fake, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_address[1]}"),
-        "OTEL_BSP_SCHEDULE_DELAY": "50",
-    }
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
-    try:
+    with stalled_collector() as (endpoint, release):
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            **fake_env(fake, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint),
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
         with subprocess.Popen([SCRIPT], env=env, **pipes) as process:  # type: ignore[call-overload]
 
             def ask(message: dict[str, Any]) -> None:
@@ -214,13 +225,9 @@ def test_huge_ids_and_tool_names_with_a_stalled_collector_stay_in_bounded_memory
                 ask({"jsonrpc": "2.0", "id": huge, "method": "tools/call", "params": {"name": huge, "arguments": {}}})
             status = Path(f"/proc/{process.pid}/status").read_text()
             peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-            stalled.set()
+            release()  # so that the server can flush its spans as it stops
             process.stdin.close()
             process.wait(timeout=60)
-    finally:
-        stalled.set()
-        collector.shutdown()
-        collector.server_close()
     assert peak_kib < 250 * 1024, peak_kib
 
 
@@ -229,27 +236,13 @@ def test_spans_a_stalled_collector_cannot_take_are_counted_and_said_once(fake: F
     in swarm_mcp_spans_dropped_total, and said in the log a few times at most, not once a span."""
     from tests.servers import free_port, http_server  # noqa: PLC0415
 
-    stalled = threading.Event()
-
-    class Stalled(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            stalled.wait(60)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    collector = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
     metrics = free_port()
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
-        "OTEL_BSP_SCHEDULE_DELAY": "50",
-        "SWARM_MCP_METRICS_ADDR": f"127.0.0.1:{metrics}",
-    }
-    try:
+    with stalled_collector() as (endpoint, _):
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "SWARM_MCP_METRICS_ADDR": f"127.0.0.1:{metrics}",
+        }
         with http_server(fake, tmp_path, "--stateless", **env) as (base, _), httpx2.Client(timeout=10) as http:
             body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
             headers = {"Accept": "application/json, text/event-stream"}
@@ -257,10 +250,6 @@ def test_spans_a_stalled_collector_cannot_take_are_counted_and_said_once(fake: F
                 http.post(f"{base}/mcp", json=body, headers=headers)
             scraped = http.get(f"http://127.0.0.1:{metrics}/metrics").text
             log = (tmp_path / "server.stderr").read_text()
-    finally:
-        stalled.set()
-        collector.shutdown()
-        collector.server_close()
     (dropped,) = [line for line in scraped.splitlines() if line.startswith("swarm_mcp_spans_dropped_total ")]
     assert float(dropped.split()[1]) >= 900 - 512 - 128  # what the queue and the stalled batch could not hold
     assert 1 <= log.count("Queue full, dropping") <= 3  # the SDK says it once in 20 s, not once a span

@@ -327,8 +327,8 @@ class Gate:
             return None  # no client tokens: a loopback server of one person
         if self._scrape is None:
             return Response("Not Found", status_code=404)  # SWARM_MCP_METRICS_TOKEN unset: not served here
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(digest(presented.strip()), self._scrape):
+        presented = _bearer(request)
+        if presented is not None and hmac.compare_digest(digest(presented), self._scrape):
             return None
         return Response(
             "The metrics need the scrape token (SWARM_MCP_METRICS_TOKEN)",
@@ -339,14 +339,14 @@ class Gate:
     async def _authenticated(self, request: Request) -> tuple[Client | None, Response | None]:
         """The client a request's bearer token stands for (a token of the tokens file, or with OAuth an
         access token of the issuer's), or the refusal."""
-        client = self._client(request) if self._plain_tokens else None
+        presented = _bearer(request)
+        client = authenticate(self.clients, presented) if presented is not None and self._plain_tokens else None
         if client is not None:
             return client, None
         address = request.client.host if request.client else "an unknown address"
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if self._oauth is not None and scheme.lower() == "bearer" and presented.strip():
+        if self._oauth is not None and presented:
             identities = {identity: admitted for admitted in self.clients for identity in admitted.identities}
-            verdict = await self._oauth.verify(presented.strip(), identities, address)
+            verdict = await self._oauth.verify(presented, identities, address)
             return verdict.client, verdict.refusal
         self.refusals.refused(address, time.monotonic())
         if self._oauth is not None:
@@ -357,12 +357,6 @@ class Gate:
             headers={"WWW-Authenticate": 'Bearer realm="swarm-inference-mcp"'},
         )
         return None, unknown
-
-    def _client(self, request: Request) -> Client | None:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return authenticate(self.clients, presented.strip())
 
     def _session_refusal(self, request: Request, client: Client) -> Response | None:
         """429 for a new session past the client's limit; other clients are not affected. A request let in
@@ -385,3 +379,9 @@ class Gate:
         )
         body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}
         return JSONResponse(body, status_code=429)
+
+
+def _bearer(request: Request) -> str | None:
+    """The token of the request's `Authorization: Bearer` header, or None without one."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" else None

@@ -232,8 +232,12 @@ async def serve_http(
         if names is None:
             app.clients = file_clients
         else:  # the same check as at start, at once (and again each third of a lease)
-            asyncio.get_running_loop().create_task(readmit())
+            readmitting.add(task := asyncio.get_running_loop().create_task(readmit()))
+            task.add_done_callback(readmitting.discard)
         log.info("SIGHUP: re-read the tokens file; %d clients", len(file_clients))
+
+    readmitting: set[asyncio.Task[None]] = set()
+    """The SIGHUP re-checks under way: held, since the loop keeps only a weak reference to a task."""
 
     async def readmit() -> None:
         if names is not None:
