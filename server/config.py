@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         description="The base URL hosts reach (https://, or http:// on loopback only), behind any TLS proxy; "
         "the resource OAuth tokens are for is its MCP path.",
     )
+    oauth: Literal["builtin"] | None = Field(
+        None,
+        description="builtin: the gateway is its own OAuth authorization server; a person signs in once with "
+        "the gateway token of their tokens-file line (needs SWARM_MCP_PUBLIC_URL).",
+    )
     oauth_issuer: str | None = Field(
         None,
         description="The team's OAuth or OpenID provider (its issuer URL) whose JWT access tokens for this "
@@ -201,7 +206,22 @@ class Settings(BaseSettings):
     )
     oauth_introspection_secret: SecretStr | None = Field(None, description="That client's secret.")
     oauth_only: bool = Field(
-        False, description="With SWARM_MCP_OAUTH_ISSUER: accept its access tokens only, not the tokens file's tokens."
+        False,
+        description="With OAuth (an issuer or builtin): accept its access tokens only at the MCP endpoint, not "
+        "the tokens file's tokens.",
+    )
+    oauth_access_ttl: int = Field(
+        3600, ge=60, le=86_400, description="Seconds an access token of the built-in authorization server lasts."
+    )
+    oauth_refresh_ttl: int = Field(
+        30 * 86_400,
+        ge=3600,
+        description="Seconds a refresh token of the built-in authorization server lasts unused (each use rotates it).",
+    )
+    oauth_private_clients: bool = Field(
+        False,
+        description="Let the built-in authorization server fetch client metadata documents from loopback and "
+        "private addresses (one machine, tests); off, such a client id is refused.",
     )
     metrics_addr: str | None = Field(
         None,
@@ -261,15 +281,23 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _oauth(self) -> Settings:
         """OAuth needs the URL hosts reach and the tokens file that maps identities; https off loopback."""
-        if self.oauth_issuer is None:
+        if self.oauth_issuer is None and self.oauth is None:
             return self
+        if self.oauth_issuer is not None and self.oauth is not None:
+            raise ValueError("SWARM_MCP_OAUTH=builtin and SWARM_MCP_OAUTH_ISSUER exclude each other: pick one")
         if self.public_url is None or self.tokens_file is None:
-            raise ValueError("SWARM_MCP_OAUTH_ISSUER needs SWARM_MCP_PUBLIC_URL and SWARM_MCP_TOKENS_FILE")
-        for name, url in (("SWARM_MCP_PUBLIC_URL", self.public_url), ("SWARM_MCP_OAUTH_ISSUER", self.oauth_issuer)):
+            which = "SWARM_MCP_OAUTH_ISSUER" if self.oauth is None else "SWARM_MCP_OAUTH=builtin"
+            raise ValueError(f"{which} needs SWARM_MCP_PUBLIC_URL and SWARM_MCP_TOKENS_FILE")
+        urls = {"SWARM_MCP_PUBLIC_URL": self.public_url, "SWARM_MCP_OAUTH_ISSUER": self.oauth_issuer}
+        for name, url in urls.items():
+            if url is None:
+                continue
             parts = urlsplit(url)
             loopback = parts.hostname in LOOPBACK_NAMES or _is_loopback(parts.hostname or "")
             if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
                 raise ValueError(f"{name} must be an https:// URL (http:// only on loopback)")
+        if self.oauth is not None and urlsplit(self.public_url).path.strip("/"):
+            raise ValueError("with SWARM_MCP_OAUTH=builtin, SWARM_MCP_PUBLIC_URL is an origin, no path")
         return self
 
     @model_validator(mode="before")

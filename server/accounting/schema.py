@@ -4,7 +4,8 @@ One SQLite file per user, shared by every server process of that user (WAL mode,
 `calls` holds one row per upstream request (`server.accounting.ledger.COLUMNS`); `totals` (per period
 and provider) and `client_totals` (per day and client) are kept in the same transaction as the row,
 with the change Python computed (`rows.change`), so a budget check is a key lookup whatever the size.
-Before schema 5 triggers kept them; `writers` records, per process, the last write it committed.
+Before schema 5 triggers kept them; `writers` records, per process, the last write it committed;
+`oauth_grants` holds the built-in authorization server's grants (schema 6).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from swarm_inference_mcp.server.accounting.ledger import StateError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STALE_WRITER_S = 7 * 86400
 """A writer's bookkeeping row left by a killed server is removed after this long."""
 BUSY_TIMEOUT_MS = 5000
@@ -111,8 +112,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TRIGGER add_to_totals",
         "DROP TRIGGER add_to_client_totals",
     ),
+    6: (  # the built-in OAuth authorization server's grants (server.gateway.grants), kept hashed
+        """CREATE TABLE oauth_grants (
+            key TEXT PRIMARY KEY,
+            family TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0,
+            grant_json TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX oauth_grants_family ON oauth_grants (family)",
+    ),
 }
 """Schema version → the statements that upgrade the version before it. Never edit a shipped one."""
+GRANTS_TABLE = _MIGRATIONS[6]
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swarm_inference_mcp.server.clients import Admitted, Client, authenticate, digest
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
+from swarm_inference_mcp.server.gateway.authserver import AuthorizationServer
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
 from swarm_inference_mcp.server.gateway.oauth import ResourceServer
 
@@ -216,6 +217,7 @@ class Gate:
         *,
         metrics: PrometheusMetrics | None = None,
         state_of: Callable[[], AppState | None] = lambda: None,
+        authorization: AuthorizationServer | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
@@ -232,8 +234,10 @@ class Gate:
         """Who holds which session (None when stateless: there are none)."""
         self._path = settings.path
         """The MCP endpoint: only its requests open, use and end sessions."""
-        self._oauth = ResourceServer.of(settings)
-        """With an OAuth issuer: our protected resource metadata, and the check of its access tokens."""
+        self.authorization = authorization
+        """The built-in authorization server's endpoints and pages (`SWARM_MCP_OAUTH=builtin`), or None."""
+        self._oauth = ResourceServer.of(settings, None if authorization is None else authorization.authority)
+        """With OAuth: our protected resource metadata, and the check of its access tokens."""
         self._plain_tokens = self._oauth is None or not settings.oauth_only
         """Whether a token of the tokens file stands for its client (`SWARM_MCP_OAUTH_ONLY` turns them off)."""
         self.answering = InFlight()
@@ -249,6 +253,9 @@ class Gate:
             return
         if self._oauth is not None and self._oauth.serves(scope["path"]) and scope["method"] in ("GET", "HEAD"):
             await self._oauth.metadata()(scope, receive, send)
+            return
+        if self.authorization is not None and self.authorization.serves(scope["path"]):
+            await self.authorization.router(scope, receive, send)  # its own CSRF and client checks
             return
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=False)
@@ -345,8 +352,7 @@ class Gate:
             return client, None
         address = request.client.host if request.client else "an unknown address"
         if self._oauth is not None and presented:
-            identities = {identity: admitted for admitted in self.clients for identity in admitted.identities}
-            verdict = await self._oauth.verify(presented, identities, address)
+            verdict = await self._oauth.verify(presented, self.clients, address)
             return verdict.client, verdict.refusal
         self.refusals.refused(address, time.monotonic())
         if self._oauth is not None:

@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 
 from swarm_inference_mcp.server.clients import Admitted, Client
 from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.gateway.authserver import Authority
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class ResourceServer:
         claim: str,
         scope: str | None,
         introspection: tuple[str, str] | None = None,
+        authority: Authority | None = None,
     ) -> None:
         self.resource = public_url.rstrip("/") + path
         self.metadata_url = public_url.rstrip("/") + WELL_KNOWN + path
@@ -85,18 +87,23 @@ class ResourceServer:
         """The gateway's client id and secret at the issuer, to introspect opaque tokens (or None)."""
         self._introspected: dict[bytes, tuple[float, dict[str, Any]]] = {}
         """sha256 of a token -> (reused until, its claims): never the token itself."""
+        self._authority = authority
+        """The built-in authorization server, whose tokens name a tokens-file client by its name."""
 
     @classmethod
-    def of(cls, settings: Settings) -> ResourceServer | None:
-        """The resource server the settings describe: with `SWARM_MCP_OAUTH_ISSUER`, else None."""
-        if settings.oauth_issuer is None or settings.public_url is None:
+    def of(cls, settings: Settings, authority: Authority | None = None) -> ResourceServer | None:
+        """The resource server the settings describe: with `SWARM_MCP_OAUTH_ISSUER` or the built-in
+        authorization server (`authority`), else None."""
+        issuer = settings.oauth_issuer if authority is None else authority.issuer
+        if issuer is None or settings.public_url is None:
             return None
         secret = settings.oauth_introspection_secret
         client = settings.oauth_introspection_client
         return cls(
             settings.public_url,
             settings.path,
-            settings.oauth_issuer,
+            issuer,
+            authority=authority,
             claim=settings.oauth_claim,
             scope=settings.oauth_scope,
             introspection=None if client is None or secret is None else (client, secret.get_secret_value()),
@@ -128,11 +135,18 @@ class ResourceServer:
         body = description or "Missing or invalid access token"
         return Response(body, status_code=status, headers={"WWW-Authenticate": "Bearer " + ", ".join(parts)})
 
-    async def verify(self, token: str, identities: dict[str, Admitted], address: str) -> Verdict:
+    async def verify(self, token: str, clients: list[Admitted], address: str) -> Verdict:
         """The client `token` stands for, or why not (401: not a valid token for us; 403: valid, but not
         enough scope, or an identity no tokens-file line names). Never raises."""
+        if self._authority is not None:  # our own tokens name the client itself
+            identities = {admitted.client.name: admitted for admitted in clients}
+        else:
+            identities = {identity: admitted for admitted in clients for identity in admitted.identities}
         try:
-            claims = await anyio.to_thread.run_sync(self._decode, token)
+            if self._authority is not None:
+                claims = await self._granted(self._authority, token)
+            else:
+                claims = await anyio.to_thread.run_sync(self._decode, token)
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             log.warning("refused an access token from %s: %s", address, _reason(exc))
             return Verdict(refusal=self.challenge(401, "invalid_token"))
@@ -148,6 +162,13 @@ class ResourceServer:
             log.warning("refused %s from %s: no line of the tokens file names identity:%s", self._claim, address, shown)
             return Verdict(refusal=Response("This identity is not a client of this gateway", status_code=403))
         return Verdict(client=admitted.client)
+
+    async def _granted(self, authority: Authority, token: str) -> dict[str, Any]:
+        """The claims of an access token of the built-in authorization server."""
+        granted = await authority.load_access_token(token)
+        if granted is None:
+            raise ValueError("it is unknown, expired or revoked")
+        return {"sub": granted.subject, "scope": " ".join(granted.scopes)}
 
     def _decode(self, token: str) -> dict[str, Any]:
         """The token's claims, if every check passes (in a thread: keys may be fetched, tokens introspected)."""

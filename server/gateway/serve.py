@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
+import httpx2
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from swarm_inference_mcp.server.clients import Admitted, TokensFileError, load_clients
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
+from swarm_inference_mcp.server.gateway.authserver import DOCUMENT_S, Authority, AuthorizationServer
 from swarm_inference_mcp.server.gateway.gate import (
     SDK_LOGGERS,
     ConfigurationRefused,
@@ -34,6 +36,7 @@ from swarm_inference_mcp.server.gateway.gate import (
     QuietLog,
     transport_security,
 )
+from swarm_inference_mcp.server.gateway.grants import SqliteGrants
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
 
 if TYPE_CHECKING:
@@ -106,14 +109,22 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
         host=settings.host,
         session_idle_timeout=settings.session_idle,
     )
-    return Gate(
+    authorization = None
+    if settings.oauth == "builtin":
+        grants = SqliteGrants(settings.state_path())
+        http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False)
+        authority = Authority(settings, grants, lambda: gate.clients, http)
+        authorization = AuthorizationServer(authority, lambda: gate.clients)
+    gate = Gate(
         app,
         settings,
         security,
         clients,
         metrics=metrics,
         state_of=lambda: server.running[0] if server.running else None,
+        authorization=authorization,
     )
+    return gate
 
 
 def timed_protocol(timeout_s: float) -> type[H11Protocol]:
