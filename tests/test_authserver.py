@@ -477,3 +477,47 @@ async def test_client_metadata_documents_that_redirect_or_are_huge_are_refused(
     assert "was answered 302" in log
     assert "larger than 65536 bytes" in log
     assert "a private or loopback address" in log
+
+
+async def test_instances_on_one_redis_honour_each_others_grants(
+    fake: FakeUpstream, tmp_path: Path, redis_server: Any
+) -> None:
+    """Signed in at one instance, the code is exchanged at another and the token used at both; a refresh
+    token rotated at one and replayed at the other revokes the sign-in everywhere."""
+    shared = {"SWARM_MCP_REDIS_URL": redis_server.url, "SWARM_MCP_STATELESS": "true"}
+    with builtin_gateway(fake, tmp_path, "a", **shared) as a, builtin_gateway(fake, tmp_path, "b", **shared) as b:
+        client_id = register(a).json()["client_id"]
+        verifier, challenge = pkce()
+        code = code_for(a, client_id, challenge)
+        tokens = exchange(b, client_id, code, verifier).json()
+        both = [mcp_status(a, tokens["access_token"]), mcp_status(b, tokens["access_token"])]
+        rotated = refresh(a, client_id, tokens["refresh_token"]).json()
+        replayed = refresh(b, client_id, tokens["refresh_token"])
+        after = [mcp_status(a, rotated["access_token"]), mcp_status(b, rotated["access_token"])]
+    assert both == [200, 200]
+    assert replayed.status_code == 400
+    assert after == [401, 401]
+
+
+async def test_a_revoked_token_loses_no_job_the_next_sign_in_collects_it(fake: FakeUpstream, tmp_path: Path) -> None:
+    fake.script("swarms", Reply(delay_s=1.0))
+    with builtin_gateway(fake, tmp_path) as base:
+        client_id = register(base).json()["client_id"]
+        verifier, challenge = pkce()
+        first = exchange(base, client_id, code_for(base, client_id, challenge), verifier).json()
+        async with mcp_client(f"{base}/mcp", token=first["access_token"]) as alice:
+            handle = (await alice.call_tool("ask_swarm", {"prompt": "slow", "wait_s": 0})).structured_content
+        assert handle is not None
+        signed_out = httpx2.post(
+            f"{base}/revoke",
+            data={"token": first["access_token"], "client_id": client_id, "client_secret": ""},
+            timeout=10,
+        )
+        refused = mcp_status(base, first["access_token"])
+        second = exchange(base, client_id, code_for(base, client_id, challenge), verifier).json()
+        async with mcp_client(f"{base}/mcp", token=second["access_token"]) as alice:
+            collected = await alice.call_tool("get_result", {"job_id": handle["job_id"], "wait_s": 30})
+    assert signed_out.status_code == 200
+    assert refused == 401
+    assert (collected.structured_content or {})["text"] == "swarms says: slow"
+    assert len(fake.seen("swarms")) == 1

@@ -36,7 +36,7 @@ from swarm_inference_mcp.server.gateway.gate import (
     QuietLog,
     transport_security,
 )
-from swarm_inference_mcp.server.gateway.grants import SqliteGrants
+from swarm_inference_mcp.server.gateway.grants import Grants, SqliteGrants
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
 
 if TYPE_CHECKING:
@@ -111,7 +111,13 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
     )
     authorization = None
     if settings.oauth == "builtin":
-        grants = SqliteGrants(settings.state_path())
+        grants: Grants
+        if settings.redis_url is not None:  # every instance honours what another issued
+            from swarm_inference_mcp.server.scaleout.grants import RedisGrants  # noqa: PLC0415 - only with Redis
+
+            grants = RedisGrants(settings.redis_url.get_secret_value(), settings.redis_password_file)
+        else:
+            grants = SqliteGrants(settings.state_path())
         http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False)
         authority = Authority(settings, grants, lambda: gate.clients, http)
         authorization = AuthorizationServer(authority, lambda: gate.clients)
