@@ -21,13 +21,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import httpx2
 import pytest
 import trustme
+from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from playwright.async_api import Browser, async_playwright
 
+from tests import third_party
 from tests.fake_upstream import FakeUpstream, Reply, eventually
 from tests.servers import free_port, http_server_at, mcp_client
 
@@ -258,6 +261,33 @@ async def test_a_host_signs_in_after_dynamic_registration(fake: FakeUpstream, tm
     assert not seen["answer"].is_error
     assert seen["usage"]["client"]["name"] == "alice"
     assert (seen["collected"].structured_content or {})["text"] == "swarms says: slow"
+
+
+async def test_the_typescript_sdk_signs_in_and_calls(fake: FakeUpstream, tmp_path: Path) -> None:
+    """The TypeScript SDK 1.x's OAuth client (most hosts embed it) registers, sends the person to Chromium,
+    finishes the sign-in with the code it got back, and calls as alice."""
+    installed = third_party.npm_clients()
+    driver = Path(__file__).parent / "clients" / "ts_oauth_client.cjs"
+    with web_server() as (callback_port, landed), builtin_gateway(fake, tmp_path) as base:
+        callback = f"http://127.0.0.1:{callback_port}/callback"
+        command = [third_party.node(), str(driver), str(installed), f"{base}/mcp", callback]
+        async with await anyio.open_process(command) as node, chromium() as browser:
+            assert node.stdout is not None
+            assert node.stdin is not None
+            output = BufferedByteReceiveStream(node.stdout)
+            with anyio.fail_after(60):
+                url = json.loads(await output.receive_until(b"\n", 1 << 20))["authorize"]
+                await approve_in_browser(browser, url, ALICE, landed)
+                back = next(path for path in landed if path.startswith("/callback?"))
+                await node.stdin.send(f"http://127.0.0.1:{callback_port}{back}\n".encode())
+                seen = json.loads(await output.receive_until(b"\n", 1 << 24))
+        log = (tmp_path / "server.stderr").read_text()
+    assert {"ask_fortytwo", "ask_swarm", "get_result"} <= set(seen["tools"])
+    assert seen["call"]["structuredContent"]["text"] == "swarms says: from typescript"
+    assert not seen["client_id"].startswith("http")  # registered (RFC 7591)
+    assert usage_rows(tmp_path) == [("alice", "swarms")]
+    assert seen["tokens"]["access"] not in log
+    assert "alice signed in for " + seen["client_id"] in log
 
 
 # The attacks, over plain HTTP: a hostile host, page or guesser.
