@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import ssl
 from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
@@ -118,7 +120,10 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
             grants = RedisGrants(settings.redis_url.get_secret_value(), settings.redis_password_file)
         else:
             grants = SqliteGrants(settings.state_path())
-        http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False)
+        # No proxy from the environment: a client's document is fetched from the address checked, never
+        # through another; the CAs are the system's, or SSL_CERT_FILE / SSL_CERT_DIR when set.
+        cas = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"), capath=os.environ.get("SSL_CERT_DIR"))
+        http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False, trust_env=False, verify=cas)
         authority = Authority(settings, grants, lambda: gate.clients, http)
         authorization = AuthorizationServer(authority, lambda: gate.clients)
     gate = Gate(
