@@ -551,3 +551,23 @@ async def test_a_revoked_token_loses_no_job_the_next_sign_in_collects_it(fake: F
     assert refused == 401
     assert (collected.structured_content or {})["text"] == "swarms says: slow"
     assert len(fake.seen("swarms")) == 1
+
+
+async def test_registrations_and_authorization_requests_are_limited_per_address(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Each kept for a while, they cannot be sent without end: 20 registrations and 60 authorization
+    requests a minute from one address, then 429 and one line in the log."""
+    with builtin_gateway(fake, tmp_path, SWARM_MCP_STATELESS="true") as base:
+        registered = [register(base).status_code for _ in range(25)]
+        _, challenge = pkce()
+        log = (tmp_path / "server.stderr").read_text()
+    assert registered == [201] * 20 + [429] * 5
+    assert log.count("registration from 127.0.0.1: over 20 a minute") == 1
+    with (
+        builtin_gateway(fake, tmp_path, "second", SWARM_MCP_STATELESS="true") as base,
+        httpx2.Client(timeout=10) as http,
+    ):
+        client_id = register(base).json()["client_id"]
+        asked = [authorize(http, base, client_id, challenge).status_code for _ in range(70)]
+    assert asked == [302] * 60 + [429] * 10

@@ -18,15 +18,16 @@ per client. No secret reaches a log line: sign-in failures name the client and t
 
 from __future__ import annotations
 
+import base64
 import html
 import ipaddress
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import anyio
 import httpx2
@@ -63,14 +64,17 @@ CODE_S = 60
 """An authorization code's life."""
 SIGN_IN_S = 600
 """How long a person has to sign in and approve once a host sent them to `/authorize`."""
+REGISTERED_S = 86_400
+"""How long a client registered here is kept before it signs anyone in."""
 DOCUMENT_BYTES = 64 * 1024
 """The largest client ID metadata document read."""
 DOCUMENT_S = 5.0
 """The longest a client ID metadata document's fetch may take."""
 DOCUMENT_KEPT_S = 300.0
 """How long a fetched client ID metadata document is reused."""
-FAILURES_PER_MINUTE = {"address": 10, "client": 50}
-"""Wrong gateway tokens allowed per minute from one address, and for one OAuth client; then 429."""
+PER_MINUTE = {"wrong token from": 10, "wrong token for": 50, "registration from": 20, "authorization from": 60}
+"""What one address (or one OAuth client) may do per minute before it gets 429: wrong gateway tokens
+on the sign-in page, client registrations, authorization requests (each kept for `SIGN_IN_S`)."""
 CSRF_COOKIE = "swarm_mcp_csrf"
 PATHS = frozenset({"/.well-known/oauth-authorization-server", "/authorize", "/token", "/register", "/revoke"})
 PAGES = frozenset({"/oauth/sign-in", "/oauth/consent"})
@@ -121,10 +125,14 @@ class Authority:
             kept.client_secret = digest("secret", kept.client_secret)
         if kept.scope is None and self.scope:
             kept.scope = self.scope
-        forever = time.time() + 10 * 365 * 86_400
         await self._grants.put(
             digest("client", kept.client_id or ""),
-            Grant(kind="client", family="client:" + (kept.client_id or ""), expires_at=forever, data=kept.model_dump()),
+            Grant(
+                kind="client",
+                family="client:" + (kept.client_id or ""),
+                expires_at=time.time() + REGISTERED_S,  # then as long as a refresh token it holds
+                data=kept.model_dump(),
+            ),
         )
 
     async def _fetch_document(self, url: str) -> OAuthClientInformationFull:
@@ -318,6 +326,10 @@ class Authority:
 
     async def _issue(self, family: str, client_id: str, subject: str, scopes: list[str]) -> OAuthToken:
         access, refresh, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time()
+        registered = await self._grants.get(digest("client", client_id))
+        if registered is not None:  # a client registered here lives as long as a refresh token it holds
+            renewed = registered.model_copy(update={"expires_at": now + self._refresh_s})
+            await self._grants.put(digest("client", client_id), renewed)
         data = {"client_id": client_id, "subject": subject, "scopes": scopes}
         await self._grants.put(
             digest("access", access), Grant(kind="access", family=family, expires_at=now + self._access_s, data=data)
@@ -363,9 +375,6 @@ class HashedSecrets(ClientAuthenticator):
         presented = form.get("client_secret")
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "basic":
-            import base64  # noqa: PLC0415
-            from urllib.parse import unquote  # noqa: PLC0415
-
             try:
                 named, _, presented = base64.b64decode(credentials).decode().partition(":")
             except ValueError:
@@ -380,28 +389,34 @@ class HashedSecrets(ClientAuthenticator):
         return client
 
 
-class SignInLimit:
-    """Failed sign-ins counted per address and per OAuth client, in one-minute windows."""
+class Throttle:
+    """Events counted per (kind, who) in one-minute windows, each kind with its limit (`PER_MINUTE`).
+    A refusal is logged once per window, so a flood cannot fill the log."""
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
+        self._said: dict[tuple[str, str], float] = {}
 
-    def exceeded(self, address: str, client_id: str, now: float) -> bool:
-        return any(
-            self._count(key, now) >= FAILURES_PER_MINUTE[key[0]]
-            for key in (("address", address), ("client", client_id))
-        )
+    def refuses(self, *keys: tuple[str, str]) -> bool:
+        """Whether one of `keys` is past its limit this minute (said in the log the first time)."""
+        now = time.monotonic()
+        for key in keys:
+            start, count = self._windows.get(key, (now, 0))
+            if now - start < 60 and count >= PER_MINUTE[key[0]]:
+                if self._said.get(key) != start:
+                    self._said[key] = start
+                    log.warning("%s %s: over %d a minute; refused until the minute is over", *key, PER_MINUTE[key[0]])
+                return True
+        return False
 
-    def failed(self, address: str, client_id: str, now: float) -> None:
-        for key in (("address", address), ("client", client_id)):
+    def count(self, *keys: tuple[str, str]) -> None:
+        now = time.monotonic()
+        for key in keys:
             start, count = self._windows.get(key, (now, 0))
             self._windows[key] = (start, count + 1) if now - start < 60 else (now, 1)
         if len(self._windows) > 100_000:
             self._windows = {key: value for key, value in self._windows.items() if now - value[0] < 60}
-
-    def _count(self, key: tuple[str, str], now: float) -> int:
-        start, count = self._windows.get(key, (now, 0))
-        return count if now - start < 60 else 0
+            self._said = {key: start for key, start in self._said.items() if key in self._windows}
 
 
 class AuthorizationServer:
@@ -410,7 +425,7 @@ class AuthorizationServer:
     def __init__(self, authority: Authority, clients: Callable[[], list[Admitted]]) -> None:
         self.authority = authority
         self._clients = clients
-        self._limit = SignInLimit()
+        self._throttle = Throttle()
         self._secure = authority.issuer.startswith("https://")
         scopes = [authority.scope] if authority.scope else None
         registration = ClientRegistrationOptions(enabled=True, valid_scopes=scopes, default_scopes=scopes)
@@ -429,17 +444,34 @@ class AuthorizationServer:
             [  # the endpoints a host's code calls allow any origin (browser-based clients); the pages do not
                 Route("/.well-known/oauth-authorization-server", cors_middleware(MetadataHandler(metadata).handle,
                       ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"]),
-                Route("/authorize", AuthorizationHandler(authority).handle, methods=["GET", "POST"]),
+                Route("/authorize", self._throttled("authorization from", AuthorizationHandler(authority).handle),
+                      methods=["GET", "POST"]),
                 Route("/token", cors_middleware(TokenHandler(authority, authenticator).handle, ["POST", "OPTIONS"]),
                       methods=["POST", "OPTIONS"]),
-                Route("/register", cors_middleware(RegistrationHandler(authority, registration).handle,
-                      ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
+                Route("/register", cors_middleware(self._throttled("registration from",
+                      RegistrationHandler(authority, registration).handle), ["POST", "OPTIONS"]),
+                      methods=["POST", "OPTIONS"]),
                 Route("/revoke", cors_middleware(RevocationHandler(authority, authenticator).handle,
                       ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
                 Route("/oauth/sign-in", self.sign_in, methods=["GET", "POST"]),
                 Route("/oauth/consent", self.consent, methods=["POST"]),
             ]
         )  # fmt: skip
+
+    def _throttled(
+        self, kind: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """`handler`, answering 429 to an address past its `PER_MINUTE[kind]`."""
+
+        async def throttled(request: Request) -> Response:
+            key = (kind, request.client.host if request.client else "unknown")
+            if request.method != "OPTIONS":
+                if self._throttle.refuses(key):
+                    return Response("Too many requests; wait a minute", status_code=429, headers={"Retry-After": "60"})
+                self._throttle.count(key)
+            return await handler(request)
+
+        return throttled
 
     @staticmethod
     def serves(path: str) -> bool:
@@ -461,14 +493,13 @@ class AuthorizationServer:
             return _page("Refused", "<p>The form did not come from this page. Start again.</p>", status=403)
         address = request.client.host if request.client else "unknown"
         client_id = client.client_id or ""
-        now = time.monotonic()
-        if self._limit.exceeded(address, client_id, now):
-            log.warning("sign-in refused for %s from %s: too many wrong tokens this minute", client_id[:200], address)
+        tries = (("wrong token from", address), ("wrong token for", client_id))
+        if self._throttle.refuses(*tries):
             return _page("Too many attempts", "<p>Too many wrong tokens. Wait a minute.</p>", status=429,
                          headers={"Retry-After": "60"})  # fmt: skip
         who = authenticate(self._clients(), str(form.get("token", "")))
         if who is None:
-            self._limit.failed(address, client_id, now)
+            self._throttle.count(*tries)
             log.warning("sign-in failed for %s from %s: not a gateway token", client_id[:200], address)
             return self._sign_in_page(pending_id, client, csrf, wrong=True)
         ticket = await self.authority.signed_in(pending_id, grant, who)
