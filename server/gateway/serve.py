@@ -27,6 +27,7 @@ import httpx2
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.clients import Admitted, TokensFileError, load_clients
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
@@ -119,7 +120,10 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
 
             grants = RedisGrants(settings.redis_url.get_secret_value(), settings.redis_password_file)
         else:
-            grants = SqliteGrants(settings.state_path())
+            try:
+                grants = SqliteGrants(settings.state_path())
+            except StateError as err:
+                raise ConfigurationRefused(f"the built-in authorization server cannot keep its grants: {err}") from None
         # No proxy from the environment: a client's document is fetched from the address checked, never
         # through another; the CAs are the system's, or SSL_CERT_FILE / SSL_CERT_DIR when set.
         cas = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"), capath=os.environ.get("SSL_CERT_DIR"))
