@@ -40,9 +40,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swarm_inference_mcp.server.clients import Admitted, Client, authenticate, digest
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
-from swarm_inference_mcp.server.gateway.authserver import AuthorizationServer
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
 from swarm_inference_mcp.server.gateway.oauth import ResourceServer
+from swarm_inference_mcp.server.gateway.signin import AuthorizationServer
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.calls import AppState

@@ -31,7 +31,7 @@ from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.clients import Admitted, TokensFileError, load_clients
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
-from swarm_inference_mcp.server.gateway.authserver import DOCUMENT_S, Authority, AuthorizationServer
+from swarm_inference_mcp.server.gateway.authserver import DOCUMENT_S, Authority
 from swarm_inference_mcp.server.gateway.gate import (
     SDK_LOGGERS,
     ConfigurationRefused,
@@ -41,6 +41,7 @@ from swarm_inference_mcp.server.gateway.gate import (
 )
 from swarm_inference_mcp.server.gateway.grants import Grants, SqliteGrants
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
+from swarm_inference_mcp.server.gateway.signin import AuthorizationServer
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.app import SwarmServer
