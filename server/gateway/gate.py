@@ -8,10 +8,11 @@ In front of the SDK's app sits one small ASGI gate, checked in this order:
 3. With a token configured, every request must carry `Authorization: Bearer <token>`, compared in
    constant time: 401 with `WWW-Authenticate` otherwise, and nothing reaches the tools.
 4. `GET /metrics` (Prometheus, `server.gateway.metrics`) is answered here, before any client token is
-   looked at, unless the metrics have a bind of their own (`SWARM_MCP_METRICS_ADDR`, served by
-   `serve_metrics`, no token): they show every client's name and spend, so only the scrape token
+   looked at: they show every client's name and spend, so only the scrape token
    (`SWARM_MCP_METRICS_TOKEN`) reads them, or anyone when the server has no client tokens at all
-   (loopback); a client's token never does.
+   (loopback); a client's token never does. With a bind of their own (`SWARM_MCP_METRICS_ADDR`, a
+   second socket of the same uvicorn, known by its port) they are served there to anyone, and that
+   bind answers nothing else.
 
 The body size limit is the SDK's (it refuses a declared or streamed oversize body without
 reading it whole). The client's token is never passed upstream: tools only ever use the server's
@@ -224,6 +225,8 @@ class Gate:
         self._state_of = state_of
         self._metrics_here = metrics is not None and settings.metrics_bind is None
         """/metrics is served beside /mcp (to the scrape token) unless the metrics have a bind of their own."""
+        self._metrics_port = None if settings.metrics_bind is None else settings.metrics_bind[1]
+        """The port of the metrics' own bind: a request that came in there is answered /metrics or 404."""
         self._scrape = None if settings.metrics_token is None else digest(settings.metrics_token.get_secret_value())
         self._security = TransportSecurityMiddleware(security)
         self.clients = clients
@@ -247,6 +250,9 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
+            return
+        if self._metrics_port is not None and (scope.get("server") or (None, None))[1] == self._metrics_port:
+            await (await self._metrics_bind(scope))(scope, receive, send)
             return
         if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
             await JSONResponse({"status": "ok"})(scope, receive, send)
@@ -325,6 +331,14 @@ class Gate:
             return b""
         sessions = {} if self._sessions is None else self._sessions.by_client(time.monotonic())
         return await self._metrics.render(self._state_of(), sessions, [admitted.client for admitted in self.clients])
+
+    async def _metrics_bind(self, scope: Scope) -> Response:
+        """What the metrics' own bind answers: /metrics to anyone (bind it where only monitoring reaches)."""
+        if scope["path"] != "/metrics":
+            return Response("only /metrics is served here\n", status_code=404)
+        if scope["method"] not in ("GET", "HEAD"):
+            return Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"})
+        return Response(await self.scrape(), media_type=CONTENT_TYPE)
 
     def _metrics_refusal(self, request: Request) -> Response | None:
         """Why this request may not read the metrics, or None: they are the operator's."""

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
-from collections.abc import Callable
 from contextlib import suppress
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from swarm_inference_mcp.server.gateway.gate import (
     transport_security,
 )
 from swarm_inference_mcp.server.gateway.grants import Grants, SqliteGrants
-from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
+from swarm_inference_mcp.server.gateway.metrics import PrometheusMetrics
 from swarm_inference_mcp.server.gateway.signin import AuthorizationServer
 
 if TYPE_CHECKING:
@@ -303,45 +303,19 @@ async def _names(settings: Settings) -> Names | None:
 
 
 async def _serve(settings: Settings, config: uvicorn.Config, calls: InFlight, app: Gate) -> None:
+    """One uvicorn server; with `SWARM_MCP_METRICS_ADDR`, listening on that bind too (the gate answers only
+    /metrics there, knowing it by its port)."""
+    server = DrainingServer(config, calls, app, settings.shutdown_grace)
     bind = settings.metrics_bind
     if bind is None:
-        await DrainingServer(config, calls, app, settings.shutdown_grace).serve()
+        await server.serve()
         return
+    if bind[1] == settings.port:
+        raise ConfigurationRefused(f"SWARM_MCP_METRICS_ADDR needs a port of its own, not {settings.port}")
     try:
-        scraped = await serve_metrics(*bind, app.scrape)
+        scraped = socket.create_server(bind, family=socket.AF_INET6 if ":" in bind[0] else socket.AF_INET)
     except OSError as exc:
         raise ConfigurationRefused(f"the metrics cannot be served on {settings.metrics_addr}: {exc.strerror}") from None
     log.info("serving Prometheus metrics at http://%s/metrics (no token)", settings.metrics_addr)
-    try:
-        await DrainingServer(config, calls, app, settings.shutdown_grace).serve()
-    finally:
-        scraped.close()
-
-
-METRICS_READ_S = 5.0
-"""How long a connection to the metrics bind has to send its request head."""
-
-
-async def serve_metrics(host: str, port: int, scrape: Callable[[], Any]) -> asyncio.Server:
-    """A bind that answers `GET /metrics` and nothing else, one request a connection: what a Prometheus
-    server asks of a target. No token: bind it where only the monitoring reaches."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), METRICS_READ_S)
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            if method in ("GET", "HEAD") and target.partition("?")[0] == "/metrics":
-                status, kind, body = "200 OK", CONTENT_TYPE, await scrape()
-            else:
-                status, kind, body = "404 Not Found", "text/plain", b"only /metrics is served here\n"
-            header = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(header.encode() + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass  # a malformed or abandoned request gets no answer
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(answer, host, port, limit=16 * 1024)
+    with scraped:
+        await server.serve([config.bind_socket(), scraped])
