@@ -417,9 +417,12 @@ async def test_a_reused_refresh_token_revokes_its_family_and_revocation_signs_ou
         replayed = refresh(base, client_id, tokens["refresh_token"])  # the old one, stolen and replayed
         after = (mcp_status(base, rotated["access_token"]), refresh(base, client_id, rotated["refresh_token"]))
         second = exchange(base, client_id, code_for(base, client_id, challenge), verifier).json()
+        other_id = register(base).json()["client_id"]
+        foreign = httpx2.post(f"{base}/revoke", data={"token": second["access_token"], "client_id": other_id})
+        after_foreign = mcp_status(base, second["access_token"])
         revoked = httpx2.post(
-            f"{base}/revoke",  # the SDK's handler wants client_secret present, even empty, from a public client
-            data={"token": second["refresh_token"], "client_id": client_id, "client_secret": ""},
+            f"{base}/revoke",
+            data={"token": second["refresh_token"], "client_id": client_id},
             timeout=10,
         )
         signed_out = mcp_status(base, second["access_token"])
@@ -428,6 +431,8 @@ async def test_a_reused_refresh_token_revokes_its_family_and_revocation_signs_ou
     assert replayed.json()["error"] == "invalid_grant"
     assert after[0] == 401
     assert after[1].status_code == 400
+    assert foreign.status_code == 200  # told nothing, changed nothing
+    assert after_foreign == 200
     assert revoked.status_code == 200
     assert signed_out == 401
     assert "a refresh token was used after it was rotated" in log
@@ -540,7 +545,7 @@ async def test_a_revoked_token_loses_no_job_the_next_sign_in_collects_it(fake: F
         assert handle is not None
         signed_out = httpx2.post(
             f"{base}/revoke",
-            data={"token": first["access_token"], "client_id": client_id, "client_secret": ""},
+            data={"token": first["access_token"], "client_id": client_id},
             timeout=10,
         )
         refused = mcp_status(base, first["access_token"])

@@ -295,10 +295,16 @@ class Authority:
         )
 
     async def revoke_token(self, token: AccessToken | RefreshToken) -> None:
-        kind = "access" if isinstance(token, AccessToken) else "refresh"
-        grant = await self._grants.get(digest(kind, token.token))
-        if grant is not None:
-            await self._grants.revoke(grant.family)
+        await self.revoke_for(token.client_id, token.token)
+
+    async def revoke_for(self, client_id: str, token: str) -> None:
+        """Revoke the sign-in an access or refresh token of `client_id`'s belongs to (RFC 7009: a token of
+        another client, or an unknown one, changes nothing and is not told apart)."""
+        for kind in ("access", "refresh"):
+            grant = await self._grants.get(digest(kind, token))
+            if grant is not None and grant.data["client_id"] == client_id:
+                await self._grants.revoke(grant.family)
+                return
 
     async def exchange_identity_assertion(self, client: OAuthClientInformationFull, params: Any) -> OAuthToken:
         raise TokenError("unsupported_grant_type", "identity assertions are not accepted here")

@@ -23,7 +23,6 @@ from urllib.parse import unquote, urlsplit
 from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.handlers.register import RegistrationHandler
-from mcp.server.auth.handlers.revoke import RevocationHandler
 from mcp.server.auth.handlers.token import TokenHandler
 from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
 from mcp.server.auth.routes import build_metadata, cors_middleware
@@ -31,7 +30,7 @@ from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOption
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, Router
 
 from swarm_inference_mcp.server.clients import Admitted, Client, authenticate
@@ -126,7 +125,7 @@ class AuthorizationServer:
                 "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
             }
         )
-        authenticator = HashedSecrets(authority)
+        authenticator = self._authenticator = HashedSecrets(authority)
         self.router = Router(
             [  # the endpoints a host's code calls allow any origin (browser-based clients); the pages do not
                 Route("/.well-known/oauth-authorization-server", cors_middleware(MetadataHandler(metadata).handle,
@@ -138,12 +137,24 @@ class AuthorizationServer:
                 Route("/register", cors_middleware(self._throttled("registration from",
                       RegistrationHandler(authority, registration).handle), ["POST", "OPTIONS"]),
                       methods=["POST", "OPTIONS"]),
-                Route("/revoke", cors_middleware(RevocationHandler(authority, authenticator).handle,
-                      ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
+                Route("/revoke", cors_middleware(self.revoke, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
                 Route("/oauth/sign-in", self.sign_in, methods=["GET", "POST"]),
                 Route("/oauth/consent", self.consent, methods=["POST"]),
             ]
         )  # fmt: skip
+
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009: a client revokes one of its tokens, and with it that sign-in. A public client sends its
+        client_id alone (the SDK's own handler wants a client_secret field even then)."""
+        try:
+            client = await self._authenticator.authenticate_request(request)
+        except AuthenticationError as exc:
+            return JSONResponse({"error": "invalid_client", "error_description": exc.message}, status_code=401)
+        token = (await request.form()).get("token")
+        if not isinstance(token, str) or not token:
+            return JSONResponse({"error": "invalid_request", "error_description": "token is required"}, status_code=400)
+        await self.authority.revoke_for(client.client_id or "", token)
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     def _throttled(
         self, kind: str, handler: Callable[[Request], Awaitable[Response]]
