@@ -576,3 +576,31 @@ async def test_registrations_and_authorization_requests_are_limited_per_address(
         client_id = register(base).json()["client_id"]
         asked = [authorize(http, base, client_id, challenge).status_code for _ in range(70)]
     assert asked == [302] * 60 + [429] * 10
+
+
+async def test_the_gateway_names_itself_as_the_issuer_and_plain_tokens_can_be_turned_off(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A host starting from a 401 finds the gateway as its own authorization server; with
+    SWARM_MCP_OAUTH_ONLY a gateway token no longer opens /mcp, but still signs a person in."""
+    with builtin_gateway(fake, tmp_path, SWARM_MCP_STATELESS="true", SWARM_MCP_OAUTH_ONLY="true") as base:
+        anonymous = httpx2.post(f"{base}/mcp", json={}, timeout=10)
+        resource = httpx2.get(f"{base}/.well-known/oauth-protected-resource/mcp", timeout=10).json()
+        server = httpx2.get(f"{base}/.well-known/oauth-authorization-server", timeout=10).json()
+        plain = mcp_status(base, ALICE)
+        client_id = register(base).json()["client_id"]
+        verifier, challenge = pkce()
+        tokens = exchange(base, client_id, code_for(base, client_id, challenge), verifier).json()
+        signed_in = mcp_status(base, tokens["access_token"])
+    assert anonymous.status_code == 401
+    assert (
+        f'resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"' in anonymous.headers["www-authenticate"]
+    )
+    assert resource["authorization_servers"] == [base]
+    assert resource["resource"] == f"{base}/mcp"
+    assert server["issuer"] == base
+    assert server["code_challenge_methods_supported"] == ["S256"]
+    assert server["client_id_metadata_document_supported"] is True
+    assert server["authorization_response_iss_parameter_supported"] is True
+    assert plain == 401
+    assert signed_in == 200
