@@ -166,60 +166,78 @@ async def test_three_processes_share_one_file_and_one_daily_budget(fake: FakeUps
     assert budget <= spent <= budget + 3 * concurrency * most_per_call  # at most what was in flight
 
 
-@pytest.mark.parametrize("budget", [None, "100000000"], ids=["no budget", "daily budget"])
+@pytest.mark.parametrize(
+    ("store", "budget"),
+    [("state file", None), ("state file", "100000000"), ("redis", None)],
+    ids=["no budget", "daily budget", "redis"],
+)
 async def test_a_killed_server_leaves_every_request_it_sent_on_file_and_a_restart_counts_them(
-    fake: FakeUpstream, tmp_path: Path, budget: str | None
+    fake: FakeUpstream, tmp_path: Path, store: str, budget: str | None
 ) -> None:
     """As a container stop or a cgroup OOM kill does it, with calls in flight: every request the upstream
-    saw has its row (the answered ones settled, the rest still `sent` at their reservation), every
-    answer delivered is settled, and the server ran no process of its own to get there."""
+    saw has its row (the answered ones settled, the rest still `sent` at their reservation), in the state
+    file or in Redis' stream, so `swarm-inference-mcp usage` shows it; every answer delivered is settled;
+    a restart counts them all; and the server ran no process of its own to get there."""
+    from tests.redis_server import RedisServer  # noqa: PLC0415 - imports the redis client
+
     db = tmp_path / "killed.sqlite3"
     fake.script("fortytwo", *(Reply(delay_s=0.05 * i) for i in range(40)))
     answered: list[CallToolResult] = []
     env = {"SWARM_MCP_STATE_DB": str(db), "FORTYTWO_MAX_CONCURRENCY": "40"}
     if budget is not None:
         env["SWARM_MCP_DAILY_TOKEN_BUDGET"] = budget
-    with http_server(fake, tmp_path, **env) as (base, process):
-
-        async def one(client: Client, i: int) -> None:
-            result = await client.call_tool("ask_fortytwo", {"prompt": f"call {i}"})
-            if not result.is_error:
-                answered.append(result)
-
-        delivered: list[int] = []
-        children: list[list[int]] = []
-
-        async def calls_until_killed() -> None:
-            async with mcp_client(f"{base}/mcp") as client, anyio.create_task_group() as tg:
-                for i in range(40):
-                    tg.start_soon(one, client, i)
-                while len(answered) < 13:  # noqa: ASYNC110 - results arrive on other tasks
-                    await anyio.sleep(0.005)
-                children.append(children_of(process.pid))
-                process.send_signal(signal.SIGKILL)
-                delivered.append(len(answered))
-
-        with contextlib.suppress(Exception):  # the client fails once its server is gone: that is the test
-            await calls_until_killed()
-        process.wait(timeout=10)
-    assert children == [[]], "the server runs no process of its own"
-    (count,) = delivered
-    seen = len(fake.seen("fortytwo"))
-    assert count < seen, "some requests were in flight when the server was killed"
-    db_check = sqlite3.connect(db)
+    own_redis = RedisServer(tmp_path / "redis") if store == "redis" else None
+    if own_redis is not None:  # a Redis of its own: the report reads every row there
+        own_redis.start()
+        env["SWARM_MCP_REDIS_URL"] = own_redis.url
     try:
-        assert db_check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        outcomes = [row[0] for row in db_check.execute("SELECT outcome FROM calls")]
+        with http_server(fake, tmp_path, **env) as (base, process):
+
+            async def one(client: Client, i: int) -> None:
+                result = await client.call_tool("ask_fortytwo", {"prompt": f"call {i}"})
+                if not result.is_error:
+                    answered.append(result)
+
+            delivered: list[int] = []
+            children: list[list[int]] = []
+
+            async def calls_until_killed() -> None:
+                async with mcp_client(f"{base}/mcp") as client, anyio.create_task_group() as tg:
+                    for i in range(40):
+                        tg.start_soon(one, client, i)
+                    while len(answered) < 13:  # noqa: ASYNC110 - results arrive on other tasks
+                        await anyio.sleep(0.005)
+                    children.append(children_of(process.pid))
+                    process.send_signal(signal.SIGKILL)
+                    delivered.append(len(answered))
+
+            with contextlib.suppress(Exception):  # the client fails once its server is gone: that is the test
+                await calls_until_killed()
+            process.wait(timeout=10)
+        assert children == [[]], "the server runs no process of its own"
+        (count,) = delivered
+        seen = len(fake.seen("fortytwo"))
+        assert count < seen, "some requests were in flight when the server was killed"
+        if own_redis is None:
+            db_check = sqlite3.connect(db)
+            try:
+                assert db_check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                outcomes = [row[0] for row in db_check.execute("SELECT outcome FROM calls")]
+            finally:
+                db_check.close()
+            assert outcomes.count("answer") >= count >= 13
+            assert set(outcomes) <= {"answer", "sent"}
+        report = json.loads((await anyio.run_process([SCRIPT, "usage", "--json"], env=fake_env(fake, **env))).stdout)
+        reported = sum(row["calls"] for row in report["rows"])
+        assert reported >= seen
+        with http_server(fake, tmp_path, **env) as (base, _):
+            async with mcp_client(f"{base}/mcp") as client:
+                usage = await usage_of(client)
+        assert usage["today"]["providers"]["fortytwo"]["calls"] == reported
+        assert usage["today"]["total_tokens"] > 0
     finally:
-        db_check.close()
-    assert outcomes.count("answer") >= count >= 13
-    assert len(outcomes) >= seen
-    assert set(outcomes) <= {"answer", "sent"}
-    with http_server(fake, tmp_path, **env) as (base, _):
-        async with mcp_client(f"{base}/mcp") as client:
-            usage = await usage_of(client)
-    assert usage["today"]["providers"]["fortytwo"]["calls"] == len(outcomes)
-    assert usage["today"]["total_tokens"] > 0
+        if own_redis is not None:
+            own_redis.stop()
 
 
 def children_of(pid: int) -> list[int]:

@@ -3,9 +3,10 @@
 Per write of a row (`server.accounting.ledger`: as a request leaves, and when it ends), one script
 (`_RECORD`, a single round trip, atomic like every Redis script) adds the change Python computed to
 the totals of its day, its month and all time (hashes `swarm-mcp:totals:<period>`, fields
-`<provider>:<measure>`) and to its HTTP client's day (`swarm-mcp:clients:<day>`); a row that ended is
+`<provider>:<measure>`) and to its HTTP client's day (`swarm-mcp:clients:<day>`); each write is
 appended to the stream `swarm-mcp:calls` (trimmed to `KEEP_DAYS`), which `swarm-inference-mcp usage`
-reads. N instances adding at once never lose an increment. The script stores; it decides nothing.
+reads, taking a request's last write (a killed instance's requests stay there as they left, `sent`).
+N instances adding at once never lose an increment. The script stores; it decides nothing.
 
 When Redis is down, rows wait in memory (at most `MAX_UNSENT`) and go with the next row that gets
 through, so the shared totals catch up once Redis is back. Reads fail with `RedisDown` meanwhile:
@@ -23,7 +24,6 @@ from swarm_inference_mcp.server.accounting.ledger import (
     COLUMNS,
     LIFETIME,
     MEASURES,
-    SENT,
     Totals,
     UsageRow,
     change,
@@ -56,15 +56,12 @@ if ARGV[2] ~= '' then
   end
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
-if ARGV[16] == '1' then
-  redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 17))
-end
+redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[10], '*', unpack(ARGV, 16))
 return 1
 """
 """KEYS: day, month and all-time totals, the client's day, the stream. ARGV: provider, client ('' for
 none), the five measures of the totals, day and month key lifetimes (s), the stream's oldest id, the
-five measures of the client's day, whether to append the row to the stream ('1'), then the row's
-fields and values."""
+five measures of the client's day, then the row's fields and values (appended to the stream)."""
 DAY_KEY_S = 40 * 86400
 
 
@@ -163,9 +160,8 @@ def _script_args(row: UsageRow, previous: UsageRow | None, oldest_ms: int) -> tu
     fields: list[Any] = ["day", day]
     for name in COLUMNS:
         fields += [name, _text(getattr(row, name))]
-    stream = "0" if row.outcome == SENT else "1"
     args = [row.provider, row.client or "", *totals, DAY_KEY_S, KEEP_DAYS * 86400, oldest_ms, *client_measures]
-    return keys, [*args, stream, *fields]
+    return keys, [*args, *fields]
 
 
 def _text(value: Any) -> str:
@@ -186,4 +182,8 @@ async def recent_rows(link: RedisLink, first_day: str) -> list[dict[str, str]]:
     """Every row of the stream from local midnight of `first_day` on (for `swarm-inference-mcp usage`)."""
     start = int(time.mktime(time.strptime(first_day, "%Y-%m-%d")) * 1000)
     entries: list[tuple[bytes, dict[bytes, bytes]]] = await link.run(lambda client: client.xrange(CALLS, min=start))
-    return [{k.decode(): v.decode() for k, v in entry.items()} for _, entry in entries]
+    rows: dict[str, dict[str, str]] = {}
+    for stream_id, entry in entries:  # a request's row as it left, then as it ended: the last one stands
+        row = {k.decode(): v.decode() for k, v in entry.items()}
+        rows[row.get("ref") or stream_id.decode()] = row
+    return list(rows.values())
