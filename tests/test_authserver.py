@@ -265,8 +265,9 @@ async def test_a_host_signs_in_after_dynamic_registration(fake: FakeUpstream, tm
 
 async def test_the_typescript_sdk_signs_in_and_calls(fake: FakeUpstream, tmp_path: Path) -> None:
     """The TypeScript SDK 1.x's OAuth client (most hosts embed it) registers, sends the person to Chromium,
-    finishes the sign-in with the code it got back, and calls as alice."""
+    finishes the sign-in with the code it got back, calls as alice, and collects a job in a second session."""
     installed = third_party.npm_clients()
+    fake.script("swarms", Reply(), Reply(delay_s=1.0))
     driver = Path(__file__).parent / "clients" / "ts_oauth_client.cjs"
     with web_server() as (callback_port, landed), builtin_gateway(fake, tmp_path) as base:
         callback = f"http://127.0.0.1:{callback_port}/callback"
@@ -284,8 +285,9 @@ async def test_the_typescript_sdk_signs_in_and_calls(fake: FakeUpstream, tmp_pat
         log = (tmp_path / "server.stderr").read_text()
     assert {"ask_fortytwo", "ask_swarm", "get_result"} <= set(seen["tools"])
     assert seen["call"]["structuredContent"]["text"] == "swarms says: from typescript"
+    assert seen["collected"]["structuredContent"]["text"] == "swarms says: slow"
     assert not seen["client_id"].startswith("http")  # registered (RFC 7591)
-    assert usage_rows(tmp_path) == [("alice", "swarms")]
+    assert usage_rows(tmp_path) == [("alice", "swarms"), ("alice", "swarms")]
     assert seen["tokens"]["access"] not in log
     assert "alice signed in for " + seen["client_id"] in log
 

@@ -4,8 +4,9 @@
 //
 // The SDK discovers the authorization server, registers (or uses CLIENT_METADATA_URL as its client id),
 // and asks to send the person to the authorization URL: this prints {"authorize": URL} on a line and
-// reads back, on stdin, the URL the browser came back to. Then it finishes the sign-in, connects again
-// and prints one JSON line: {"tools": [names], "call": result, "client_id", "tokens": {access, refresh}}.
+// reads back, on stdin, the URL the browser came back to. Then it finishes the sign-in, connects again,
+// lists the tools, calls, starts a slow job (wait_s 0) and collects it in a second session, and prints one
+// JSON line: {"tools": [names], "call": result, "collected": result, "client_id", "tokens": {access, refresh}}.
 "use strict";
 
 const { createRequire } = require("node:module");
@@ -73,15 +74,24 @@ async function main() {
   const { client } = connected;
   const tools = await client.listTools();
   const call = await client.callTool({ name: "ask_swarm", arguments: { prompt: "from typescript" } });
+  const handle = await client.callTool({ name: "ask_swarm", arguments: { prompt: "slow", wait_s: 0 } });
+  await client.close();
+  // A fresh session, as Claude.ai may open for every call: the same person collects the job.
+  const second = (await connect()).client;
+  const collected = await second.callTool({
+    name: "get_result",
+    arguments: { job_id: handle.structuredContent.job_id, wait_s: 30 },
+  });
+  await second.close();
   process.stdout.write(
     JSON.stringify({
       tools: tools.tools.map((tool) => tool.name),
       call,
+      collected,
       client_id: kept.client && kept.client.client_id,
       tokens: { access: kept.tokens.access_token, refresh: kept.tokens.refresh_token },
     }) + "\n",
   );
-  await client.close();
   lines.close();
 }
 
