@@ -1,8 +1,9 @@
 """`swarm-inference-mcp check`: for a person setting the server up. Never starts the MCP server.
 
 Shows the effective configuration with keys masked, asks each configured provider's models
-endpoint, and prints one line per provider. Exit status 1 when a configured provider fails or
-none is configured.
+endpoint, and prints one line per provider; then one line for Redis and one for OAuth (the
+issuer's signing keys), when configured. Exit status 1 when any of them fails or no provider is
+configured.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ async def run_check(settings: Settings, out: TextIO) -> int:
             )
     if settings.redis_url is not None:
         failed = await _check_redis(settings, out) or failed
+    if settings.oauth_issuer is not None or settings.oauth is not None:
+        failed = await _check_oauth(settings, out) or failed
     if configured == 0:
         out.write("No provider is configured: set FORTYTWO_API_KEY or SWARMS_API_KEY.\n")
         return 1
@@ -86,4 +89,26 @@ async def _check_redis(settings: Settings, out: TextIO) -> bool:
         out.write(f"\nRedis: FAILED: {problem}\n")
         return True
     out.write(f"\nRedis: OK, reachable and authorised at {describe_url(url)}\n")
+    return False
+
+
+async def _check_oauth(settings: Settings, out: TextIO) -> bool:
+    """One line on who issues the access tokens hosts bring; True when the issuer cannot be used."""
+    import anyio  # noqa: PLC0415 - only with OAuth
+    import jwt  # noqa: PLC0415
+
+    from swarm_inference_mcp.server.gateway.oauth import ResourceServer  # noqa: PLC0415
+
+    paste = f"{(settings.public_url or '').rstrip('/')}{settings.path}"
+    if settings.oauth_issuer is None:
+        out.write(f"\nOAuth: the gateway is its own authorization server; hosts add the connector URL {paste}\n")
+        return False
+    resource = ResourceServer.of(settings)
+    assert resource is not None  # noqa: S101 - an issuer and a public URL are set (the settings demand both)
+    try:
+        found = await anyio.to_thread.run_sync(resource.keys_found)
+    except (OSError, ValueError, KeyError, jwt.PyJWTError) as exc:
+        out.write(f"\nOAuth: FAILED: the keys of {settings.oauth_issuer} cannot be read ({str(exc)[:300]})\n")
+        return True
+    out.write(f"\nOAuth: OK, tokens of {settings.oauth_issuer} ({found}); hosts add the connector URL {paste}\n")
     return False

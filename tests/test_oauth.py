@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests import third_party
+from tests.conftest import fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
-from tests.servers import free_port, http_server_at, mcp_client
+from tests.servers import free_port, http_server_at, mcp_client, run_script
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -242,3 +243,24 @@ async def test_an_opaque_token_is_introspected_and_held_to_the_same_checks(fake:
         log = (tmp_path / "server.stderr").read_text()
     assert statuses == [200, 403, 401, 401]
     assert token not in log
+
+
+def test_check_says_whether_the_issuers_keys_can_be_read(fake: FakeUpstream, tmp_path: Path) -> None:
+    """`swarm-inference-mcp check`, what a person setting the gateway up runs: the provider's keys are
+    found, or a wrong issuer URL is said in one line (and the exit status is 1)."""
+    _, jwk = signing_key("k1")
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("alice identity:alice-app\n")
+    base = {"SWARM_MCP_TOKENS_FILE": str(tokens), "SWARM_MCP_PUBLIC_URL": "https://mcp.example.com"}
+    with identity_provider(tmp_path, free_port(), jwk) as issuer:
+        good = run_script("check", env=fake_env(fake, **base, SWARM_MCP_OAUTH_ISSUER=issuer))
+    wrong = f"http://127.0.0.1:{free_port()}"
+    bad = run_script("check", env=fake_env(fake, **base, SWARM_MCP_OAUTH_ISSUER=wrong))
+    builtin = run_script("check", env=fake_env(fake, **base, SWARM_MCP_OAUTH="builtin"))
+    assert good.returncode == 0, good.stdout
+    assert f"OAuth: OK, tokens of {issuer} (1 signing key at {issuer}/jwks)" in good.stdout
+    assert "hosts add the connector URL https://mcp.example.com/mcp" in good.stdout
+    assert bad.returncode == 1
+    assert f"OAuth: FAILED: the keys of {wrong} cannot be read (the metadata of {wrong} cannot be read" in bad.stdout
+    assert builtin.returncode == 0
+    assert "OAuth: the gateway is its own authorization server" in builtin.stdout

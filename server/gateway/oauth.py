@@ -223,6 +223,14 @@ class ResourceServer:
         self._introspected[digest] = (min(expires, now + INTROSPECTED_S), claims)
         return claims
 
+    def keys_found(self) -> str:
+        """For `check`: where the issuer's signing keys are and how many there are; raises `ValueError` or
+        `OSError` saying why they cannot be read (in a thread: it fetches)."""
+        keys = self._signing_keys().get_signing_keys()
+        jwks_uri = self._issuer_document()["jwks_uri"]
+        introspects = " and introspects opaque tokens" if self._introspection is not None else ""
+        return f"{len(keys)} signing key{'s' if len(keys) != 1 else ''} at {jwks_uri}{introspects}"
+
     def _issuer_document(self) -> dict[str, Any]:
         if self._metadata is None:
             metadata = _issuer_metadata(self._issuer)
