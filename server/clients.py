@@ -115,7 +115,7 @@ def _line(line: str, problem: Callable[[str], TokensFileError]) -> Admitted:
         raise problem(f"the token must be sha256:<64 hex digits> or at least {MIN_TOKEN_LENGTH} characters")
     settings = _options(options, problem)
     if token is None:  # no token: a digest no token has, for the names the instances agree on
-        token_digest = hashlib.sha256(("identity\n" + "\n".join(identities)).encode()).digest()
+        token_digest = digest("identity\n" + "\n".join(identities))
     else:
         token_digest = bytes.fromhex(hashed.group(1)) if hashed else digest(token)
     plain = token is not None and not hashed

@@ -293,8 +293,7 @@ class Settings(BaseSettings):
             if url is None:
                 continue
             parts = urlsplit(url)
-            loopback = parts.hostname in LOOPBACK_NAMES or _is_loopback(parts.hostname or "")
-            if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
                 raise ValueError(f"{name} must be an https:// URL (http:// only on loopback)")
         if self.oauth is not None and urlsplit(self.public_url).path.strip("/"):
             raise ValueError("with SWARM_MCP_OAUTH=builtin, SWARM_MCP_PUBLIC_URL is an origin, no path")
@@ -338,7 +337,7 @@ class Settings(BaseSettings):
     @property
     def loopback(self) -> bool:
         """Whether the HTTP transport binds only this machine."""
-        return self.host in LOOPBACK_NAMES or _is_loopback(self.host)
+        return is_loopback(self.host)
 
     @property
     def metrics_bind(self) -> tuple[str, int] | None:
@@ -383,7 +382,10 @@ class Settings(BaseSettings):
         return SharedClient(functools.partial(new_client, connections, self.connect_timeout))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (bracketed or not) is this machine's loopback."""
+    if host in LOOPBACK_NAMES:
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

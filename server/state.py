@@ -1,5 +1,6 @@
-"""Where the server keeps what outlives a call: the usage store and the job board, in this process and
-the state file, or in Redis shared by several instances (imported only then)."""
+"""Where the server keeps what outlives a call: the usage store and the job board (and the built-in
+authorization server's grants), in this process and the state file, or in Redis shared by several
+instances (imported only then)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -15,6 +17,9 @@ from swarm_inference_mcp.server.accounting.schema import BUSY_TIMEOUT_MS
 from swarm_inference_mcp.server.accounting.sqlite import SqliteUsageStore
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.jobs.board import JobBoard, LocalBoard
+
+if TYPE_CHECKING:
+    from swarm_inference_mcp.server.gateway.grants import Grants
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +92,15 @@ async def open_usage_store(settings: Settings) -> UsageStore:
         )
         log.error("%s; %s.", err, consequence)
         return MemoryUsageStore(problem=str(err))
+
+
+def open_grants(settings: Settings) -> Grants:
+    """Where the built-in authorization server keeps what it issued: Redis when the instances share one,
+    else the state file (in memory when it is off). Raises `StateError` when the file cannot be used."""
+    if settings.redis_url is not None:
+        from swarm_inference_mcp.server.scaleout.grants import RedisGrants  # noqa: PLC0415 - only with Redis
+
+        return RedisGrants(settings.redis_url.get_secret_value(), settings.redis_password_file)
+    from swarm_inference_mcp.server.gateway.grants import SqliteGrants  # noqa: PLC0415 - over HTTP only
+
+    return SqliteGrants(settings.state_path())

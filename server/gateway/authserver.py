@@ -19,9 +19,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import secrets
+import ssl
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -39,8 +40,8 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
-from swarm_inference_mcp.server.clients import Admitted, Client
-from swarm_inference_mcp.server.config import Settings
+from swarm_inference_mcp.server.clients import Client
+from swarm_inference_mcp.server.config import Settings, is_loopback
 from swarm_inference_mcp.server.gateway.grants import Grant, Grants, digest
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ CODE_S = 60
 """An authorization code's life."""
 SIGN_IN_S = 600
 """How long a person has to sign in and approve once a host sent them to `/authorize`."""
+REUSED = {
+    "code": ("authorization code", "an authorization code was used twice"),
+    "refresh": ("refresh token", "a refresh token was used after it was rotated"),
+}
+"""Per kind of single-use grant: what the token endpoint calls it, and what the log says of its reuse."""
 REGISTERED_S = 86_400
 """How long a client registered here is kept before it signs anyone in."""
 DOCUMENT_BYTES = 64 * 1024
@@ -62,9 +68,7 @@ DOCUMENT_KEPT_S = 300.0
 class Authority:
     """Our `OAuthAuthorizationServerProvider`: who the clients are, and every grant's life."""
 
-    def __init__(
-        self, settings: Settings, grants: Grants, clients: Callable[[], list[Admitted]], http: httpx2.AsyncClient
-    ) -> None:
+    def __init__(self, settings: Settings, grants: Grants) -> None:
         assert settings.public_url is not None  # noqa: S101 - the settings' validator demands it
         self.issuer = settings.public_url.rstrip("/")
         self.resource = self.issuer + settings.path
@@ -73,8 +77,10 @@ class Authority:
         self._refresh_s = settings.oauth_refresh_ttl
         self._private = settings.oauth_private_clients
         self._grants = grants
-        self._clients = clients
-        self._http = http
+        # No proxy from the environment: a client's document is fetched from the address checked, never
+        # through another; the CAs are the system's, or SSL_CERT_FILE / SSL_CERT_DIR when set.
+        cas = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"), capath=os.environ.get("SSL_CERT_DIR"))
+        self._http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False, trust_env=False, verify=cas)
         self._documents: dict[str, tuple[float, OAuthClientInformationFull]] = {}
 
     # Clients: a client ID metadata document's URL, or one registered here.
@@ -225,11 +231,8 @@ class Authority:
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
     ) -> AuthorizationCode | None:
-        grant = await self._grants.get(digest("code", authorization_code))
+        grant = await self._unused("code", authorization_code)
         if grant is None:
-            return None
-        if grant.used:
-            await self._reused(grant, "an authorization code was used twice")
             return None
         params = grant.data["params"]
         return AuthorizationCode(
@@ -247,52 +250,23 @@ class Authority:
     async def exchange_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
     ) -> OAuthToken:
-        grant, first = await self._grants.use(digest("code", authorization_code.code))
-        if grant is None or not first:
-            if grant is not None:
-                await self._reused(grant, "an authorization code was used twice")
-            raise TokenError("invalid_grant", "authorization code does not exist")
+        grant = await self._spend("code", authorization_code.code)
         data = grant.data
         return await self._issue(grant.family, data["client_id"], data["subject"], authorization_code.scopes)
 
     async def load_refresh_token(self, client: OAuthClientInformationFull, refresh_token: str) -> RefreshToken | None:
-        grant = await self._grants.get(digest("refresh", refresh_token))
-        if grant is None:
-            return None
-        if grant.used:
-            await self._reused(grant, "a refresh token was used after it was rotated")
-            return None
-        return RefreshToken(
-            token=refresh_token,
-            client_id=grant.data["client_id"],
-            scopes=grant.data["scopes"],
-            expires_at=int(grant.expires_at),
-            resource=self.resource,
-            subject=grant.data["subject"],
-        )
+        grant = await self._unused("refresh", refresh_token)
+        return None if grant is None else RefreshToken(token=refresh_token, **self._token_fields(grant))
 
     async def exchange_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: RefreshToken, scopes: list[str]
     ) -> OAuthToken:
-        grant, first = await self._grants.use(digest("refresh", refresh_token.token))
-        if grant is None or not first:
-            if grant is not None:
-                await self._reused(grant, "a refresh token was used after it was rotated")
-            raise TokenError("invalid_grant", "refresh token does not exist")
+        grant = await self._spend("refresh", refresh_token.token)
         return await self._issue(grant.family, grant.data["client_id"], grant.data["subject"], scopes)
 
     async def load_access_token(self, token: str) -> AccessToken | None:
         grant = await self._grants.get(digest("access", token))
-        if grant is None:
-            return None
-        return AccessToken(
-            token=token,
-            client_id=grant.data["client_id"],
-            scopes=grant.data["scopes"],
-            expires_at=int(grant.expires_at),
-            resource=self.resource,
-            subject=grant.data["subject"],
-        )
+        return None if grant is None else AccessToken(token=token, **self._token_fields(grant))
 
     async def revoke_token(self, token: AccessToken | RefreshToken) -> None:
         await self.revoke_for(token.client_id, token.token)
@@ -330,8 +304,31 @@ class Authority:
             refresh_token=refresh,
         )
 
-    async def _reused(self, grant: Grant, what: str) -> None:
-        log.warning("%s (client %s, for %s): every token of that sign-in is revoked", what,
+    def _token_fields(self, grant: Grant) -> dict[str, Any]:
+        """What an access or refresh token of ours says, beside itself."""
+        data = grant.data
+        return {"client_id": data["client_id"], "scopes": data["scopes"], "expires_at": int(grant.expires_at),
+                "resource": self.resource, "subject": data["subject"]}  # fmt: skip
+
+    async def _unused(self, kind: str, secret: str) -> Grant | None:
+        """The code or refresh token `secret` while it is unused; one used already revokes its sign-in."""
+        grant = await self._grants.get(digest(kind, secret))
+        if grant is not None and grant.used:
+            await self._reused(grant, kind)
+            return None
+        return grant
+
+    async def _spend(self, kind: str, secret: str) -> Grant:
+        """Mark the code or refresh token `secret` used: only the first of racing exchanges gets it."""
+        grant, first = await self._grants.use(digest(kind, secret))
+        if grant is not None and first:
+            return grant
+        if grant is not None:
+            await self._reused(grant, kind)
+        raise TokenError("invalid_grant", f"{REUSED[kind][0]} does not exist")
+
+    async def _reused(self, grant: Grant, kind: str) -> None:
+        log.warning("%s (client %s, for %s): every token of that sign-in is revoked", REUSED[kind][1],
                     str(grant.data.get("client_id"))[:200], grant.data.get("subject"))  # fmt: skip
         await self._grants.revoke(grant.family)
 
@@ -340,7 +337,7 @@ def _check_redirect_uri(uri: AnyUrl) -> None:
     """Redirect URIs a client may register: https, http on loopback only, or an app's own scheme; no fragment."""
     if uri.fragment is not None:
         raise RegistrationError("invalid_redirect_uri", "a redirect URI may not have a fragment")
-    if uri.scheme == "http" and uri.host not in ("127.0.0.1", "localhost", "[::1]", "::1"):
+    if uri.scheme == "http" and not is_loopback(uri.host or ""):
         raise RegistrationError("invalid_redirect_uri", "http redirect URIs are allowed on loopback only")
     if uri.scheme in ("javascript", "data", "file", "vbscript"):
         raise RegistrationError("invalid_redirect_uri", f"{uri.scheme}: is not a redirect URI")

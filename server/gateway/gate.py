@@ -26,9 +26,7 @@ import logging
 import math
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -43,6 +41,7 @@ from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
 from swarm_inference_mcp.server.gateway.metrics import CONTENT_TYPE, PrometheusMetrics
 from swarm_inference_mcp.server.gateway.oauth import ResourceServer
+from swarm_inference_mcp.server.gateway.sessions import Sessions
 from swarm_inference_mcp.server.gateway.signin import AuthorizationServer
 
 if TYPE_CHECKING:
@@ -140,65 +139,6 @@ class RefusalLog:
                 log.warning("refused %d more requests from %s in a minute: missing or wrong token", more, address)
 
 
-@dataclass
-class _Session:
-    client: str
-    in_flight: int = 0
-    idle_since: float = 0.0
-
-
-class Sessions:
-    """The MCP sessions each client holds, as the gate saw them open and end, by the SDK's rule: a
-    session ends when its client deletes it, when a request of its client for it is answered 404 (the
-    SDK forgot it), or once no request of it (a POST being answered, an open GET stream) has been in
-    flight for `idle_s`. A request that may open one (a POST to the MCP path without a session id)
-    counts as one from the moment it is let in until it opened one or was answered, so that
-    simultaneous opens cannot pass the limit together. Another client's requests naming a session
-    change nothing: the SDK answers them 404 as if it did not exist, and so it stays counted."""
-
-    def __init__(self, idle_s: float) -> None:
-        self._idle_s = idle_s
-        self._open: dict[str, _Session] = {}
-        self._opening: Counter[str] = Counter()
-        """Requests per client let in that may open a session and have not yet."""
-
-    def held(self, client: str, now: float) -> int:
-        return self.by_client(now).get(client, 0)
-
-    def by_client(self, now: float) -> dict[str, int]:
-        """How many open sessions each client holds (those being opened included)."""
-        for session_id, session in list(self._open.items()):
-            if session.in_flight == 0 and now - session.idle_since >= self._idle_s:
-                del self._open[session_id]
-        held = Counter(session.client for session in self._open.values()) + self._opening
-        return dict(held)
-
-    def opening(self, client: str) -> None:
-        self._opening[client] += 1
-
-    def opening_done(self, client: str) -> None:
-        self._opening[client] -= 1
-        if self._opening[client] <= 0:
-            del self._opening[client]
-
-    def begin(self, session_id: str, client: str) -> None:
-        session = self._open.get(session_id)
-        if session is not None and session.client == client:
-            session.in_flight += 1
-
-    def end(self, session_id: str, client: str, method: str, status: int | None, now: float) -> None:
-        session = self._open.get(session_id)
-        if session is None or session.client != client:
-            return
-        session.in_flight -= 1
-        session.idle_since = now
-        if status == 404 or (method == "DELETE" and status is not None and status < 300):
-            del self._open[session_id]
-
-    def opened(self, session_id: str, client: str, now: float) -> None:
-        self._open[session_id] = _Session(client, in_flight=1, idle_since=now)
-
-
 class Gate:
     """Health check, Host/Origin validation, client authentication and per-client session limits
     in front of the MCP app.
@@ -252,7 +192,7 @@ class Gate:
             await self._app(scope, receive, send)
             return
         if self._metrics_port is not None and (scope.get("server") or (None, None))[1] == self._metrics_port:
-            await (await self._metrics_bind(scope))(scope, receive, send)
+            await (await self._metrics_answer(Request(scope), own_bind=True))(scope, receive, send)
             return
         if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
             await JSONResponse({"status": "ok"})(scope, receive, send)
@@ -266,9 +206,7 @@ class Gate:
         request = Request(scope)
         refusal = await self._security.validate_request(request, is_post=False)
         if refusal is None and scope["path"] == "/metrics" and self._metrics_here:
-            await (self._metrics_refusal(request) or Response(await self.scrape(), media_type=CONTENT_TYPE))(
-                scope, receive, send
-            )
+            await (await self._metrics_answer(request, own_bind=False))(scope, receive, send)
             return
         if refusal is None and self._authenticate:
             client, refusal = await self._authenticated(request)
@@ -332,25 +270,21 @@ class Gate:
         sessions = {} if self._sessions is None else self._sessions.by_client(time.monotonic())
         return await self._metrics.render(self._state_of(), sessions, [admitted.client for admitted in self.clients])
 
-    async def _metrics_bind(self, scope: Scope) -> Response:
-        """What the metrics' own bind answers: /metrics to anyone (bind it where only monitoring reaches)."""
-        if scope["path"] != "/metrics":
+    async def _metrics_answer(self, request: Request, *, own_bind: bool) -> Response:
+        """The metrics, or why not. On their own bind (bind it where only monitoring reaches) anyone reads
+        /metrics and nothing else; beside /mcp they are the operator's: the scrape token reads them, or
+        anyone when the server has no client tokens (a loopback server of one person)."""
+        if own_bind and request.url.path != "/metrics":
             return Response("only /metrics is served here\n", status_code=404)
-        if scope["method"] not in ("GET", "HEAD"):
-            return Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"})
-        return Response(await self.scrape(), media_type=CONTENT_TYPE)
-
-    def _metrics_refusal(self, request: Request) -> Response | None:
-        """Why this request may not read the metrics, or None: they are the operator's."""
         if request.method not in ("GET", "HEAD"):
             return Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"})
-        if not self._authenticate:
-            return None  # no client tokens: a loopback server of one person
+        if own_bind or not self._authenticate:
+            return Response(await self.scrape(), media_type=CONTENT_TYPE)
         if self._scrape is None:
             return Response("Not Found", status_code=404)  # SWARM_MCP_METRICS_TOKEN unset: not served here
         presented = _bearer(request)
         if presented is not None and hmac.compare_digest(digest(presented), self._scrape):
-            return None
+            return Response(await self.scrape(), media_type=CONTENT_TYPE)
         return Response(
             "The metrics need the scrape token (SWARM_MCP_METRICS_TOKEN)",
             status_code=401,

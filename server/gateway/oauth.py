@@ -21,7 +21,6 @@ The signature checks are PyJWT's (a dependency of the MCP SDK); nothing here ver
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -34,7 +33,7 @@ import anyio
 import jwt
 from starlette.responses import JSONResponse, Response
 
-from swarm_inference_mcp.server.clients import Admitted, Client
+from swarm_inference_mcp.server.clients import Admitted, Client, digest
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.gateway.authserver import Authority
 
@@ -138,14 +137,12 @@ class ResourceServer:
     async def verify(self, token: str, clients: list[Admitted], address: str) -> Verdict:
         """The client `token` stands for, or why not (401: not a valid token for us; 403: valid, but not
         enough scope, or an identity no tokens-file line names). Never raises."""
-        if self._authority is not None:  # our own tokens name the client itself
-            identities = {admitted.client.name: admitted for admitted in clients}
-        else:
-            identities = {identity: admitted for admitted in clients for identity in admitted.identities}
         try:
-            if self._authority is not None:
+            if self._authority is not None:  # our own tokens name the client itself
+                identities = {admitted.client.name: admitted for admitted in clients}
                 claims = await self._granted(self._authority, token)
             else:
+                identities = {identity: admitted for admitted in clients for identity in admitted.identities}
                 claims = await anyio.to_thread.run_sync(self._decode, token)
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             log.warning("refused an access token from %s: %s", address, _reason(exc))
@@ -189,8 +186,7 @@ class ResourceServer:
     def _introspect(self, token: str) -> dict[str, Any]:
         """An opaque token's claims from the issuer (RFC 7662), held to the checks a JWT's are."""
         assert self._introspection is not None  # noqa: S101 - the caller checked
-        digest, now = hashlib.sha256(token.encode()).digest(), time.time()
-        kept = self._introspected.get(digest)
+        kept, now = self._introspected.get(digest(token)), time.time()
         if kept is not None and kept[0] > now:
             return kept[1]
         endpoint = self._issuer_document().get("introspection_endpoint")
@@ -220,7 +216,7 @@ class ResourceServer:
             raise ValueError("the token has expired")
         if len(self._introspected) >= INTROSPECTED_MAX:
             self._introspected = {key: value for key, value in self._introspected.items() if value[0] > now}
-        self._introspected[digest] = (min(expires, now + INTROSPECTED_S), claims)
+        self._introspected[digest(token)] = (min(expires, now + INTROSPECTED_S), claims)
         return claims
 
     def keys_found(self) -> str:

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
-import ssl
 from contextlib import suppress
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
-import httpx2
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -31,7 +28,7 @@ from swarm_inference_mcp.server.accounting.ledger import StateError
 from swarm_inference_mcp.server.clients import Admitted, TokensFileError, load_clients
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
-from swarm_inference_mcp.server.gateway.authserver import DOCUMENT_S, Authority
+from swarm_inference_mcp.server.gateway.authserver import Authority
 from swarm_inference_mcp.server.gateway.gate import (
     SDK_LOGGERS,
     ConfigurationRefused,
@@ -39,9 +36,9 @@ from swarm_inference_mcp.server.gateway.gate import (
     QuietLog,
     transport_security,
 )
-from swarm_inference_mcp.server.gateway.grants import Grants, SqliteGrants
 from swarm_inference_mcp.server.gateway.metrics import PrometheusMetrics
 from swarm_inference_mcp.server.gateway.signin import AuthorizationServer
+from swarm_inference_mcp.server.state import open_grants
 
 if TYPE_CHECKING:
     from swarm_inference_mcp.server.app import SwarmServer
@@ -115,22 +112,11 @@ def build_app(settings: Settings, server: SwarmServer, metrics: PrometheusMetric
     )
     authorization = None
     if settings.oauth == "builtin":
-        grants: Grants
-        if settings.redis_url is not None:  # every instance honours what another issued
-            from swarm_inference_mcp.server.scaleout.grants import RedisGrants  # noqa: PLC0415 - only with Redis
-
-            grants = RedisGrants(settings.redis_url.get_secret_value(), settings.redis_password_file)
-        else:
-            try:
-                grants = SqliteGrants(settings.state_path())
-            except StateError as err:
-                raise ConfigurationRefused(f"the built-in authorization server cannot keep its grants: {err}") from None
-        # No proxy from the environment: a client's document is fetched from the address checked, never
-        # through another; the CAs are the system's, or SSL_CERT_FILE / SSL_CERT_DIR when set.
-        cas = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"), capath=os.environ.get("SSL_CERT_DIR"))
-        http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False, trust_env=False, verify=cas)
-        authority = Authority(settings, grants, lambda: gate.clients, http)
-        authorization = AuthorizationServer(authority, lambda: gate.clients)
+        try:
+            grants = open_grants(settings)
+        except StateError as err:
+            raise ConfigurationRefused(f"the built-in authorization server cannot keep its grants: {err}") from None
+        authorization = AuthorizationServer(Authority(settings, grants), lambda: gate.clients)
     gate = Gate(
         app,
         settings,
