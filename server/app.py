@@ -30,11 +30,11 @@ from swarm_inference_mcp.server.calls import AppState, client_of_request, list_m
 from swarm_inference_mcp.server.clients import Client, client_name
 from swarm_inference_mcp.server.config import Settings
 from swarm_inference_mcp.server.drain import InFlight
-from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.handles import CancelOutcome, RunningJob
 from swarm_inference_mcp.server.jobs.outcome import Failed
 from swarm_inference_mcp.server.jobs.runner import JobRunner, new_instance_id
 from swarm_inference_mcp.server.jobs.sharing import RequestSharing
+from swarm_inference_mcp.server.jobs.table import Job
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.server.results import outcome_text, page_end, render_models
 from swarm_inference_mcp.server.state import shared_state, store_location
@@ -75,7 +75,7 @@ def create_server(
     in_flight: InFlight | None = None,
     observer: Observer | None = None,
     *,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.time,
 ) -> SwarmServer:
     """Build the server; nothing is opened until the lifespan starts.
 
@@ -290,7 +290,7 @@ class SwarmServer(MCPServer[AppState]):
             reply = await state.jobs.get_result(job_id, 0, None, client_name(_reader.get()))
         except CallError as err:
             raise ResourceError(err.sentence) from None
-        if isinstance(reply, JobRecord):
+        if isinstance(reply, Job):
             raise ResourceError(answer_not_there(job_id))
         if isinstance(reply, Failed):
             raise ResourceError(reply.failure.sentence)

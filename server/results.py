@@ -26,13 +26,13 @@ from typing import Any
 from mcp_types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel
 
-from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.handles import CancelReport, cancel_words, running_job, working_words
 from swarm_inference_mcp.server.jobs.outcome import Answered, Collected, Failed, Outcome, SideFailed, Sides
+from swarm_inference_mcp.server.jobs.table import Job
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.models import Answer, AnswerPage, BothAnswers, ProviderOutcome
 
-Reply = Outcome | Collected | JobRecord | CancelReport
+Reply = Outcome | Collected | Job | CancelReport
 """What a tool call produced, before it is rendered: an outcome (read from its job, or not), a job
 (running, or finished and kept), or what a cancel did."""
 SURE_ROOM = 10_000
@@ -47,7 +47,7 @@ _LABELS = {spec.name: spec.label for spec in PROVIDERS}
 RELATED_TASK_META = "io.modelcontextprotocol/related-task"
 
 
-def task_status(job: JobRecord) -> str:
+def task_status(job: Job) -> str:
     """A job's task status: working until it has an outcome; a cancelled job is cancelled, and every other
     outcome, a tool error included, is completed (its result says `isError`)."""
     if job.outcome is None:
@@ -57,7 +57,7 @@ def task_status(job: JobRecord) -> str:
     return "completed"
 
 
-def task_2026(job: JobRecord, *, ttl_ms: int, poll_ms: int, limit: int, created: bool = False) -> dict[str, Any]:
+def task_2026(job: Job, *, ttl_ms: int, poll_ms: int, limit: int, created: bool = False) -> dict[str, Any]:
     """The Tasks extension's task: `CreateTaskResult` when `created`, else `tasks/get`'s `DetailedTask`
     with the tool's result inline once completed."""
     task = {
@@ -71,7 +71,7 @@ def task_2026(job: JobRecord, *, ttl_ms: int, poll_ms: int, limit: int, created:
     return task
 
 
-def task_2025(job: JobRecord, *, ttl_ms: int, poll_ms: int) -> dict[str, Any]:
+def task_2025(job: Job, *, ttl_ms: int, poll_ms: int) -> dict[str, Any]:
     """The 2025-11-25 task, as `tasks/get`, `tasks/list` and `tasks/cancel` return it."""
     return {**_task(job), "ttl": ttl_ms, "pollInterval": poll_ms}
 
@@ -84,7 +84,7 @@ def task_payload(job_id: str, outcome: Outcome, limit: int) -> dict[str, Any]:
     return result
 
 
-def _task(job: JobRecord) -> dict[str, Any]:
+def _task(job: Job) -> dict[str, Any]:
     status = task_status(job)
     if job.outcome is None:
         message = job.message or working_words(job)
@@ -115,7 +115,7 @@ def render(reply: Reply, forget_after_s: float, limit: int) -> CallToolResult:
     its job that is longer than `limit` characters (of the result's JSON) as one page of it."""
     if isinstance(reply, CancelReport):
         return _structured(*cancel_words(reply))
-    if isinstance(reply, JobRecord):
+    if isinstance(reply, Job):
         if reply.outcome is None:
             return _structured(*running_job(reply, forget_after_s))
         reply = reply.outcome if isinstance(reply.outcome, Failed) else Collected(reply.id, reply.outcome)
@@ -228,9 +228,9 @@ def outcome_text(outcome: Answered | Sides) -> str:
 def outcome_label(reply: Reply, *, tasked: bool) -> str:
     """A call's outcome in a word, for the metrics: `answer` (a normal result), `handle` or `task` (its job
     runs on), or the failure's kind."""
-    if isinstance(reply, JobRecord) and reply.outcome is None:
+    if isinstance(reply, Job) and reply.outcome is None:
         return "task" if tasked else "handle"
-    if isinstance(reply, JobRecord):
+    if isinstance(reply, Job):
         return "answer" if not isinstance(reply.outcome, Failed) else reply.outcome.kind
     if isinstance(reply, Failed):
         return reply.kind

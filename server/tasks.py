@@ -39,10 +39,9 @@ from pydantic import ConfigDict, Field
 
 from swarm_inference_mcp.server.calls import AppState, client_of_request, progress_of, serve
 from swarm_inference_mcp.server.clients import client_name
-from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.outcome import Outcome
 from swarm_inference_mcp.server.jobs.runner import JobRunner
-from swarm_inference_mcp.server.jobs.table import Work
+from swarm_inference_mcp.server.jobs.table import Job, Work
 from swarm_inference_mcp.server.results import render, task_2025, task_2026, task_payload, task_status
 from swarm_inference_mcp.tools import PROVIDERS
 from swarm_inference_mcp.tools.errors.sentences import task_already_ended, task_cursor_unknown
@@ -90,7 +89,7 @@ class Tasks(Extension):
         client = client_of_request(ctx.request)
         handover_s = state.settings.task_handover
         reply = await serve(state, params.name, params.arguments or {}, client, progress_of(ctx), handover_s=handover_s)
-        if isinstance(reply, JobRecord) and reply.outcome is None:
+        if isinstance(reply, Job) and reply.outcome is None:
             return _view_2026(state, reply, created=True)
         return render(
             reply, state.jobs.ttl_s, state.settings.max_result_chars
@@ -127,7 +126,7 @@ class Tasks(Extension):
         state, client = _caller(ctx)
         while True:
             reply = await _refusing(state.jobs.get_result(params.task_id, math.inf, None, client))
-            if not isinstance(reply, JobRecord):
+            if not isinstance(reply, Job):
                 return task_payload(params.task_id, reply, state.settings.max_result_chars)
 
     async def _list(self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams) -> dict[str, Any]:
@@ -181,7 +180,7 @@ class LegacyTasks:
         arguments = (ctx.params or {}).get("arguments")
         raw = arguments if isinstance(arguments, dict) else {}
         reply = await serve(state, tool, raw, client, progress_of(ctx), handover_s=0.0, hand_out=True)
-        if not isinstance(reply, JobRecord):  # refused before any work started
+        if not isinstance(reply, Job):  # refused before any work started
             reply = state.jobs.adopt(Work.refused(tool, client_name(client)), cast("Outcome", reply))
         return {"task": _view_2025(state, reply)}
 
@@ -205,23 +204,23 @@ def _caller(ctx: ServerRequestContext[Any, Any]) -> tuple[AppState, str | None]:
     return ctx.lifespan_context, client_name(client_of_request(ctx.request))
 
 
-def _view_2026(state: AppState, job: JobRecord, *, created: bool = False) -> dict[str, Any]:
+def _view_2026(state: AppState, job: Job, *, created: bool = False) -> dict[str, Any]:
     ttl_ms, poll_ms = _timing(state, job)
     return task_2026(job, ttl_ms=ttl_ms, poll_ms=poll_ms, limit=state.settings.max_result_chars, created=created)
 
 
-def _view_2025(state: AppState, job: JobRecord) -> dict[str, Any]:
+def _view_2025(state: AppState, job: Job) -> dict[str, Any]:
     ttl_ms, poll_ms = _timing(state, job)
     return task_2025(job, ttl_ms=ttl_ms, poll_ms=poll_ms)
 
 
-def _timing(state: AppState, job: JobRecord) -> tuple[int, int]:
+def _timing(state: AppState, job: Job) -> tuple[int, int]:
     """The task's ttl (how long from its creation it is kept at most: its deadline, then
     `SWARM_MCP_JOB_TTL`) and the poll interval, in milliseconds."""
     return round((job.timeout_s + state.settings.job_ttl) * 1000), round(state.settings.task_poll * 1000)
 
 
-async def _snapshot(jobs: JobRunner, task_id: str, method: str, client: str | None) -> JobRecord:
+async def _snapshot(jobs: JobRunner, task_id: str, method: str, client: str | None) -> Job:
     return await _refusing(jobs.snapshot(task_id, method, client))
 
 

@@ -3,7 +3,7 @@ several instances sharing it, as `RedisBoard`s share one Redis. For unit tests o
 neighbours (the shared path, the runner); `tests/test_boards.py` holds it and the Redis board (on a
 real Redis) to one contract.
 
-Records go through `JobRecord.to_json` and back, as through Redis, so what is shared is what would be
+Records go through `Job.to_json` and back, as through Redis, so what is shared is what would be
 stored.
 """
 
@@ -18,9 +18,8 @@ from typing import Any
 import anyio
 
 from swarm_inference_mcp.server.accounting.ledger import StateError
-from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
 from swarm_inference_mcp.server.jobs.outcome import Outcome
-from swarm_inference_mcp.server.jobs.table import Work
+from swarm_inference_mcp.server.jobs.table import Job, UnknownRecordError, Work
 from swarm_inference_mcp.tools.progress import ProgressFn
 
 
@@ -69,7 +68,7 @@ class MemoryBoard:
 
     async def claim(self, job_id: str, work: Work, started: float) -> str | None:
         self._check()
-        self.space.records[job_id] = JobRecord.of(job_id, work, started).to_json()
+        self.space.records[job_id] = Job.of(job_id, work, started).to_json()
         key = f"{work.tool}\n{work.request}"
         holder = self.space.claims.get(key)
         if holder is not None and holder != job_id and _instance_of(holder) in self.space.alive:
@@ -80,7 +79,7 @@ class MemoryBoard:
     async def finish(
         self, job_id: str, work: Work, started: float, outcome: Outcome, keep_s: float, *, kept: bool
     ) -> None:
-        record = JobRecord.of(job_id, work, started)
+        record = Job.of(job_id, work, started)
         record.outcome, record.finished, record.kept = outcome, started + 1, kept
         self.space.records[job_id] = record.to_json()
         key = f"{work.tool}\n{work.request}"
@@ -91,18 +90,16 @@ class MemoryBoard:
     def forwarder(self, job_id: str) -> ProgressFn | None:
         return None
 
-    async def find(self, job_id: str) -> JobRecord | None:
+    async def find(self, job_id: str) -> Job | None:
         self._check()
         raw = self.space.records.get(job_id)
         if raw is None:
             return None
-        record = JobRecord.from_json(raw)
+        record = Job.from_json(raw)
         record.lost = record.outcome is None and _instance_of(job_id) not in self.space.alive
         return record
 
-    async def wait(
-        self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
-    ) -> JobRecord | None:
+    async def wait(self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float) -> Job | None:
         with anyio.move_on_after(wait_s if math.isfinite(wait_s) else math.inf):
             while True:
                 changed = self.space.changed
@@ -118,7 +115,7 @@ class MemoryBoard:
         if on_cancel is not None:
             on_cancel(job_id)
 
-    async def jobs_of(self, client: str | None) -> list[JobRecord]:
+    async def jobs_of(self, client: str | None) -> list[Job]:
         self._check()
         jobs = []
         for job_id, raw in list(self.space.records.items()):

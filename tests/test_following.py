@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import anyio
 import pytest
 
-from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, SideFailed, Sides, Trace
 from swarm_inference_mcp.server.jobs.runner import JobRunner
-from swarm_inference_mcp.server.jobs.table import Work
+from swarm_inference_mcp.server.jobs.table import Job, Work
 from swarm_inference_mcp.tools.errors.sentences import client_budget_spent
 from swarm_inference_mcp.tools.errors.tree import ConfigError, UnknownJobError
 from swarm_inference_mcp.tools.models import Answer, ChoiceOut, Usage
@@ -61,7 +60,7 @@ async def test_identical_work_on_two_instances_runs_once() -> None:
     upstream, space = Upstream(), Space()
     async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
         first = await a.call(upstream.work(), 0, None)
-        assert isinstance(first, JobRecord)
+        assert isinstance(first, Job)
         results: list[object] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: _into(results, b.call(upstream.work(), 30, None)))
@@ -80,7 +79,7 @@ async def test_another_clients_id_is_unknown_on_every_instance() -> None:
     upstream, space = Upstream(), Space()
     async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
         handle = await a.call(upstream.work(client="alice"), 0, None)
-        assert isinstance(handle, JobRecord)
+        assert isinstance(handle, Job)
         for runner in (a, b):
             with pytest.raises(UnknownJobError):
                 await runner.get_result(handle.id, 0, None, "bob")
@@ -91,7 +90,7 @@ async def test_a_job_is_cancelled_through_the_other_instance() -> None:
     upstream, space = Upstream(), Space()
     async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
         handle = await a.call(upstream.work(), 0, None)
-        assert isinstance(handle, JobRecord)
+        assert isinstance(handle, Job)
         report = await b.cancel(handle.id, "alice")
         assert report.was == "cancelled"
         outcome = await a.get_result(handle.id, 5, None, "alice")
@@ -105,7 +104,7 @@ async def test_a_lost_instances_job_is_one_sentence() -> None:
     upstream, space = Upstream(), Space()
     async with instances(space, "bbbbbb") as (b,), instances(space, "aaaaaa") as (a,):
         handle = await a.call(upstream.work(), 0, None)
-        assert isinstance(handle, JobRecord)
+        assert isinstance(handle, Job)
         space.alive.discard("aaaaaa")  # its lease ran out while the job still ran
         outcome = await b.get_result(handle.id, 5, None, "alice")
         assert isinstance(outcome, Failed)
@@ -119,7 +118,7 @@ async def test_a_record_of_another_version_is_one_sentence() -> None:
     upstream, space = Upstream(), Space()
     async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
         handle = await a.call(upstream.work(), 0, None)
-        assert isinstance(handle, JobRecord)
+        assert isinstance(handle, Job)
         space.records[handle.id]["v"] = 99
         with pytest.raises(ConfigError) as raised:
             await b.get_result(handle.id, 0, None, "alice")
@@ -133,7 +132,7 @@ async def test_a_board_that_is_down_is_one_sentence_and_work_goes_on_without_sha
     upstream, space = Upstream(), Space()
     async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
         handle = await a.call(upstream.work(), 0, None)
-        assert isinstance(handle, JobRecord)
+        assert isinstance(handle, Job)
         space.down = True
         with pytest.raises(ConfigError) as raised:
             await b.get_result(handle.id, 0, None, "alice")
@@ -161,7 +160,7 @@ async def test_a_refusal_of_one_clients_own_is_never_another_clients_outcome() -
 
     async with instances(space, "aaaaaa", "bbbbbb") as (a, b):
         carols = await a.call(work("carol"), 0, None)
-        assert isinstance(carols, JobRecord)
+        assert isinstance(carols, Job)
         results: list[object] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: _into(results, b.call(work("alice"), 30, None)))
@@ -171,7 +170,7 @@ async def test_a_refusal_of_one_clients_own_is_never_another_clients_outcome() -
         assert results == [ANSWER]
         assert runs == ["carol", "alice"]
         assert await a.get_result(carols.id, 5, None, "carol") == refusal
-        record = JobRecord.from_json((await a.snapshot(carols.id, "get_result", "carol")).to_json())
+        record = Job.from_json((await a.snapshot(carols.id, "get_result", "carol")).to_json())
         assert isinstance(record.outcome, Failed)
         assert record.outcome.failure.personal  # the flag survives the board's record
 
@@ -197,7 +196,7 @@ async def test_a_refusal_of_one_clients_own_is_never_another_clients_outcome() -
     ids=["answer", "answer with every field", "sides", "failed", "all failed"],
 )
 def test_every_outcome_survives_its_record(outcome: Outcome) -> None:
-    record = JobRecord("j_aaaaaa-000000000001", "alice", "ask_both", ("fortytwo", "swarms"), "F and S", 1.0, 30.0)
+    record = Job("j_aaaaaa-000000000001", "alice", "ask_both", ("fortytwo", "swarms"), "F and S", 1.0, 30.0)
     record.outcome, record.finished, record.kept = outcome, 2.0, True
-    back = JobRecord.from_json(record.to_json())
-    assert back == record
+    back = Job.from_json(record.to_json())
+    assert vars(back) == vars(record)  # every field, the outcome compared whole

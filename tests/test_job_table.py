@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swarm_inference_mcp.server.jobs.outcome import Answered, Failed, Failure, Outcome, Trace
-from swarm_inference_mcp.server.jobs.table import Job, JobTable, Work
+from swarm_inference_mcp.server.jobs.table import Job, JobTable, Run, Work
 from swarm_inference_mcp.tools.models import Answer
 
 
@@ -13,15 +13,21 @@ async def _never(_progress: object, _job_id: str) -> Outcome:
 
 def job(n: int, client: str | None = None, request: str = "body") -> Job:
     work = Work("ask_swarm", ("swarms",), "Swarms", request, 60.0, client, _never)
-    return Job(f"j_aaaaaa-{n:012x}", work, streams=False, started=0.0)
+    return Job.of(f"j_aaaaaa-{n:012x}", work, 0.0, Run(work, streams=False))
+
+
+def key(one: Job) -> str:
+    """The key of a job's work, as the table keys it."""
+    assert one.here is not None
+    return one.here.work.key
 
 
 ANSWER = Answered("swarms", Answer(text="yes"), Trace(latency_ms=5))
 FAILED = Failed(Failure("Swarms: HTTP 500.", {"kind": "upstream", "message": "Swarms: HTTP 500.", "retryable": False}))
 
 
-def finished(table: JobTable, one: Job, outcome: Outcome, now: float, *, handed_out: bool = True) -> None:
-    one.outcome, one.handed_out = outcome, handed_out
+def finished(table: JobTable, one: Job, outcome: Outcome, now: float, *, kept: bool = True) -> None:
+    one.outcome, one.kept = outcome, kept
     table.finish(one, now)
 
 
@@ -30,19 +36,19 @@ def test_a_running_job_is_found_by_id_and_by_its_work() -> None:
     first = job(1)
     table.add(first)
     assert table.get(first.id) is first
-    assert table.running(first.work.key) is first
+    assert table.running(key(first)) is first
     assert table.running_jobs() == [first]
-    assert table.answered(first.work.key) is None
+    assert table.answered(key(first)) is None
 
 
 def test_a_job_whose_handle_never_went_out_is_forgotten_when_it_finishes() -> None:
     table = JobTable(ttl_s=10, max_kept=5)
     first = job(1)
     table.add(first)
-    finished(table, first, ANSWER, now=1.0, handed_out=False)
+    finished(table, first, ANSWER, now=1.0, kept=False)
     assert table.get(first.id) is None
-    assert table.running(first.work.key) is None
-    assert table.answered(first.work.key) is None
+    assert table.running(key(first)) is None
+    assert table.answered(key(first)) is None
     assert table.why_unknown(first.id) == "never"
 
 
@@ -53,13 +59,13 @@ def test_a_handed_out_answer_is_kept_and_serves_identical_work_until_it_expires(
     finished(table, first, ANSWER, now=100.0)
     assert table.get(first.id) is first
     assert first.finished == 100.0
-    assert table.answered(first.work.key) is first
-    assert table.running(first.work.key) is None
+    assert table.answered(key(first)) is first
+    assert table.running(key(first)) is None
     table.expire(109.9)
     assert table.get(first.id) is first
     table.expire(110.0)
     assert table.get(first.id) is None
-    assert table.answered(first.work.key) is None
+    assert table.answered(key(first)) is None
     assert table.why_unknown(first.id) == "expired"
 
 
@@ -70,7 +76,7 @@ def test_a_kept_failure_is_found_by_id_but_serves_no_identical_call() -> None:
     finished(table, first, FAILED, now=1.0)
     assert table.get(first.id) is first
     assert first.status == "failed"
-    assert table.answered(first.work.key) is None
+    assert table.answered(key(first)) is None
 
 
 def test_past_max_kept_the_oldest_finished_is_evicted_first() -> None:
@@ -81,7 +87,7 @@ def test_past_max_kept_the_oldest_finished_is_evicted_first() -> None:
         finished(table, one, ANSWER, now=float(n))
     assert table.get(jobs[0].id) is None
     assert table.why_unknown(jobs[0].id) == "evicted"
-    assert table.answered(jobs[0].work.key) is None
+    assert table.answered(key(jobs[0])) is None
     assert [table.get(one.id) for one in jobs[1:]] == jobs[1:]
 
 
@@ -92,7 +98,7 @@ def test_a_newer_answer_of_the_same_work_outlives_the_eviction_of_an_older_one()
     finished(table, older, ANSWER, now=1.0)
     table.add(newer)
     finished(table, newer, ANSWER, now=2.0)  # evicts the older, which no longer is the answered one
-    assert table.answered(newer.work.key) is newer
+    assert table.answered(key(newer)) is newer
 
 
 def test_jobs_are_listed_per_client() -> None:
@@ -115,7 +121,7 @@ def test_a_client_past_max_kept_evicts_its_own_oldest_never_another_clients() ->
         table.add(one)
         finished(table, one, ANSWER, now=float(n))
     assert table.get(alices.id) is alices
-    assert table.answered(alices.work.key) is alices
+    assert table.answered(key(alices)) is alices
     assert [table.get(one.id) for one in bobs[-2:]] == bobs[-2:]
     assert table.get(bobs[0].id) is None
     assert table.why_unknown(bobs[0].id) == "evicted"

@@ -34,14 +34,6 @@ class Completion:
     first_chunk_s: float | None = None
     """For a streamed answer, how long its first chunk took to arrive after the request was sent."""
 
-    @property
-    def text(self) -> str:
-        return self.choices[0].text
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.choices[0].finish_reason
-
 
 def _content_text(content: Any) -> str | None:
     """Message content as text: a string, or the text parts of an OpenAI-style parts list."""

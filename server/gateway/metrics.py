@@ -141,8 +141,8 @@ class PrometheusMetrics:
     async def _read(self, state: AppState, clients: list[Client]) -> None:
         running: Tally[tuple[str, str]] = Tally()
         for job in state.jobs.table.running_jobs():
-            for provider in job.work.providers:
-                running[(provider, _who(job.work.client))] += 1
+            for provider in job.providers:
+                running[(provider, _who(job.client))] += 1
         _replace(self._jobs, running)
         queued = state.requests.upstream.queued()
         _replace(self._queued, {(provider, _who(client)): n for (provider, client), n in queued.items()})

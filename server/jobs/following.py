@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 from swarm_inference_mcp.server.accounting.ledger import StateError
-from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, UnknownRecordError
+from swarm_inference_mcp.server.jobs.board import JobBoard
 from swarm_inference_mcp.server.jobs.handles import CancelReport
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, SideFailed, Sides
-from swarm_inference_mcp.server.jobs.table import Job
+from swarm_inference_mcp.server.jobs.table import Job, Run, UnknownRecordError
 from swarm_inference_mcp.tools.errors.sentences import (
     follow_deadline,
     foreign_record,
@@ -39,29 +39,29 @@ _TRY_AGAIN = frozenset({"cancelled", "instance_lost"})
 
 
 class Following:
-    def __init__(self, board: JobBoard, heartbeat_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, board: JobBoard, heartbeat_s: float, clock: Callable[[], float] = time.time) -> None:
         self.board = board
         self._heartbeat_s = heartbeat_s
         self._clock = clock
 
-    async def run_or_follow(self, job: Job) -> Outcome:
+    async def run_or_follow(self, job: Job, here: Run) -> Outcome:
         """The work's outcome: done here, or, when another instance already does identical work, theirs
         (only with a shared board: the runner runs a job's work itself otherwise)."""
-        progress = job.listeners if job.streams else None
+        progress = here.listeners if here.streams else None
         for _ in range(FOLLOW_TRIES):
             try:
-                holder = await self.board.claim(job.id, job.work, job.started_wall)
+                holder = await self.board.claim(job.id, here.work, job.started)
             except StateError:
                 break  # the board is down: go on without sharing
             finally:
-                job.announced.set()
+                here.announced.set()
             if holder is None:
-                forward = self.board.forwarder(job.id) if job.streams else None
+                forward = self.board.forwarder(job.id) if here.streams else None
                 if forward is not None:
-                    job.listeners.append(forward)
-                return await job.work.run(progress, job.id)
-            log.info("%s: job %s waits for job %s, which another instance runs", job.work.tool, job.id, holder)
-            remaining = job.started + job.work.timeout_s - self._clock()
+                    here.listeners.append(forward)
+                return await here.work.run(progress, job.id)
+            log.info("%s: job %s waits for job %s, which another instance runs", job.tool, job.id, holder)
+            remaining = job.started + job.timeout_s - self._clock()
             try:
                 followed = await self.board.wait(holder, max(0.0, remaining), progress, self._heartbeat_s)
             except (StateError, UnknownRecordError):
@@ -69,56 +69,56 @@ class Following:
             outcome = followed.outcome if followed is not None else None
             if outcome is not None and not _not_ours(outcome):
                 return outcome
-            if self._clock() >= job.started + job.work.timeout_s:
-                return Failed.of(follow_deadline(job.work.labels, job.work.timeout_s))
-        return await job.work.run(progress, job.id)
+            if self._clock() >= job.started + job.timeout_s:
+                return Failed.of(follow_deadline(job.labels, job.timeout_s))
+        return await here.work.run(progress, job.id)
 
-    async def find(self, job_id: str, tool: str, client: str | None) -> JobRecord:
+    async def find(self, job_id: str, tool: str, client: str | None) -> Job:
         """Another instance's job of this client's; raises the `CallError` that says why there is none."""
         if not self.board.shared:
             raise unknown_job(tool, job_id, "restarted")
         try:
-            record = await self.board.find(job_id)
+            job = await self.board.find(job_id)
         except StateError as err:
             raise shared_state_down(tool, job_id, str(err)) from None
         except UnknownRecordError as err:
             raise foreign_record(tool, job_id, err.version) from None
-        if record is None or record.client != client:
+        if job is None or job.client != client:
             raise unknown_job(tool, job_id, "shared")
-        return record
+        return job
 
-    async def result(self, record: JobRecord, wait_s: float, on_progress: ProgressFn | None) -> Outcome | JobRecord:
+    async def result(self, job: Job, wait_s: float, on_progress: ProgressFn | None) -> Outcome | Job:
         """get_result for another instance's job: its outcome, its loss, or the job (still running)."""
-        if record.outcome is None and not record.lost:
+        if job.outcome is None and not job.lost:
             try:
-                record = await self.board.wait(record.id, wait_s, on_progress, self._heartbeat_s) or record
+                job = await self.board.wait(job.id, wait_s, on_progress, self._heartbeat_s) or job
             except StateError as err:
-                raise shared_state_down("get_result", record.id, str(err)) from None
+                raise shared_state_down("get_result", job.id, str(err)) from None
             except UnknownRecordError as err:
-                raise foreign_record("get_result", record.id, err.version) from None
-        if record.outcome is not None:
-            return record.outcome
-        if record.lost:
-            return Failed.of(instance_lost(record.labels, record.id, self.board.lease_s))
-        return record
+                raise foreign_record("get_result", job.id, err.version) from None
+        if job.outcome is not None:
+            return job.outcome
+        if job.lost:
+            return Failed.of(instance_lost(job.labels, job.id, self.board.lease_s))
+        return job
 
-    async def cancel(self, record: JobRecord) -> CancelReport:
+    async def cancel(self, job: Job) -> CancelReport:
         """cancel_job for another instance's job: ask that instance, and wait a moment to see it done."""
         try:
-            if record.outcome is None and not record.lost:
-                await self.board.cancel(record.id)
-                record = await self.board.wait(record.id, CANCEL_CONFIRM_S, None, math.inf) or record
+            if job.outcome is None and not job.lost:
+                await self.board.cancel(job.id)
+                job = await self.board.wait(job.id, CANCEL_CONFIRM_S, None, math.inf) or job
         except StateError as err:
-            raise shared_state_down("cancel_job", record.id, str(err)) from None
+            raise shared_state_down("cancel_job", job.id, str(err)) from None
         except UnknownRecordError as err:
-            raise foreign_record("cancel_job", record.id, err.version) from None
-        if record.lost:
-            return CancelReport(record.id, record.labels, "lost")
-        if record.outcome is None:
-            return CancelReport(record.id, record.labels, "unconfirmed")
-        if isinstance(record.outcome, Failed) and record.outcome.kind == "cancelled":
-            return CancelReport(record.id, record.labels, "cancelled")
-        return CancelReport(record.id, record.labels, "finished")
+            raise foreign_record("cancel_job", job.id, err.version) from None
+        if job.lost:
+            return CancelReport(job.id, job.labels, "lost")
+        if job.outcome is None:
+            return CancelReport(job.id, job.labels, "unconfirmed")
+        if isinstance(job.outcome, Failed) and job.outcome.kind == "cancelled":
+            return CancelReport(job.id, job.labels, "cancelled")
+        return CancelReport(job.id, job.labels, "finished")
 
 
 def _not_ours(outcome: Outcome) -> bool:

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarm_inference_mcp.server.jobs.board import JobRecord
 from swarm_inference_mcp.server.jobs.outcome import usage_by_provider
+from swarm_inference_mcp.server.jobs.table import Job
 from swarm_inference_mcp.tools.models import Result
 
 
@@ -66,7 +66,7 @@ class CancelOutcome(Result):
     )
 
 
-def running_job(job: JobRecord, forget_after_s: float) -> tuple[str, RunningJob]:
+def running_job(job: Job, forget_after_s: float) -> tuple[str, RunningJob]:
     """The handle of a job still running (here or on another instance): its sentence and structured form."""
     elapsed = time.time() - job.started
     running = RunningJob(
@@ -85,7 +85,7 @@ def running_job(job: JobRecord, forget_after_s: float) -> tuple[str, RunningJob]
     return text, running
 
 
-def working_words(job: JobRecord, aside: str = "") -> str:
+def working_words(job: Job, aside: str = "") -> str:
     """What a running job is doing: "Fortytwo is still working on this (90 s so far)"."""
     verb = "are" if len(job.providers) > 1 else "is"
     return f"{job.labels} {verb} still working on this ({time.time() - job.started:.0f} s so far{aside})"
@@ -123,7 +123,7 @@ def cancel_words(report: CancelReport) -> tuple[str, CancelOutcome]:
     return text, CancelOutcome(job_id=job_id, status=status_out)
 
 
-def listed(job: JobRecord, status: str, forget_after_s: float, now: float) -> dict[str, Any]:
+def listed(job: Job, status: str, forget_after_s: float, now: float) -> dict[str, Any]:
     """One job as swarm://jobs shows it (no prompt text); `now` is wall-clock time."""
     entry: dict[str, Any] = {
         "id": job.id,

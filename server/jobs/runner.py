@@ -27,11 +27,11 @@ from typing import Any
 import anyio
 
 from swarm_inference_mcp.server.accounting.ledger import StateError
-from swarm_inference_mcp.server.jobs.board import JobBoard, JobRecord, LocalBoard, UnknownRecordError
+from swarm_inference_mcp.server.jobs.board import JobBoard, LocalBoard
 from swarm_inference_mcp.server.jobs.following import Following
 from swarm_inference_mcp.server.jobs.handles import CancelReport, listed
 from swarm_inference_mcp.server.jobs.outcome import Failed, Outcome, status_of
-from swarm_inference_mcp.server.jobs.table import Job, JobTable, Work
+from swarm_inference_mcp.server.jobs.table import Job, JobTable, Run, UnknownRecordError, Work
 from swarm_inference_mcp.server.observe import Observer
 from swarm_inference_mcp.tools.errors.sentences import cancelled_job, instance_lost, job_bug, too_many_jobs, unknown_job
 from swarm_inference_mcp.tools.progress import ProgressFn, wait_with_progress
@@ -43,8 +43,8 @@ FOLLOWERS_KEEP_S = 120.0
 _ID = re.compile(r"^j_([0-9a-f]{6})-(?:[0-9a-f]{24}|[0-9a-f]{12})$")
 """A job id: its instance, then 96 random bits (48 before version 0.2, still recognised as another process's)."""
 
-Reply = Outcome | JobRecord
-"""What a call gets: the outcome, or the job still running (as every instance sees it)."""
+Reply = Outcome | Job
+"""What a call gets: the outcome, or the job still running."""
 
 
 def new_instance_id() -> str:
@@ -64,10 +64,10 @@ class JobRunner:
         board: JobBoard | None = None,
         instance: str | None = None,
         observer: Observer | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """`clock`: the jobs' monotonic clock (when they started and finished, what has expired); tests
-        move it instead of waiting out a TTL."""
+        """`clock`: the jobs' wall clock (when they started and finished, what has expired); tests move
+        it instead of waiting out a TTL."""
         self._clock = clock
         self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
         self.ttl_s = ttl_s
@@ -101,11 +101,12 @@ class JobRunner:
         if job is None and job_limit is not None:
             self._refuse_past(work, job_limit)
         if job is None:
-            job = Job(self._new_id(), work, streams=stream or on_progress is not None, started=self._clock())
-            if job.streams:
-                job.listeners.append(job.note)
+            here = Run(work, streams=stream or on_progress is not None)
+            job = Job.of(self._new_id(), work, self._clock(), here)
+            if here.streams:
+                here.listeners.append(job.note)
             self.table.add(job)
-            task = job.task = asyncio.get_running_loop().create_task(self._run(job), name=f"job {job.id}")
+            task = here.task = asyncio.get_running_loop().create_task(self._run(job, here), name=f"job {job.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -120,14 +121,16 @@ class JobRunner:
                 self._observer.refused("max_jobs_per_client", work.client)
             raise too_many_jobs(work.labels, work.client, job_limit)
 
-    def adopt(self, work: Work, outcome: Outcome) -> JobRecord:
+    def adopt(self, work: Work, outcome: Outcome) -> Job:
         """A job that finished as it was asked for (an answer kept from an identical call, a refusal), kept
         like any handed-out job: for a client that must be handed a job whatever happens."""
-        job = Job(self._new_id(), work, streams=False, started=self._clock(), outcome=outcome, handed_out=True)
+        here = Run(work, streams=False)
+        job = Job.of(self._new_id(), work, self._clock(), here)
+        job.outcome, job.kept = outcome, True
         self.table.add(job)
         self.table.finish(job, self._clock())
-        job.done.set()
-        return _as_record(job, self._clock(), time.time())
+        here.done.set()
+        return job
 
     def kept(self, work: Work, outcome: Outcome) -> str:
         """The id of a kept job with this outcome of `work` (one an identical call left, or a new one): a
@@ -137,21 +140,18 @@ class JobRunner:
             return answered.id
         return self.adopt(work, outcome).id
 
-    async def snapshot(self, job_id: str, tool: str, client: str | None) -> JobRecord:
+    async def snapshot(self, job_id: str, tool: str, client: str | None) -> Job:
         """A job of this client's as it stands (here or on another instance), without waiting."""
         job = await self._find(job_id, tool, client)
-        record = job if isinstance(job, JobRecord) else _as_record(job, self._clock(), time.time())
-        if record.lost and record.outcome is None:
-            record.outcome = Failed.of(instance_lost(record.labels, record.id, self._board.lease_s))
-        return record
+        if job.lost and job.outcome is None:
+            job.outcome = Failed.of(instance_lost(job.labels, job.id, self._board.lease_s))
+        return job
 
-    async def records(self, client: str | None) -> tuple[list[JobRecord], str | None]:
+    async def records(self, client: str | None) -> tuple[list[Job], str | None]:
         """Every job of this client the server knows (on any instance sharing the board), oldest first, and
         why only this instance's are there (Redis down), if so."""
-        now = self._clock()
-        self.table.expire(now)
-        wall = time.time()
-        here = [_as_record(job, now, wall) for job in self.table.of_client(client)]
+        self.table.expire(self._clock())
+        here = self.table.of_client(client)
         if not self._board.shared:
             return here, None
         ids = {job.id for job in here}
@@ -166,7 +166,7 @@ class JobRunner:
 
     async def get_result(self, job_id: str, wait_s: float, on_progress: ProgressFn | None, client: str | None) -> Reply:
         job = await self._find(job_id, "get_result", client)
-        if isinstance(job, JobRecord):
+        if job.here is None:
             return await self.following.result(job, wait_s, on_progress)
         if job.outcome is not None:
             return job.outcome
@@ -174,18 +174,18 @@ class JobRunner:
 
     async def cancel(self, job_id: str, client: str | None) -> CancelReport:
         job = await self._find(job_id, "cancel_job", client)
-        if isinstance(job, JobRecord):
+        if job.here is None:
             return await self.following.cancel(job)
         if job.outcome is not None:
-            return CancelReport(job.id, job.work.labels, "finished", job.status)
+            return CancelReport(job.id, job.labels, "finished", job.status)
         self.cancel_here(job.id)
-        return CancelReport(job.id, job.work.labels, "cancelled")
+        return CancelReport(job.id, job.labels, "cancelled")
 
     def cancel_here(self, job_id: str) -> None:
         """Cancel a running job of this instance (asked here, or by another instance through the board)."""
         job = self.table.get(job_id)
-        if job is not None and job.outcome is None:
-            job.cancelled_by_user = True
+        if job is not None and job.here is not None and job.outcome is None:
+            job.here.cancelled_by_user = True
             self._stop(job)
 
     def serving(self) -> Any:
@@ -203,76 +203,77 @@ class JobRunner:
         """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
         board), without any prompt text."""
         records, problem = await self.records(client)
-        wall, ttl = time.time(), self.table.ttl_s
+        now, ttl = self._clock(), self.table.ttl_s
         listing: dict[str, Any] = {
-            "jobs": [listed(job, status_of(job.outcome, lost=job.lost), ttl, wall) for job in records]
+            "jobs": [listed(job, status_of(job.outcome, lost=job.lost), ttl, now) for job in records]
         }
         if problem is not None:
             listing["problem"] = problem
         return listing
 
     def _stop(self, job: Job) -> None:
-        """Stop a job: its upstream requests are aborted, and its callers get a `cancelled` outcome. Only
-        this cancels a job's task; `_run` takes the cancellation as the job's end."""
-        if job.outcome is not None or job.cancelling:
+        """Stop a job of this process: its upstream requests are aborted, and its callers get a `cancelled`
+        outcome. Only this cancels a job's task; `_run` takes the cancellation as the job's end."""
+        here = job.here
+        if here is None or job.outcome is not None or here.cancelling:
             return
-        job.cancelling = True
-        if job.running and job.task is not None:
-            job.task.cancel()
+        here.cancelling = True
+        if here.running and here.task is not None:
+            here.task.cancel()
 
     async def _wait(self, job: Job, wait_s: float, on_progress: ProgressFn | None) -> Reply:
-        job.waiters += 1
-        listeners = job.listeners if job.streams else None
+        here = job.here
+        assert here is not None  # noqa: S101 - the callers pass a job of this process
+        here.waiters += 1
+        listeners = here.listeners if here.streams else None
         try:
             if on_progress is None:
                 with anyio.move_on_after(wait_s):
-                    await job.done.wait()
+                    await here.done.wait()
             else:
                 await wait_with_progress(
-                    job.done, on_progress, listeners, job.work.labels, self._heartbeat_s, timeout_s=wait_s
+                    here.done, on_progress, listeners, job.labels, self._heartbeat_s, timeout_s=wait_s
                 )
             if job.outcome is not None:
                 return job.outcome
-            job.handed_out = True
-            await job.announced.wait()  # a handle another instance cannot resolve yet is no handle
+            job.kept = True
+            await here.announced.wait()  # a handle another instance cannot resolve yet is no handle
         finally:
-            job.waiters -= 1
-            if job.waiters == 0 and not job.handed_out and job.outcome is None:
+            here.waiters -= 1
+            if here.waiters == 0 and not job.kept and job.outcome is None:
                 self._stop(job)  # its only callers left before a handle was handed out
-        return JobRecord.of(job.id, job.work, job.started_wall)
+        return job
 
-    async def _run(self, job: Job) -> None:
-        job.running = True
+    async def _run(self, job: Job, here: Run) -> None:
+        here.running = True
         try:
-            if self._board.shared and not job.cancelling:  # another instance may run the same work already
-                job.outcome = await self.following.run_or_follow(job)
-            elif not job.cancelling:
-                job.announced.set()
-                job.outcome = await job.work.run(job.listeners if job.streams else None, job.id)
+            if self._board.shared and not here.cancelling:  # another instance may run the same work already
+                job.outcome = await self.following.run_or_follow(job, here)
+            elif not here.cancelling:
+                here.announced.set()
+                job.outcome = await here.work.run(here.listeners if here.streams else None, job.id)
         except asyncio.CancelledError:  # `_stop`: the job ends here, with a cancelled outcome
-            if job.task is not None:
-                job.task.uncancel()
+            if here.task is not None:
+                here.task.uncancel()
         except Exception:  # a bug: say so in the log, and give the callers an error instead of silence
-            log.exception("%s: job %s failed unexpectedly", job.work.tool, job.id)
-            job.outcome = Failed.of(job_bug(job.work.tool))
+            log.exception("%s: job %s failed unexpectedly", job.tool, job.id)
+            job.outcome = Failed.of(job_bug(job.tool))
         finally:
-            job.announced.set()
+            here.announced.set()
             if job.outcome is None:
-                job.outcome = Failed.of(cancelled_job(job.work.labels, by_user=job.cancelled_by_user))
+                job.outcome = Failed.of(cancelled_job(job.labels, by_user=here.cancelled_by_user))
             self.table.finish(job, self._clock())
-            job.done.set()
+            here.done.set()
             if self._board.shared:
                 with anyio.CancelScope(shield=True):  # bounded: the board never waits long (see its link)
-                    keep_s = self.table.ttl_s if job.handed_out else FOLLOWERS_KEEP_S
-                    await self._board.finish(
-                        job.id, job.work, job.started_wall, job.outcome, keep_s, kept=job.handed_out
-                    )
+                    keep_s = self.table.ttl_s if job.kept else FOLLOWERS_KEEP_S
+                    await self._board.finish(job.id, here.work, job.started, job.outcome, keep_s, kept=job.kept)
 
-    async def _find(self, job_id: str, tool: str, client: str | None) -> Job | JobRecord:
+    async def _find(self, job_id: str, tool: str, client: str | None) -> Job:
         """A job of this client's, here or on the board; another client's is as unknown as one that never existed."""
         self.table.expire(self._clock())
         job = self.table.get(job_id)
-        if job is not None and job.work.client == client:
+        if job is not None and job.client == client:
             return job
         match = _ID.match(job_id)
         if match is None:
@@ -285,14 +286,3 @@ class JobRunner:
                 if record is not None and record.client == client:
                     return record
         raise unknown_job(tool, job_id, "never" if job is not None else self.table.why_unknown(job_id))
-
-
-def _as_record(job: Job, now: float, wall: float) -> JobRecord:
-    """A job of this process as every instance sees one (times on the wall clock)."""
-    record = JobRecord.of(job.id, job.work, wall - (now - job.started))
-    record.outcome = job.outcome
-    record.finished = None if job.finished is None else wall - (now - job.finished)
-    record.kept = job.handed_out
-    record.message = job.message
-    record.updated = job.updated_wall
-    return record

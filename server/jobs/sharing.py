@@ -145,8 +145,8 @@ class RequestSharing:
         completion = await self.complete(ask, timeout_s=timeout_s, on_progress=on_progress, origin=origin)
         choices = completion.choices
         answer = Answer(
-            text=completion.text,
-            finish_reason=None if completion.finish_reason == "stop" else completion.finish_reason,
+            text=choices[0].text,
+            finish_reason=None if choices[0].finish_reason == "stop" else choices[0].finish_reason,
             usage=completion.usage,
             choices=[
                 c.model_copy(update={"finish_reason": None if c.finish_reason == "stop" else c.finish_reason})

@@ -2,7 +2,7 @@
 
 What lives in Redis (keys under `swarm-mcp:`):
 
-- `job:<id>`: a job as JSON (`JobRecord`): who asked, what, when, and once finished its outcome as
+- `job:<id>`: a job as JSON (`Job`): who asked, what, when, and once finished its outcome as
   a listing reads it (no answer text: a list costs the same whatever the answers hold). Kept until
   its deadline while it runs, then `SWARM_MCP_JOB_TTL` if its handle was handed out, else
   `server.jobs.runner.FOLLOWERS_KEEP_S` (long enough for instances waiting on it to read it).
@@ -32,9 +32,8 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from swarm_inference_mcp.server.jobs.board import JobRecord, UnknownRecordError
 from swarm_inference_mcp.server.jobs.outcome import Outcome, outcome_from_json, outcome_to_json
-from swarm_inference_mcp.server.jobs.table import Work
+from swarm_inference_mcp.server.jobs.table import Job, UnknownRecordError, Work
 from swarm_inference_mcp.server.scaleout.link import PREFIX, RETRY_AFTER_S, TIMEOUT_S, RedisDown, RedisLink
 from swarm_inference_mcp.tools.progress import ProgressFn
 
@@ -153,7 +152,7 @@ class RedisBoard:
                     await self._link.run(lambda client: client.delete(_instance_key(self._instance)))
 
     async def claim(self, job_id: str, work: Work, started: float) -> str | None:
-        record = json.dumps(JobRecord.of(job_id, work, started).to_json())
+        record = json.dumps(Job.of(job_id, work, started).to_json())
         job_ms = _ms(work.timeout_s + self.lease_s)
 
         async def run(_: Any) -> Any:
@@ -165,7 +164,7 @@ class RedisBoard:
         holder = await self._link.run(run)
         return holder.decode() if holder else None
 
-    async def jobs_of(self, client: str | None) -> list[JobRecord]:
+    async def jobs_of(self, client: str | None) -> list[Job]:
         key = _index_key(client)
         ids = [raw.decode() for raw in await self._link.run(lambda c: c.zrange(key, -INDEX_MAX, -1))]
 
@@ -184,7 +183,7 @@ class RedisBoard:
                 gone.append(job_id)
                 continue
             try:
-                job = JobRecord.from_json(json.loads(raw))
+                job = Job.from_json(json.loads(raw))
             except UnknownRecordError as err:
                 log.warning("%s, which this server cannot read; it is not listed", err)
                 continue
@@ -198,7 +197,7 @@ class RedisBoard:
     async def finish(
         self, job_id: str, work: Work, started: float, outcome: Outcome, keep_s: float, *, kept: bool
     ) -> None:
-        job = JobRecord.of(job_id, work, started)
+        job = Job.of(job_id, work, started)
         job.outcome, job.finished, job.kept = outcome, time.time(), kept
         record, whole = json.dumps(job.to_json(listed=True)), json.dumps(outcome_to_json(outcome))
 
@@ -218,7 +217,7 @@ class RedisBoard:
 
         return forward
 
-    async def find(self, job_id: str) -> JobRecord | None:
+    async def find(self, job_id: str) -> Job | None:
         """The job with its whole outcome (the listed one, with no text, is in its record)."""
 
         async def read(client: Any) -> list[Any]:
@@ -232,7 +231,7 @@ class RedisBoard:
         raw, whole, alive = await self._link.run(read)
         if raw is None:
             return None
-        job = JobRecord.from_json(json.loads(raw))
+        job = Job.from_json(json.loads(raw))
         if job.outcome is not None:
             if whole is None:
                 return None  # its outcome expired in the moment between the two: gone, as the record soon is
@@ -240,9 +239,7 @@ class RedisBoard:
         job.lost = job.outcome is None and not alive
         return job
 
-    async def wait(
-        self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float
-    ) -> JobRecord | None:
+    async def wait(self, job_id: str, wait_s: float, on_progress: ProgressFn | None, heartbeat_s: float) -> Job | None:
         send, receive = anyio.create_memory_object_stream[tuple[str, str]](64)
         watchers = self._watchers.setdefault(job_id, set())
         watchers.add(send)
