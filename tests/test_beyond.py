@@ -20,7 +20,7 @@ from mcp_types import CallToolResult, TextContent, TextResourceContents
 from swarm_inference_mcp.server.app import create_server
 from swarm_inference_mcp.server.environment import load_settings
 from tests.conftest import error_of, fake_env, trace_of
-from tests.fake_upstream import FakeUpstream, Reply, error_body
+from tests.fake_upstream import FakeUpstream, Reply, error_body, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -250,7 +250,7 @@ async def test_a_caller_leaving_does_not_cancel_the_shared_job(connect: Callable
     async with connect() as client:
 
         async def second() -> None:
-            await anyio.sleep(0.05)
+            await eventually(lambda: len(fake.seen("fortytwo")) == 1)  # the first call's request is out
             survivor.append(await client.call_tool("ask_fortytwo", {"prompt": "shared"}))
 
         async with anyio.create_task_group() as tg:
@@ -277,7 +277,7 @@ async def test_a_joiner_asking_for_progress_gets_heartbeats_from_a_plain_job(
     async with connect(mode="legacy", SWARM_MCP_HEARTBEAT="0.25") as client:
 
         async def joiner() -> None:
-            await anyio.sleep(0.1)
+            await eventually(lambda: len(fake.seen("swarms")) == 1)  # the first call's request is out
             results.append(await client.call_tool("ask_swarm", {"prompt": "slow"}, progress_callback=on_progress))
 
         async with anyio.create_task_group() as tg:
