@@ -75,7 +75,7 @@ def create_server(
     in_flight: InFlight | None = None,
     observer: Observer | None = None,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SwarmServer:
     """Build the server; nothing is opened until the lifespan starts.
 

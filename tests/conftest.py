@@ -110,13 +110,13 @@ def make_settings(fake: FakeUpstream) -> Callable[..., Settings]:
 
 
 class MovableClock:
-    """The wall clock, which a test moves on (`advance`) instead of waiting: `connect(clock=...)`."""
+    """A monotonic clock a test moves on (`advance`) instead of waiting: `connect(clock=...)`."""
 
     def __init__(self) -> None:
         self._offset = 0.0
 
     def __call__(self) -> float:
-        return time.time() + self._offset
+        return time.monotonic() + self._offset
 
     def advance(self, seconds: float) -> None:
         self._offset += seconds
@@ -128,7 +128,7 @@ def connect(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
 
     @asynccontextmanager
     async def open_client(
-        *, mode: str = "auto", clock: Callable[[], float] = time.time, **extra: str
+        *, mode: str = "auto", clock: Callable[[], float] = time.monotonic, **extra: str
     ) -> AsyncIterator[Client]:
         async with Client(create_server(make_settings(**extra), clock=clock), mode=mode) as client:
             yield client

@@ -13,7 +13,7 @@ async def _never(_progress: object, _job_id: str) -> Outcome:
 
 def job(n: int, client: str | None = None, request: str = "body") -> Job:
     work = Work("ask_swarm", ("swarms",), "Swarms", request, 60.0, client, _never)
-    return Job.of(f"j_aaaaaa-{n:012x}", work, 0.0, Run(work, streams=False))
+    return Job.of(f"j_aaaaaa-{n:012x}", work, 0.0, Run(work, streams=False, started=0.0))
 
 
 def key(one: Job) -> str:
@@ -58,7 +58,8 @@ def test_a_handed_out_answer_is_kept_and_serves_identical_work_until_it_expires(
     table.add(first)
     finished(table, first, ANSWER, now=100.0)
     assert table.get(first.id) is first
-    assert first.finished == 100.0
+    assert first.here is not None
+    assert first.here.finished == 100.0  # on the table's clock
     assert table.answered(key(first)) is first
     assert table.running(key(first)) is None
     table.expire(109.9)

@@ -39,7 +39,7 @@ _TRY_AGAIN = frozenset({"cancelled", "instance_lost"})
 
 
 class Following:
-    def __init__(self, board: JobBoard, heartbeat_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, board: JobBoard, heartbeat_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.board = board
         self._heartbeat_s = heartbeat_s
         self._clock = clock
@@ -61,7 +61,7 @@ class Following:
                     here.listeners.append(forward)
                 return await here.work.run(progress, job.id)
             log.info("%s: job %s waits for job %s, which another instance runs", job.tool, job.id, holder)
-            remaining = job.started + job.timeout_s - self._clock()
+            remaining = here.started + job.timeout_s - self._clock()
             try:
                 followed = await self.board.wait(holder, max(0.0, remaining), progress, self._heartbeat_s)
             except (StateError, UnknownRecordError):
@@ -69,7 +69,7 @@ class Following:
             outcome = followed.outcome if followed is not None else None
             if outcome is not None and not _not_ours(outcome):
                 return outcome
-            if self._clock() >= job.started + job.timeout_s:
+            if self._clock() >= here.started + job.timeout_s:
                 return Failed.of(follow_deadline(job.labels, job.timeout_s))
         return await here.work.run(progress, job.id)
 

@@ -64,10 +64,10 @@ class JobRunner:
         board: JobBoard | None = None,
         instance: str | None = None,
         observer: Observer | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`clock`: the jobs' wall clock (when they started and finished, what has expired); tests move
-        it instead of waiting out a TTL."""
+        """`clock`: the jobs' monotonic clock (how long they ran, what has expired); tests move it instead
+        of waiting out a TTL."""
         self._clock = clock
         self.table = JobTable(ttl_s=ttl_s, max_kept=max_kept)
         self.ttl_s = ttl_s
@@ -101,8 +101,8 @@ class JobRunner:
         if job is None and job_limit is not None:
             self._refuse_past(work, job_limit)
         if job is None:
-            here = Run(work, streams=stream or on_progress is not None)
-            job = Job.of(self._new_id(), work, self._clock(), here)
+            here = Run(work, streams=stream or on_progress is not None, started=self._clock())
+            job = Job.of(self._new_id(), work, time.time(), here)
             if here.streams:
                 here.listeners.append(job.note)
             self.table.add(job)
@@ -124,8 +124,8 @@ class JobRunner:
     def adopt(self, work: Work, outcome: Outcome) -> Job:
         """A job that finished as it was asked for (an answer kept from an identical call, a refusal), kept
         like any handed-out job: for a client that must be handed a job whatever happens."""
-        here = Run(work, streams=False)
-        job = Job.of(self._new_id(), work, self._clock(), here)
+        here = Run(work, streams=False, started=self._clock())
+        job = Job.of(self._new_id(), work, time.time(), here)
         job.outcome, job.kept = outcome, True
         self.table.add(job)
         self.table.finish(job, self._clock())
@@ -203,7 +203,7 @@ class JobRunner:
         """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
         board), without any prompt text."""
         records, problem = await self.records(client)
-        now, ttl = self._clock(), self.table.ttl_s
+        now, ttl = time.time(), self.table.ttl_s
         listing: dict[str, Any] = {
             "jobs": [listed(job, status_of(job.outcome, lost=job.lost), ttl, now) for job in records]
         }

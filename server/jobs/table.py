@@ -95,6 +95,10 @@ class Run:
     work: Work
     streams: bool
     """Its callers asked for progress, so its upstream requests are streamed."""
+    started: float
+    """On the runner's monotonic clock, as `finished` is: a kept job's expiry and a follower's deadline
+    are durations, which a step of the wall clock, or a laptop's sleep, must not shorten."""
+    finished: float | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     announced: anyio.Event = field(default_factory=anyio.Event)
     """Set once other instances can find it on the board (at once with no board): only then is it handed out."""
@@ -112,8 +116,8 @@ class Job:
     """A job, as every instance sees it: who asked what, when, and what it produced. A job this process
     runs also has its `here`; another instance's, found on the board, has none.
 
-    Times are the wall clock (seconds since the epoch): clients are shown them and other instances
-    compare them. A step of the system clock moves a kept job's expiry by as much."""
+    Its times are the wall clock (seconds since the epoch): clients are shown them and other instances
+    compare them. How long it has run or been kept is its `Run`'s, on a monotonic clock."""
 
     id: str
     client: str | None
@@ -188,10 +192,14 @@ class Job:
         )
 
 
-def _key(job: Job) -> str:
-    """The key of a job's work (the table holds this process's jobs only)."""
+def _here(job: Job) -> Run:
+    """A job's run (the table holds this process's jobs only)."""
     assert job.here is not None  # noqa: S101 - the runner adds only jobs of this process
-    return job.here.work.key
+    return job.here
+
+
+def _key(job: Job) -> str:
+    return _here(job).work.key
 
 
 class JobTable:
@@ -230,7 +238,7 @@ class JobTable:
 
     def finish(self, job: Job, now: float) -> None:
         """`job` has its outcome: keep it if its handle was handed out, else forget it at once."""
-        job.finished = now
+        _here(job).finished, job.finished = now, time.time()
         del self._running[_key(job)]
         if not job.kept:
             del self._jobs[job.id]
@@ -246,7 +254,8 @@ class JobTable:
         """Forget the kept jobs that finished `ttl_s` or longer before `now`."""
         for kept in list(self._kept.values()):
             for job in list(kept.values()):
-                if job.finished is None or job.finished + self.ttl_s > now:
+                finished = _here(job).finished
+                if finished is None or finished + self.ttl_s > now:
                     break
                 self._forget(job, "expired")
 
