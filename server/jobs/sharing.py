@@ -63,17 +63,11 @@ class Origin:
 
 @dataclass(frozen=True)
 class Ask:
-    """One upstream request to make: the provider and the exact body, keyed once (identical requests
-    have identical keys; the job that runs it is keyed by the same text)."""
+    """One upstream request to make: the provider and the exact body, keyed once (`RequestSharing.ask`)."""
 
     provider: str
     body: dict[str, Any]
     key: str
-
-    @classmethod
-    def of(cls, provider: str, body: dict[str, Any], scope: str | None = None) -> Ask:
-        exact = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return cls(provider, body, f"{provider}\n{exact}" if scope is None else f"{provider}\n{scope}\n{exact}")
 
 
 class RequestSharing:
@@ -99,8 +93,12 @@ class RequestSharing:
     def ask(self, provider: str, body: dict[str, Any], client: Client | None) -> Ask:
         """The one definition of the same question: the same provider and exact body, from the same client,
         or from any client where the operator shares between them (`SWARM_MCP_SHARE_BETWEEN_CLIENTS`).
-        Jobs, this module and the board of several instances all key work by it."""
-        return Ask.of(provider, body, None if self._between_clients or client is None else client.name)
+        Jobs, this module and the board of several instances all key work by it: identical requests have
+        identical keys."""
+        exact = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        if self._between_clients or client is None:
+            return Ask(provider, body, f"{provider}\n{exact}")
+        return Ask(provider, body, f"{provider}\n{client.name}\n{exact}")
 
     async def answer(
         self,
