@@ -172,6 +172,10 @@ async def test_identical_calls_share_the_job_while_it_runs_and_after_within_the_
         clock.advance(59)
         kept = answer_of(await client.call_tool("ask_fortytwo", ask))  # still kept a second before the TTL
         assert len(fake.seen("fortytwo")) == 1
+        (contents,) = (await client.read_resource("swarm://jobs")).contents
+        assert isinstance(contents, TextResourceContents)
+        (entry,) = json.loads(contents.text)["jobs"]
+        assert 0 < entry["forget_in_s"] <= 1  # what the listing says is what the expiry reads
         clock.advance(1)  # the TTL has passed
         fresh = answer_of(await client.call_tool("ask_fortytwo", ask))
         expired = await client.call_tool("get_result", {"job_id": first["job_id"]})

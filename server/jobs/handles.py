@@ -123,8 +123,9 @@ def cancel_words(report: CancelReport) -> tuple[str, CancelOutcome]:
     return text, CancelOutcome(job_id=job_id, status=status_out)
 
 
-def listed(job: Job, status: str, forget_after_s: float, now: float) -> dict[str, Any]:
-    """One job as swarm://jobs shows it (no prompt text); `now` is wall-clock time."""
+def listed(job: Job, status: str, forget_in_s: float | None, now: float) -> dict[str, Any]:
+    """One job as swarm://jobs shows it (no prompt text); `now` is wall-clock time, `forget_in_s` how long
+    a finished job is still kept (`JobRunner` knows by which clock)."""
     entry: dict[str, Any] = {
         "id": job.id,
         "tool": job.tool,
@@ -135,7 +136,8 @@ def listed(job: Job, status: str, forget_after_s: float, now: float) -> dict[str
         "elapsed_s": round((job.finished or now) - job.started, 1),
     }
     if job.finished is not None:
-        entry["forget_in_s"] = round(max(0.0, job.finished + forget_after_s - now), 1)
+        if forget_in_s is not None:
+            entry["forget_in_s"] = round(forget_in_s, 1)
         usage = usage_by_provider(job.outcome) if job.outcome is not None else {}
         entry["usage"] = {name: None if u is None else u.model_dump() for name, u in usage.items()}
     return entry

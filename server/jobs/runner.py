@@ -203,13 +203,24 @@ class JobRunner:
         """What swarm://jobs shows: every job of this client the server knows (on any instance sharing the
         board), without any prompt text."""
         records, problem = await self.records(client)
-        now, ttl = time.time(), self.table.ttl_s
+        now = time.time()
         listing: dict[str, Any] = {
-            "jobs": [listed(job, status_of(job.outcome, lost=job.lost), ttl, now) for job in records]
+            "jobs": [
+                listed(job, status_of(job.outcome, lost=job.lost), self._forget_in_s(job, now), now) for job in records
+            ]
         }
         if problem is not None:
             listing["problem"] = problem
         return listing
+
+    def _forget_in_s(self, job: Job, now: float) -> float | None:
+        """How long a finished job is still kept: by this process's clock for its own jobs (the clock their
+        expiry reads, which a sleeping laptop does not advance), by the wall clock (`now`) for another's."""
+        if job.here is not None and job.here.finished is not None:
+            return max(0.0, job.here.finished + self.table.ttl_s - self._clock())
+        if job.finished is not None:
+            return max(0.0, job.finished + self.table.ttl_s - now)
+        return None
 
     def _stop(self, job: Job) -> None:
         """Stop a job of this process: its upstream requests are aborted, and its callers get a `cancelled`
