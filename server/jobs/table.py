@@ -132,6 +132,7 @@ class Job:
     lost: bool = False
     """The instance running it stopped before it finished (worked out by the reader, never stored)."""
     finished: float | None = None
+    """When it finished."""
     kept: bool = False
     """Its handle was handed out, so its outcome is kept for get_result (and listed)."""
     message: str | None = None
