@@ -101,8 +101,7 @@ class JobRunner:
         if job is None and job_limit is not None:
             self._refuse_past(work, job_limit)
         if job is None:
-            here = Run(work, streams=stream or on_progress is not None, started=self._clock())
-            job = Job.of(self._new_id(), work, time.time(), here)
+            job, here = self._new(work, streams=stream or on_progress is not None)
             if here.streams:
                 here.listeners.append(job.note)
             self.table.add(job)
@@ -124,8 +123,7 @@ class JobRunner:
     def adopt(self, work: Work, outcome: Outcome) -> Job:
         """A job that finished as it was asked for (an answer kept from an identical call, a refusal), kept
         like any handed-out job: for a client that must be handed a job whatever happens."""
-        here = Run(work, streams=False, started=self._clock())
-        job = Job.of(self._new_id(), work, time.time(), here)
+        job, here = self._new(work, streams=False)
         job.outcome, job.kept = outcome, True
         self.table.add(job)
         self.table.finish(job, self._clock())
@@ -161,8 +159,10 @@ class JobRunner:
             return here, f"{err}; only this instance's jobs are listed"
         return sorted(here + elsewhere, key=lambda job: job.started), None
 
-    def _new_id(self) -> str:
-        return f"j_{self._instance}-{secrets.token_hex(12)}"
+    def _new(self, work: Work, *, streams: bool) -> tuple[Job, Run]:
+        """A job of this process doing `work`, and its run; not in the table yet."""
+        here = Run(work, streams=streams, started=self._clock())
+        return Job.of(f"j_{self._instance}-{secrets.token_hex(12)}", work, time.time(), here), here
 
     async def get_result(self, job_id: str, wait_s: float, on_progress: ProgressFn | None, client: str | None) -> Reply:
         job = await self._find(job_id, "get_result", client)
