@@ -90,6 +90,21 @@ def http_server_at(
         log.close()
 
 
+@contextmanager
+def oauth_gateway(
+    fake: FakeUpstream, tmp_path: Path, tokens: str, *flags: str, name: str = "server", **env: str
+) -> Iterator[str]:
+    """The gateway with OAuth on a free loopback port, its public URL its own base and its scope `mcp`,
+    `tokens` its tokens file (`tmp_path / "tokens.txt"`); `env` says which OAuth. Its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    tokens_file = tmp_path / "tokens.txt"
+    tokens_file.write_text(tokens)
+    oauth = {"SWARM_MCP_TOKENS_FILE": str(tokens_file), "SWARM_MCP_PUBLIC_URL": base, "SWARM_MCP_OAUTH_SCOPE": "mcp"}
+    with http_server_at(port, fake, tmp_path, *flags, name=name, **oauth, **env):
+        yield base
+
+
 @asynccontextmanager
 async def mcp_client(
     url: str, token: str | None = TOKEN, headers: dict[str, str] | None = None, mode: str = "auto", **kwargs: Any

@@ -32,7 +32,7 @@ from playwright.async_api import Browser, async_playwright
 
 from tests import third_party
 from tests.fake_upstream import FakeUpstream, Reply, eventually
-from tests.servers import free_port, http_server_at, mcp_client
+from tests.servers import free_port, mcp_client, oauth_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -43,19 +43,9 @@ BOB = "bob-gateway-token-0123456789"
 @contextmanager
 def builtin_gateway(fake: FakeUpstream, tmp_path: Path, name: str = "server", **more: str) -> Iterator[str]:
     """The gateway as its own authorization server, alice and bob in its tokens file: its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text(f"alice {ALICE} daily_tokens=100000\nbob {BOB}\n")
-    env = {
-        "SWARM_MCP_TOKENS_FILE": str(tokens),
-        "SWARM_MCP_PUBLIC_URL": base,
-        "SWARM_MCP_OAUTH": "builtin",
-        "SWARM_MCP_OAUTH_SCOPE": "mcp",
-        "SWARM_MCP_STATE_DB": str(tmp_path / "state.sqlite3"),
-        **more,
-    }
-    with http_server_at(port, fake, tmp_path, name=name, **env):
+    tokens = f"alice {ALICE} daily_tokens=100000\nbob {BOB}\n"
+    env = {"SWARM_MCP_OAUTH": "builtin", "SWARM_MCP_STATE_DB": str(tmp_path / "state.sqlite3"), **more}
+    with oauth_gateway(fake, tmp_path, tokens, name=name, **env) as base:
         yield base
 
 

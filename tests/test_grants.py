@@ -26,12 +26,12 @@ async def two(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[t
     if request.param == "memory":
         one = SqliteGrants(None)
         yield one, one
-        one.close()
+        await one.aclose()
     elif request.param == "state file":
         first, second = SqliteGrants(tmp_path / "state.sqlite3"), SqliteGrants(tmp_path / "state.sqlite3")
         yield first, second
-        first.close()
-        second.close()
+        await first.aclose()
+        await second.aclose()
     else:
         from swarm_inference_mcp.server.scaleout.grants import RedisGrants  # noqa: PLC0415
 

@@ -21,7 +21,7 @@ from jwt.algorithms import RSAAlgorithm
 from tests import third_party
 from tests.conftest import fake_env
 from tests.fake_upstream import FakeUpstream, Reply, eventually
-from tests.servers import free_port, http_server_at, mcp_client, run_script
+from tests.servers import free_port, mcp_client, oauth_gateway, run_script
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -94,18 +94,8 @@ def status_with(base: str, token: str) -> httpx2.Response:
 @contextmanager
 def gateway(fake: FakeUpstream, tmp_path: Path, issuer: str, **more: str) -> Iterator[tuple[str, str]]:
     """The gateway trusting `issuer`, alice mapped by identity, bob by a plain token: (base URL, resource)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text(f"alice identity:alice-app daily_tokens=100000\nbob {BOB}\n")
-    env = {
-        "SWARM_MCP_TOKENS_FILE": str(tokens),
-        "SWARM_MCP_PUBLIC_URL": base,
-        "SWARM_MCP_OAUTH_ISSUER": issuer,
-        "SWARM_MCP_OAUTH_SCOPE": "mcp",
-        **more,
-    }
-    with http_server_at(port, fake, tmp_path, "--stateless", **env):
+    tokens = f"alice identity:alice-app daily_tokens=100000\nbob {BOB}\n"
+    with oauth_gateway(fake, tmp_path, tokens, "--stateless", SWARM_MCP_OAUTH_ISSUER=issuer, **more) as base:
         yield base, f"{base}/mcp"
 
 

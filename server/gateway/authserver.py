@@ -83,6 +83,11 @@ class Authority:
         self._http = httpx2.AsyncClient(timeout=DOCUMENT_S, follow_redirects=False, trust_env=False, verify=cas)
         self._documents: dict[str, tuple[float, OAuthClientInformationFull]] = {}
 
+    async def aclose(self) -> None:
+        """The server stops: let go of the documents' HTTP client and of the grants' store."""
+        await self._http.aclose()
+        await self._grants.aclose()
+
     # Clients: a client ID metadata document's URL, or one registered here.
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:

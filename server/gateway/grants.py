@@ -11,7 +11,6 @@ file is off), or in Redis when the server has one, so that every instance honour
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -23,11 +22,12 @@ import anyio
 from pydantic import BaseModel
 
 from swarm_inference_mcp.server.accounting.schema import GRANTS_TABLE, connect
+from swarm_inference_mcp.server.clients import digest as sha256
 
 
 def digest(kind: str, secret: str) -> str:
-    """The key a secret is kept under: its kind and the SHA-256 of the secret."""
-    return kind + ":" + hashlib.sha256(secret.encode()).hexdigest()
+    """The key a secret is kept under: its kind and the SHA-256 of the secret (`clients.digest`, in hex)."""
+    return kind + ":" + sha256(secret).hex()
 
 
 class Grant(BaseModel):
@@ -51,6 +51,9 @@ class Grants(Protocol):
 
     async def revoke(self, family: str) -> None:
         """Forget every grant of a family."""
+
+    async def aclose(self) -> None:
+        """Let go of the file or the connection (the server stops)."""
 
 
 class SqliteGrants:
@@ -78,8 +81,9 @@ class SqliteGrants:
     async def revoke(self, family: str) -> None:
         await anyio.to_thread.run_sync(self._revoke, family)
 
-    def close(self) -> None:
-        self._db.close()
+    async def aclose(self) -> None:
+        with self._lock:
+            self._db.close()
 
     def _put(self, key: str, grant: Grant) -> None:
         with self._lock:  # each statement commits on its own (autocommit)

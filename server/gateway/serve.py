@@ -272,9 +272,11 @@ async def serve_http(
             keeping.cancel()
             with suppress(asyncio.CancelledError):
                 await keeping
-        if names is not None:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if names is not None:
                 await names.aclose()
+            if app.authorization is not None:
+                await app.authorization.authority.aclose()
 
 
 async def _names(settings: Settings) -> Names | None:
